@@ -1,0 +1,189 @@
+"""A model is a directory:
+
+    meta.json       name, version, labels, arch, segmenter/embedder/wide
+                    settings, metrics, training-data provenance, versions
+    model.keras     the Keras model (registered layers only, no Lambda)
+    vocab.txt       embedder files
+    stopwords.txt   the stopwords used at training (always copied)
+    userdict.txt    the jieba user dictionary, when one was used
+    manifest.json   sha256 of every file above
+
+Loading checks the manifest before anything is built or deserialised, and
+loads Keras with ``safe_mode=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from . import __version__
+from .errors import ModelError
+
+META_FILE = "meta.json"
+MANIFEST_FILE = "manifest.json"
+KERAS_FILE = "model.keras"
+STOPWORDS_FILE = "stopwords.txt"
+USER_DICT_FILE = "userdict.txt"
+FORMAT_VERSION = 1
+DEFAULT_MODEL = "zh-fast"
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def builtin_models() -> dict[str, Path]:
+    root = Path(str(resources.files("sentiscore.models")))
+    return {p.name: p for p in sorted(root.iterdir()) if (p / META_FILE).is_file()}
+
+
+def resolve_model_path(model: str | Path | None) -> Path:
+    """A model directory, or the name of a built-in model (default zh-fast)."""
+    if model is None:
+        model = DEFAULT_MODEL
+    path = Path(model)
+    if path.is_dir():
+        return path
+    builtins = builtin_models()
+    if str(model) in builtins:
+        return builtins[str(model)]
+    names = ", ".join(builtins) or "none installed"
+    if path.exists():
+        raise ModelError(f"--model {model}: not a directory; a model is a directory holding {META_FILE}")
+    raise ModelError(f"--model {model}: no such directory or built-in model (built-in: {names})")
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def read_meta(model_dir: Path) -> dict:
+    meta_path = model_dir / META_FILE
+    if not meta_path.is_file():
+        raise ModelError(f"{model_dir} is not a sentiscore model: {META_FILE} is missing")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{meta_path} is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != "sentiscore-model":
+        raise ModelError(f"{meta_path} is not a sentiscore model card (no \"format\": \"sentiscore-model\")")
+    return meta
+
+
+def verify(model_dir: Path) -> dict:
+    """Check meta.json, the sentiscore version that made the model and every
+    file's sha256 in the manifest. Returns the meta dict."""
+    model_dir = Path(model_dir)
+    meta = read_meta(model_dir)
+    made_by = str(meta.get("sentiscore_version", "0"))
+    if _version_tuple(made_by)[:2] > _version_tuple(__version__)[:2]:
+        raise ModelError(
+            f"{model_dir} was made by sentiscore {made_by}, newer than this sentiscore {__version__}; "
+            "upgrade sentiscore to load it"
+        )
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise ModelError(f"{model_dir / META_FILE}: model format {meta.get('format_version')} is newer than this sentiscore reads")
+    manifest_path = model_dir / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise ModelError(f"{manifest_path} is missing: cannot check the model's files")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ModelError(f"{manifest_path} is unreadable ({exc})") from exc
+    if META_FILE not in manifest or KERAS_FILE not in manifest:
+        raise ModelError(f"{manifest_path} does not list {META_FILE} and {KERAS_FILE}")
+    for name, expected in manifest.items():
+        path = model_dir / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ModelError(f"{manifest_path} names a file outside the model directory: {name}")
+        if not path.is_file():
+            raise ModelError(f"{path} is missing (listed in {MANIFEST_FILE})")
+        if sha256_of(path) != expected:
+            raise ModelError(f"{path} does not match its sha256 in {MANIFEST_FILE}: the file was changed or damaged")
+    return meta
+
+
+def model_hash(model_dir: Path) -> str:
+    """Short id of a model: sha256 of its manifest."""
+    return sha256_of(Path(model_dir) / MANIFEST_FILE)[:12]
+
+
+def write_manifest(model_dir: Path) -> None:
+    files = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.name != MANIFEST_FILE)
+    manifest = {"files": {str(p.relative_to(model_dir)): sha256_of(p) for p in files}}
+    (model_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def save_model_dir(out_dir: Path, keras_model, meta: dict, embedder, stopwords_text: str, user_dict: str | None) -> Path:
+    """Write a complete model directory (to a temp folder beside it, renamed at
+    the end, so a crash never leaves a half model that looks whole)."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-model")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        keras_model.save(tmp / KERAS_FILE)
+        embedder.save(tmp)
+        (tmp / STOPWORDS_FILE).write_text(stopwords_text, encoding="utf-8")
+        if user_dict:
+            shutil.copyfile(user_dict, tmp / USER_DICT_FILE)
+        meta = {**meta, "format": "sentiscore-model", "format_version": FORMAT_VERSION, "sentiscore_version": __version__}
+        (tmp / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        write_manifest(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    meta: dict
+    keras_model: object
+    embedder: object
+    hash: str
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", self.path.name))
+
+    @property
+    def labels(self) -> list[tuple[str, str]]:
+        return [(str(item["value"]), str(item["name"])) for item in self.meta["labels"]]
+
+
+def load_model_dir(model: str | Path | None) -> LoadedModel:
+    path = resolve_model_path(model)
+    meta = verify(path)
+    from .embed import load_embedder
+    from .model import import_tensorflow
+
+    import_tensorflow()
+    import keras
+
+    from . import layers  # noqa: F401  (registers the custom layers)
+
+    try:
+        keras_model = keras.saving.load_model(path / KERAS_FILE, safe_mode=True, compile=False)
+    except Exception as exc:  # Keras raises many types for a bad file
+        raise ModelError(f"{path / KERAS_FILE} could not be loaded safely: {exc}") from exc
+    embedder = load_embedder(path, meta["embedder"])
+    return LoadedModel(path=path, meta=meta, keras_model=keras_model, embedder=embedder, hash=model_hash(path))

@@ -1,0 +1,231 @@
+"""Command line: thin wrappers over train / score / evaluate / info. Typed
+errors become click exceptions with their exit codes; nothing here holds
+logic of its own."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import click
+
+from . import __version__
+from .config import (
+    DEFAULT_LABELS,
+    EmbedderConfig,
+    ModelConfig,
+    ScoreConfig,
+    SegmenterConfig,
+    TrainConfig,
+    WideConfig,
+    parse_labels,
+)
+from .errors import SentiscoreError
+
+INPUT_FORMAT_CHOICES = click.Choice(["csv", "tsv", "parquet", "jsonl"])
+OUTPUT_FORMAT_CHOICES = click.Choice(["parquet", "csv", "tsv", "jsonl"])
+
+
+class _ExitError(click.ClickException):
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _errors_to_exit(func):
+    """SentiscoreError → 'Error: message' on stderr and its exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except SentiscoreError as exc:
+            raise _ExitError(str(exc), exc.exit_code) from exc
+        except KeyboardInterrupt:
+            click.echo("sentiscore: interrupted; no output was written", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def model_option(func):
+    return click.option(
+        "--model", "-m", default=None, metavar="DIR|NAME",
+        help="Model directory or built-in name (zh-fast). Default: the shipped default model.",
+    )(func)
+
+
+def text_column_option(func):
+    return click.option("--text-column", default="txt", show_default=True, help="Column holding the text.")(func)
+
+
+def workers_option(func):
+    return click.option(
+        "--workers", type=click.IntRange(min=1), default=None,
+        help="Segmentation processes. Default: all cores.",
+    )(func)
+
+
+def input_options(func):
+    func = click.option("--input-format", type=INPUT_FORMAT_CHOICES, default=None, help="Input format; default from the extension (needed for '-').")(func)
+    func = click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CSV/TSV input (e.g. gb18030).")(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sentiscore")
+def cli():
+    """Batch sentiment scoring for Chinese text: 负评 / 中评 / 正评.
+
+    \b
+    sentiscore score reviews.csv scored.parquet
+    sentiscore train data.tsv --out my-model
+    sentiscore evaluate dev.parquet --model my-model
+    """
+
+
+@cli.command()
+@click.argument("input_path", metavar="IN")
+@click.argument("output_path", metavar="OUT")
+@model_option
+@text_column_option
+@input_options
+@click.option("--output-format", type=OUTPUT_FORMAT_CHOICES, default=None, help="Output format; default from OUT's extension (needed for '-').")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=10_000, show_default=True, help="Rows read, scored and written at a time.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Texts per model batch.")
+@click.option("--top-k", type=click.IntRange(min=0), default=3, show_default=True, help="Top attended words per row.")
+@click.option("--keep-columns", default=None, help="Comma-separated input columns to pass through (default: all).")
+@click.option("--prefix", default="", help="Prefix for the added columns, e.g. ss_ when the input already has 'label'.")
+@click.option("--maxlen", type=int, default=None, help="Check the model was trained with this maxlen (error if not).")
+@click.option("--user-dict", type=click.Path(dir_okay=False), default=None, help="Check the model was trained with this jieba user dictionary (error if not).")
+@click.option("--stopwords", default=None, help="Check the model was trained with these stopwords (error if not).")
+@workers_option
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
+@_errors_to_exit
+def score(input_path, output_path, model, text_column, input_format, encoding, output_format, chunk_size, batch_size,
+          top_k, keep_columns, prefix, maxlen, user_dict, stopwords, workers, overwrite, quiet):
+    """Score IN (CSV/TSV/Parquet/JSONL, or '-' for stdin) into OUT (Parquet,
+    CSV, TSV or JSONL, or '-' for stdout).
+
+    Every input row comes out, in order, with label, label_id, confidence,
+    prob_<label>, top_words, top_weights and status added."""
+    from .pipeline import score_file
+
+    config = ScoreConfig(
+        text_column=text_column, chunk_size=chunk_size, batch_size=batch_size, top_k=top_k, workers=workers,
+        input_format=input_format, output_format=output_format, encoding=encoding,
+        keep_columns=tuple(c.strip() for c in keep_columns.split(",") if c.strip()) if keep_columns is not None else None,
+        overwrite=overwrite, quiet=quiet,
+    )
+    expect = {"maxlen": maxlen, "user_dict": user_dict, "stopwords": stopwords}
+    bar = None
+    if not quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(unit=" rows", file=sys.stderr, dynamic_ncols=True)
+    try:
+        summary = score_file(input_path, output_path, model=model, config=config, prefix=prefix, expect=expect,
+                             progress=bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not quiet:
+        click.echo(summary.line(), err=True)
+
+
+@cli.command()
+@click.argument("data_path", metavar="DATA")
+@click.option("--out", "out_dir", required=True, help="Model directory to write.")
+@click.option("--name", default=None, help="Model name recorded in meta.json (default: the folder name).")
+@click.option("--text-column", default="txt", show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--labels", "labels_spec", default=",".join(f"{v}={n}" for v, n in DEFAULT_LABELS), show_default=True,
+              help="Label values and names, VALUE=NAME,...")
+@click.option("--arch", type=click.Choice(["wide-deep", "attention"]), default="wide-deep", show_default=True,
+              help="attention: BiLSTM + attention; wide-deep: plus a linear char 1-3-gram path.")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Stratified validation share for early stopping.")
+@click.option("--dev", "dev_path", default=None, help="Held-out labelled file to evaluate after training (recorded in the card).")
+@click.option("--seed", type=int, default=13, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--learning-rate", type=float, default=2e-3, show_default=True)
+@click.option("--patience", type=click.IntRange(min=0), default=2, show_default=True, help="Epochs without val-loss gain before stopping.")
+@click.option("--maxlen", type=click.IntRange(min=1), default=128, show_default=True, help="Tokens per text.")
+@click.option("--embed-dim", type=click.IntRange(min=1), default=96, show_default=True)
+@click.option("--min-count", type=click.IntRange(min=1), default=2, show_default=True, help="Minimum word count for the vocabulary.")
+@click.option("--lstm-units", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--dropout", type=float, default=0.3, show_default=True)
+@click.option("--no-class-weights", is_flag=True, help="Do not weight classes by rarity.")
+@click.option("--user-dict", type=click.Path(exists=True, dir_okay=False), default=None, help="jieba user dictionary (copied into the model).")
+@click.option("--stopwords", default="builtin", show_default=True, help="builtin, none, or a one-word-per-line file.")
+@workers_option
+@click.option("--quiet", "-q", is_flag=True)
+@_errors_to_exit
+def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch, val_fraction, dev_path, seed, epochs,
+          batch_size, learning_rate, patience, maxlen, embed_dim, min_count, lstm_units, dropout, no_class_weights,
+          user_dict, stopwords, workers, quiet):
+    """Train a model on DATA (CSV/TSV/Parquet/JSONL with text and label
+    columns) and write it to --out."""
+    from pathlib import Path
+
+    from .train import train as run_training
+
+    config = TrainConfig(
+        text_column=text_column, label_column=label_column, labels=parse_labels(labels_spec),
+        val_fraction=val_fraction, seed=seed, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+        patience=patience, class_weights=not no_class_weights, workers=workers, name=name or Path(out_dir).name,
+        segmenter=SegmenterConfig(stopwords=stopwords, user_dict=user_dict),
+        embedder=EmbedderConfig(maxlen=maxlen, embed_dim=embed_dim, min_count=min_count),
+        wide=WideConfig(),
+        model=ModelConfig(arch=arch, lstm_units=lstm_units, dropout=dropout),
+    )
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    meta = run_training(data_path, out_dir, config, dev_path=dev_path, log=log, verbose=0 if quiet else 2)
+    val = meta["metrics"]["validation"]
+    click.echo(f"wrote {out_dir}: validation accuracy {val['accuracy']:.4f}, macro-F1 {val['macro_f1']:.4f}")
+
+
+@cli.command()
+@click.argument("data_path", metavar="DATA")
+@model_option
+@click.option("--text-column", default="txt", show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--group-column", default="source", show_default=True, help="Also report per value of this column (if present).")
+@input_options
+@click.option("--json", "json_path", default=None, help="Also write the metrics as JSON to this file ('-' for stdout).")
+@workers_option
+@_errors_to_exit
+def evaluate(data_path, model, text_column, label_column, group_column, input_format, encoding, json_path, workers):
+    """Measure a model on labelled DATA: accuracy, macro-F1, per-class
+    precision/recall/F1 and the confusion matrix."""
+    from .evaluate import evaluate as run_evaluation
+    from .evaluate import format_report
+
+    result = run_evaluation(data_path, model=model, text_column=text_column, label_column=label_column,
+                            group_column=group_column, workers=workers, input_format=input_format, encoding=encoding)
+    if json_path == "-":
+        click.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    click.echo(format_report(result))
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(result, f, ensure_ascii=False, indent=2)
+
+
+@cli.command()
+@click.argument("model", required=False, metavar="[MODEL]")
+@click.option("--json", "as_json", is_flag=True, help="Print meta.json as JSON.")
+@_errors_to_exit
+def info(model, as_json):
+    """Show a model's card (default: the shipped default model)."""
+    from .artifacts import model_hash, resolve_model_path, verify
+    from .report import format_card
+
+    path = resolve_model_path(model)
+    meta = verify(path)
+    if as_json:
+        click.echo(json.dumps(meta, ensure_ascii=False, indent=2))
+    else:
+        click.echo(format_card(meta, path, model_hash(path)))

@@ -1,0 +1,351 @@
+"""Readers that yield Arrow record batches of a fixed number of rows, and
+writers that write one batch at a time to a temp file renamed on success.
+
+CSV columns are read as strings so ids like ``007`` pass through unchanged
+and a column that looks numeric for 10,000 rows and then holds text cannot
+break a streaming read halfway through a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+
+from .errors import InputError, OutputError, UsageError
+
+INPUT_FORMATS = ("csv", "tsv", "parquet", "jsonl")
+OUTPUT_FORMATS = ("parquet", "csv", "tsv", "jsonl")
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+_COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")
+_HEAD_BYTES = 1 << 16
+_BLOCK_BYTES = 4 << 20
+
+
+def is_stdio(path) -> bool:
+    return str(path) == "-"
+
+
+def detect_format(path, explicit: str | None, allowed: tuple[str, ...], option: str) -> str:
+    if explicit:
+        if explicit not in allowed:
+            raise UsageError(f"{option} must be one of {', '.join(allowed)}")
+        return explicit
+    if is_stdio(path):
+        raise UsageError(f"{option} is needed when the file is '-' (stdin/stdout)")
+    suffixes = [s.lower() for s in Path(str(path)).suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSIONS:
+        suffixes = suffixes[:-1]
+    fmt = _EXTENSIONS.get(suffixes[-1]) if suffixes else None
+    if fmt is None or fmt not in allowed:
+        raise UsageError(f"cannot tell the format of {path} from its extension; pass {option} ({', '.join(allowed)})")
+    return fmt
+
+
+class _PrefixedStream(io.RawIOBase):
+    """A non-seekable stream with bytes already read put back in front."""
+
+    def __init__(self, head: bytes, rest):
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if len(self._head):
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _open_binary(path):
+    if is_stdio(path):
+        return sys.stdin.buffer
+    if not Path(path).exists():
+        raise InputError(f"input file {path} does not exist")
+    if Path(path).is_dir():
+        raise InputError(f"input {path} is a directory; give a file (directories need --engine ray)")
+    return pa.input_stream(str(path), compression="detect")
+
+
+def _csv_header(head: bytes, encoding: str, delimiter: str) -> list[str]:
+    text = head.decode(encoding, errors="replace").lstrip("\ufeff")
+    row = next(csv.reader(io.StringIO(text), delimiter=delimiter), None)
+    if not row:
+        raise InputError("the CSV file is empty: it has no header line")
+    return row
+
+
+@dataclass
+class InputSource:
+    schema: pa.Schema
+    batches: Iterator[pa.RecordBatch]
+    total_rows: int | None
+
+
+def _rechunk(batches: Iterator[pa.RecordBatch], schema: pa.Schema, chunk_size: int) -> Iterator[pa.RecordBatch]:
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        count += batch.num_rows
+        while count >= chunk_size:
+            table = pa.Table.from_batches(pending, schema=schema)
+            head = table.slice(0, chunk_size).combine_chunks()
+            yield head.to_batches()[0] if head.num_rows else pa.RecordBatch.from_pylist([], schema=schema)
+            rest = table.slice(chunk_size)
+            pending = rest.combine_chunks().to_batches() if rest.num_rows else []
+            count -= chunk_size
+    if count:
+        yield pa.Table.from_batches(pending, schema=schema).combine_chunks().to_batches()[0]
+
+
+def _wrap_read_errors(batches: Iterator[pa.RecordBatch], path, fmt: str, encoding: str) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from batches
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError, OSError) as exc:
+        hint = ""
+        if fmt in ("csv", "tsv") and ("UTF8" in str(exc) or "decode" in str(exc).lower()):
+            hint = f"; if the file is not {encoding}, try --encoding gb18030"
+        raise InputError(f"cannot read {path} as {fmt}: {exc}{hint}") from exc
+
+
+def open_input(path, fmt: str, chunk_size: int, encoding: str = "utf-8") -> InputSource:
+    """Open a file (or '-' for stdin) and return its schema and a generator of
+    record batches of exactly ``chunk_size`` rows (the last may be shorter)."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        if is_stdio(path):
+            source = pa.BufferReader(sys.stdin.buffer.read())
+        elif not Path(path).is_file():
+            raise InputError(f"input file {path} does not exist")
+        else:
+            source = str(path)
+        try:
+            pf = pq.ParquetFile(source)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"cannot read {path} as Parquet: {exc}") from exc
+        batches = pf.iter_batches(batch_size=chunk_size)
+        schema = pf.schema_arrow
+        total = pf.metadata.num_rows
+    elif fmt in ("csv", "tsv"):
+        import pyarrow.csv as pacsv
+
+        delimiter = "\t" if fmt == "tsv" else ","
+        raw = _open_binary(path)
+        head = raw.read(_HEAD_BYTES)
+        if not head.strip(b"\xef\xbb\xbf \r\n\t"):
+            raise InputError(f"{path} is empty: a CSV needs at least a header line")
+        names = _csv_header(head, encoding, delimiter)
+        if len(set(names)) != len(names):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            raise InputError(f"{path} has duplicate column names: {', '.join(dupes)}; rename them")
+        stream = io.BufferedReader(_PrefixedStream(head, raw), buffer_size=_HEAD_BYTES)
+        try:
+            reader = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(encoding=encoding, block_size=_BLOCK_BYTES),
+                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={n: pa.string() for n in names}, strings_can_be_null=False, quoted_strings_can_be_null=False
+                ),
+            )
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            hint = f"; if the file is not {encoding}, try --encoding gb18030" if "UTF8" in str(exc) or "codec" in str(exc) else ""
+            raise InputError(f"cannot read {path} as {fmt}: {exc}{hint}") from exc
+        schema = reader.schema
+        batches = iter(reader)
+        total = None
+    elif fmt == "jsonl":
+        import pyarrow.json as pajson
+
+        raw = _open_binary(path)
+        try:
+            reader = pajson.open_json(raw, read_options=pajson.ReadOptions(block_size=_BLOCK_BYTES))
+        except pa.ArrowInvalid as exc:
+            if "Empty JSON file" in str(exc):
+                raise InputError(f"{path} is empty: no JSON lines to score") from exc
+            raise InputError(f"cannot read {path} as JSON lines: {exc}") from exc
+        schema = reader.schema
+        batches = iter(reader)
+        total = None
+    else:  # pragma: no cover - detect_format guards this
+        raise UsageError(f"unknown input format {fmt}")
+    return InputSource(schema, _rechunk(_wrap_read_errors(batches, path, fmt, encoding), schema, chunk_size), total)
+
+
+def read_table(path, fmt: str, columns: list[str] | None = None, encoding: str = "utf-8") -> pa.Table:
+    """Read a whole file (training and evaluation data)."""
+    source = open_input(path, fmt, chunk_size=1 << 20, encoding=encoding)
+    batches = list(source.batches)
+    table = pa.Table.from_batches(batches, schema=source.schema)
+    if columns:
+        missing = [c for c in columns if c not in table.column_names]
+        if missing:
+            raise InputError(
+                f"{path} has no column {', '.join(map(repr, missing))}; its columns are: {', '.join(table.column_names)}"
+            )
+        table = table.select(columns)
+    return table
+
+
+# --- output ----------------------------------------------------------------
+
+
+def temp_path_for(out: Path) -> Path:
+    return out.with_name(f".{out.name}.sentiscore-{os.getpid()}.tmp")
+
+
+def check_output_path(out, inp, overwrite: bool) -> None:
+    """Fail before any work if OUT cannot or must not be written."""
+    if is_stdio(out):
+        return
+    out = Path(out)
+    if not out.parent.exists():
+        raise OutputError(f"the folder {out.parent} does not exist; create it first")
+    if out.is_dir():
+        raise OutputError(f"{out} is a directory; give a file name")
+    if not is_stdio(inp) and out.exists() and Path(inp).exists() and out.resolve() == Path(inp).resolve():
+        raise OutputError("OUT is the same file as IN; write the results to another file")
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out} already exists; pass --overwrite to replace it")
+    if not os.access(out.parent, os.W_OK):
+        raise OutputError(f"cannot write to the folder {out.parent} (permission denied)")
+
+
+class _CountingStdout(io.RawIOBase):
+    """stdout for writers that call tell()."""
+
+    def __init__(self, target):
+        self._target = target
+        self._pos = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._target.write(data)
+        self._pos += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._pos
+
+    def flush(self) -> None:
+        self._target.flush()
+
+
+def _lists_as_json(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """CSV cannot hold lists: write them as JSON arrays."""
+    columns = []
+    for col, field in zip(batch.columns, batch.schema):
+        if pa.types.is_list(field.type) or pa.types.is_large_list(field.type) or pa.types.is_struct(field.type):
+            col = pa.array([None if v is None else json.dumps(v, ensure_ascii=False) for v in col.to_pylist()], pa.string())
+        columns.append(col)
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+class BatchWriter:
+    """Writes record batches to OUT in the given format: into a temp file
+    beside OUT, renamed over OUT by ``commit``; ``abort`` removes it. With
+    OUT = '-', writes to stdout as it goes."""
+
+    def __init__(self, out, fmt: str, schema: pa.Schema, metadata: dict[str, str] | None = None):
+        self.fmt = fmt
+        self.out = out
+        self.metadata = metadata or {}
+        self.schema = schema.with_metadata({**(schema.metadata or {}), **{k.encode(): v.encode() for k, v in self.metadata.items()}})
+        if is_stdio(out):
+            self.tmp = None
+            self._sink = _CountingStdout(sys.stdout.buffer)
+        else:
+            self.tmp = temp_path_for(Path(out))
+            try:
+                self._sink = open(self.tmp, "wb")
+            except OSError as exc:
+                raise OutputError(f"cannot create {self.tmp}: {exc.strerror}") from exc
+        self._writer = None
+        self.rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        try:
+            self._write(batch)
+        except OSError as exc:
+            raise OutputError(f"writing {self.out} failed: {exc.strerror or exc}") from exc
+        self.rows += batch.num_rows
+
+    def _write(self, batch: pa.RecordBatch) -> None:
+        if self.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self._sink, self.schema, compression="zstd")
+            self._writer.write_batch(batch)
+        elif self.fmt in ("csv", "tsv"):
+            import pyarrow.csv as pacsv
+
+            batch = _lists_as_json(batch)
+            if self._writer is None:
+                options = pacsv.WriteOptions(delimiter="\t" if self.fmt == "tsv" else ",", include_header=True)
+                self._writer = pacsv.CSVWriter(self._sink, batch.schema, write_options=options)
+            self._writer.write_batch(batch)
+        elif self.fmt == "jsonl":
+            lines = [json.dumps(row, ensure_ascii=False, default=str) for row in batch.to_pylist()]
+            if lines:
+                self._sink.write(("\n".join(lines) + "\n").encode("utf-8"))
+        else:  # pragma: no cover
+            raise UsageError(f"unknown output format {self.fmt}")
+
+    def commit(self) -> None:
+        try:
+            if self._writer is None and self.fmt != "jsonl":
+                self._write(pa.RecordBatch.from_pylist([], schema=self.schema))  # zero rows: still a valid file
+            if self._writer is not None:
+                self._writer.close()
+            self._sink.flush()
+            if self.tmp is not None:
+                os.fsync(self._sink.fileno())
+                self._sink.close()
+                os.replace(self.tmp, self.out)
+        except OSError as exc:
+            self.abort()
+            raise OutputError(f"writing {self.out} failed: {exc.strerror or exc}") from exc
+
+    def abort(self) -> None:
+        if self.tmp is None:
+            return
+        writer, self._writer = self._writer, None
+        for closer in (writer.close if writer is not None else None, self._sink.close):
+            try:
+                if closer is not None:
+                    closer()
+            except Exception:  # already failing: removing the temp file is what matters
+                pass
+        try:
+            self.tmp.unlink()
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,120 @@
+"""Custom Keras layers, registered so ``.keras`` files load under
+``safe_mode=True`` without Lambda layers or custom code objects."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="sentiscore")
+class FeedForwardAttention(keras.layers.Layer):
+    """Raffel & Ellis (2015) feed-forward attention over a sequence:
+
+        e_t = tanh(h_t · w + b_t),  α = softmax(e) over real tokens,  c = Σ α_t h_t
+
+    ``b_t`` is a per-position bias (as in TextAttBiRNN) for up to ``max_steps``
+    positions; shorter batches use its first T entries. Padding gets exactly
+    zero weight. Returns ``[c, α]`` so α is there at prediction time.
+    """
+
+    def __init__(self, max_steps: int, **kwargs):
+        super().__init__(**kwargs)
+        self.max_steps = int(max_steps)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        self.w = self.add_weight(name="w", shape=(dim, 1), initializer="glorot_uniform")
+        self.b = self.add_weight(name="b", shape=(self.max_steps,), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, inputs, mask=None):
+        steps = ops.shape(inputs)[1]
+        scores = ops.tanh(ops.squeeze(ops.matmul(inputs, self.w), -1) + self.b[:steps])
+        if mask is None:
+            mask = ops.ones(ops.shape(scores), dtype="bool")
+        mask_f = ops.cast(mask, scores.dtype)
+        # Subtracting the max keeps exp() finite; masked steps are zeroed after exp, not before.
+        scores = ops.where(mask, scores, ops.full_like(scores, -1e9))
+        scores = scores - ops.max(scores, axis=1, keepdims=True)
+        weights = ops.exp(scores) * mask_f
+        alpha = weights / ops.maximum(ops.sum(weights, axis=1, keepdims=True), 1e-9)
+        context = ops.sum(inputs * ops.expand_dims(alpha, -1), axis=1)
+        return [context, alpha]
+
+    def compute_mask(self, inputs, mask=None):
+        return [None, None]
+
+    def compute_output_shape(self, input_shape):
+        return [(input_shape[0], input_shape[-1]), (input_shape[0], input_shape[1])]
+
+    def get_config(self):
+        return {**super().get_config(), "max_steps": self.max_steps}
+
+
+@keras.saving.register_keras_serializable(package="sentiscore")
+class HashedNgramLinear(keras.layers.Layer):
+    """Linear layer over a bag of hashed n-gram ids (0 = padding): an
+    embedding-bag with one weight per (bucket, class), summed over the row and
+    scaled by 1/sqrt(count) so long texts don't dominate. ``dropout`` drops
+    n-grams at random while training (feature dropout regularises transfer)."""
+
+    def __init__(self, num_buckets: int, units: int, l2: float = 0.0, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_buckets = int(num_buckets)
+        self.units = int(units)
+        self.l2 = float(l2)
+        self.dropout = float(dropout)
+        self.seed_generator = keras.random.SeedGenerator(7)
+
+    def build(self, input_shape):
+        reg = keras.regularizers.L2(self.l2) if self.l2 else None
+        self.table = self.add_weight(
+            name="table", shape=(self.num_buckets, self.units), initializer="zeros", regularizer=reg
+        )
+        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, ids, training=False):
+        keep = ops.cast(ops.not_equal(ids, 0), self.compute_dtype)
+        if training and self.dropout > 0:
+            draw = keras.random.uniform(ops.shape(keep), seed=self.seed_generator)
+            keep = keep * ops.cast(draw >= self.dropout, self.compute_dtype)
+        rows = ops.take(self.table, ids, axis=0) * ops.expand_dims(keep, -1)
+        count = ops.maximum(ops.sum(keep, axis=1, keepdims=True), 1.0)
+        return ops.sum(rows, axis=1) / ops.sqrt(count) + self.bias
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.units)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_buckets": self.num_buckets,
+            "units": self.units,
+            "l2": self.l2,
+            "dropout": self.dropout,
+        }
+
+
+@keras.saving.register_keras_serializable(package="sentiscore")
+class TokenDropout(keras.layers.Layer):
+    """While training, replaces a share of real token ids by the OOV id, so the
+    model learns not to lean on single in-domain words (helps other domains)."""
+
+    def __init__(self, rate: float, oov_id: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+        self.oov_id = int(oov_id)
+        self.seed_generator = keras.random.SeedGenerator(11)
+
+    def call(self, ids, training=False):
+        if not training or self.rate <= 0:
+            return ids
+        draw = keras.random.uniform(ops.shape(ids), seed=self.seed_generator)
+        drop = ops.logical_and(draw < self.rate, ops.greater(ids, self.oov_id))
+        return ops.where(drop, ops.full_like(ids, self.oov_id), ids)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "oov_id": self.oov_id}

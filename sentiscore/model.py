@@ -1,0 +1,156 @@
+"""Builds the Keras classifier from config, and runs it for inference.
+The only module (with layers.py and train.py) that touches TensorFlow/Keras."""
+
+from __future__ import annotations
+
+import os
+
+# TF's native log lines (oneDNN notices at level E among them) would bury the
+# summary line on stderr; real failures still arrive as Python exceptions.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import contextlib
+import sys
+
+import numpy as np
+
+from .config import EmbedderConfig, ModelConfig, WideConfig
+
+ATTENTION_LAYER = "attention"
+PROBS_LAYER = "probs"
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """TF's native start-up lines (oneDNN notices) bypass Python logging and
+    TF_CPP_MIN_LOG_LEVEL; they would bury the summary line users parse from
+    stderr. Python exceptions still propagate. SENTISCORE_DEBUG=1 shows them."""
+    if os.environ.get("SENTISCORE_DEBUG") or "tensorflow" in sys.modules:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_tensorflow():
+    with _stderr_silenced():
+        import keras  # noqa: F401
+        import tensorflow as tf
+    return tf
+
+
+def configure_tensorflow() -> None:
+    """Memory growth on every GPU: TF otherwise takes the whole card and torch
+    (ELMo) in the same process has nothing left."""
+    tf = import_tensorflow()
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised: too late, and harmless
+            pass
+
+
+def framework_versions() -> dict[str, str]:
+    import keras
+
+    tf = import_tensorflow()
+
+    return {"tensorflow": tf.__version__, "keras": keras.__version__}
+
+
+def build_classifier(
+    model_config: ModelConfig,
+    embedder_config: EmbedderConfig,
+    wide_config: WideConfig | None,
+    vocab_size: int,
+    n_classes: int,
+):
+    """TextAttBiRNN: tokens → BiLSTM(sequences) → feed-forward attention → Dense,
+    plus (``wide-deep``) a linear layer over hashed char n-grams whose logits
+    are summed with the deep logits before the softmax."""
+    import_tensorflow()
+    import keras
+
+    from .layers import FeedForwardAttention, HashedNgramLinear, TokenDropout
+
+    token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    inputs = [token_ids]
+    x = TokenDropout(model_config.token_dropout, name="token_dropout")(token_ids)
+    x = keras.layers.Embedding(vocab_size, embedder_config.embed_dim, mask_zero=True, name="embedding")(x)
+    x = keras.layers.Dropout(model_config.dropout, name="embedding_dropout")(x)
+    x = keras.layers.Bidirectional(
+        keras.layers.LSTM(model_config.lstm_units, return_sequences=True), name="bilstm"
+    )(x)
+    context, _alpha = FeedForwardAttention(embedder_config.maxlen, name=ATTENTION_LAYER)(x)
+    context = keras.layers.Dropout(model_config.dropout, name="context_dropout")(context)
+    logits = keras.layers.Dense(n_classes, name="deep_logits")(context)
+    if model_config.arch == "wide-deep":
+        assert wide_config is not None
+        ngram_ids = keras.Input(shape=(None,), dtype="int32", name="ngram_ids")
+        inputs.append(ngram_ids)
+        wide_logits = HashedNgramLinear(
+            wide_config.num_buckets, n_classes, l2=model_config.wide_l2, dropout=model_config.wide_dropout,
+            name="wide_logits",
+        )(ngram_ids)
+        logits = keras.layers.Add(name="logits")([logits, wide_logits])
+    probs = keras.layers.Activation("softmax", name=PROBS_LAYER)(logits)
+    return keras.Model(inputs, probs, name="sentiscore_classifier")
+
+
+def without_optimizer(keras_model):
+    """The same layers in an uncompiled model: saving it leaves out Adam's
+    state, which would otherwise double the file."""
+    import keras
+
+    return keras.Model(keras_model.inputs, keras_model.outputs, name=keras_model.name)
+
+
+def input_names(keras_model) -> list[str]:
+    return [t.name for t in keras_model.inputs]
+
+
+class Predictor:
+    """Inference over padded batches: one traced function with a fixed input
+    signature (no retracing per batch shape), no training-mode ops, returns
+    class probabilities and attention weights as NumPy."""
+
+    def __init__(self, keras_model):
+        tf = import_tensorflow()
+        import keras
+
+        configure_tensorflow()
+        attention = keras_model.get_layer(ATTENTION_LAYER)
+        self._explaining = keras.Model(keras_model.inputs, [keras_model.outputs[0], attention.output[1]])
+        self.input_names = input_names(keras_model)
+        signature = [{name: tf.TensorSpec([None, None], tf.int32, name=name) for name in self.input_names}]
+        self._run = tf.function(lambda inputs: self._explaining(inputs, training=False), input_signature=signature)
+        self._oom_error = tf.errors.ResourceExhaustedError
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (B, classes) and attention (B, T). On out-of-memory
+        the batch is halved and retried, down to single rows."""
+        feed = {name: inputs[name] for name in self.input_names}
+        try:
+            probs, alpha = self._run(feed)
+            return probs.numpy(), alpha.numpy()
+        except self._oom_error:
+            rows = next(iter(feed.values())).shape[0]
+            if rows <= 1:
+                raise
+            half = rows // 2
+            first = self({k: v[:half] for k, v in feed.items()})
+            second = self({k: v[half:] for k, v in feed.items()})
+            return np.concatenate([first[0], second[0]]), np.concatenate([first[1], second[1]])

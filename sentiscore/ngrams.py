@@ -1,0 +1,84 @@
+"""Hashed character n-grams of raw text, computed for a whole batch at once
+with NumPy (no per-row Python loop): the wide path's features.
+
+Texts are NFKC-normalised and lower-cased as one joined string, turned into a
+code-point array, and every n-gram that does not cross a text boundary is
+hashed with a fixed 64-bit mixer, so ids are the same on every machine and in
+every process (unlike Python's salted ``hash``).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+import numpy as np
+
+from .config import WideConfig
+
+_SEPARATOR = 0  # code point used between texts; NUL inside texts becomes a space
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_PRIME = np.uint64(0x100000001B3)
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    x = x ^ (x >> np.uint64(30))
+    x = x * _MIX1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _MIX2
+    return x ^ (x >> np.uint64(31))
+
+
+def _codepoints(texts: list[str]) -> np.ndarray:
+    joined = "\x00".join(t.replace("\x00", " ") for t in texts)
+    normalized = unicodedata.normalize("NFKC", joined).lower()
+    return np.frombuffer(normalized.encode("utf-32-le"), dtype=np.uint32)
+
+
+class CharNgramHasher:
+    """Maps texts to padded matrices of hashed n-gram ids in ``[1, num_buckets)``;
+    0 is padding. Repeated n-grams repeat their id, so a sum over the row is a
+    count-weighted bag."""
+
+    def __init__(self, config: WideConfig):
+        self.config = config
+
+    def transform(self, texts: list[str]) -> np.ndarray:
+        cfg = self.config
+        n_texts = len(texts)
+        if n_texts == 0:
+            return np.zeros((0, 1), np.int32)
+        codes = _codepoints(texts)
+        is_sep = codes == _SEPARATOR
+        text_of = np.cumsum(is_sep)  # text index of every position (separator counts to the next)
+        starts = np.concatenate([[0], np.flatnonzero(is_sep) + 1])
+        pos_in_text = np.arange(codes.size) - starts[text_of]
+        usable = ~is_sep & (pos_in_text < cfg.max_chars)
+
+        values = codes.astype(np.uint64)
+        rows, ids = [], []
+        for n in range(cfg.ngram_min, cfg.ngram_max + 1):
+            m = codes.size - n + 1
+            if m <= 0:
+                continue
+            ok = usable[:m].copy()
+            h = np.full(m, np.uint64(n), dtype=np.uint64)  # n seeds the hash: 'a' ≠ 'a' as part of 'ab'
+            for k in range(n):
+                ok &= usable[k : k + m]
+                h = _splitmix(h * _PRIME + values[k : k + m])
+            idx = np.flatnonzero(ok)
+            rows.append(text_of[idx])
+            ids.append((h[idx] % np.uint64(cfg.num_buckets - 1)).astype(np.int64) + 1)
+        if not rows:
+            return np.zeros((n_texts, 1), np.int32)
+        row = np.concatenate(rows)
+        col_ids = np.concatenate(ids)
+        order = np.argsort(row, kind="stable")
+        row, col_ids = row[order], col_ids[order]
+        counts = np.bincount(row, minlength=n_texts)
+        width = max(1, int(counts.max()))
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        col = np.arange(row.size) - first[row]
+        out = np.zeros((n_texts, width), np.int32)
+        out[row, col] = col_ids
+        return out

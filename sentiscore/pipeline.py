@@ -1,0 +1,417 @@
+"""Scoring: load a model once, then per chunk
+
+    preprocess   dedupe texts, segment (worker processes), ids, n-gram ids
+    _forward     the Keras model on length-bucketed batches, no autograd
+    postprocess  probabilities → label columns, confidence, top words (Arrow)
+
+``score_file`` streams a file through it: memory is bounded by the chunk
+size, not the file size, and segmentation of the next chunk overlaps the
+model's work on the current one.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import __version__
+from .artifacts import STOPWORDS_FILE, USER_DICT_FILE, LoadedModel, load_model_dir
+from .config import ScoreConfig, SegmenterConfig, WideConfig, default_workers
+from .errors import InputError, SettingsMismatchError
+from .io import BatchWriter, check_output_path, detect_format, INPUT_FORMATS, OUTPUT_FORMATS, open_input
+from .ngrams import CharNgramHasher
+from .segment import ParallelSegmenter, SegmentedBatch, segmenter_version
+
+STATUS_OK = "ok"
+STATUS_TRUNCATED = "truncated"  # labelled, but only the first maxlen tokens / max_chars were read
+STATUS_EMPTY = "empty"  # null, empty or whitespace-only text
+STATUS_NO_TOKENS = "no_tokens"  # only punctuation, symbols, emoji or stopwords
+STATUS_NOT_TEXT = "not_text"  # a list, struct or other value that is not text
+_LABELLED = (STATUS_OK, STATUS_TRUNCATED)
+_WIDTH_STEP = 8  # batch widths are rounded up to this: fewer distinct shapes
+
+
+def output_column_names(labels: list[tuple[str, str]], prefix: str = "") -> list[str]:
+    names = ["label", "label_id", "confidence"] + [f"prob_{name}" for _, name in labels]
+    names += ["top_words", "top_weights", "status"]
+    return [prefix + n for n in names]
+
+
+@dataclass
+class ScoreSummary:
+    rows: int
+    seconds: float
+    label_counts: dict[str, int]
+    unlabelled: int
+    model_name: str
+    model_hash: str
+    output: str
+    provenance: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+    def line(self) -> str:
+        counts = ", ".join(f"{name} {n:,}" for name, n in self.label_counts.items())
+        return (
+            f"sentiscore: {self.rows:,} rows in {self.seconds:.1f} s ({self.rows_per_second:,.0f} rows/s); "
+            f"{counts}, no label {self.unlabelled:,}; model {self.model_name}@{self.model_hash} "
+            f"segmenter {self.provenance.get('sentiscore.segmenter', '?')} "
+            f"sentiscore {__version__} tensorflow {self.provenance.get('sentiscore.tensorflow_version', '?')} "
+            f"keras {self.provenance.get('sentiscore.keras_version', '?')} -> {self.output}"
+        )
+
+
+@dataclass
+class _Prepared:
+    """A chunk after dedupe, waiting for (or holding) its segmentation."""
+
+    row_to_unique: np.ndarray  # int64, -1 for rows that get no label
+    row_status: np.ndarray  # object array of statuses for rows without a label
+    unique_texts: list[str]
+    wait_segmented: object  # callable → SegmentedBatch
+
+
+class Scorer:
+    """Load once, score many. ``predict`` for lists of texts, ``score_batch``
+    for Arrow batches, ``score_file`` (module level) for files."""
+
+    def __init__(self, loaded: LoadedModel, workers: int | None = None, batch_size: int = 256, top_k: int = 3):
+        from .model import Predictor, framework_versions
+
+        self.loaded = loaded
+        meta = loaded.meta
+        self.labels = loaded.labels
+        self.maxlen = int(meta["embedder"]["maxlen"])
+        seg = dict(meta["segmenter"])
+        if seg.get("name") != "jieba_fast":
+            raise SettingsMismatchError(f"{loaded.path}: segmenter {seg.get('name')!r} is not available here (jieba_fast is)")
+        if seg.get("version") and seg["version"] != segmenter_version():
+            raise SettingsMismatchError(
+                f"{loaded.path} was trained with jieba_fast {seg['version']} but {segmenter_version()} is installed; "
+                f"tokens would differ. Install jieba_fast=={seg['version']}"
+            )
+        user_dict = loaded.path / USER_DICT_FILE if seg.get("user_dict") else None
+        self.segmenter_config = SegmenterConfig(
+            name="jieba_fast",
+            hmm=bool(seg["hmm"]),
+            stopwords=str(loaded.path / STOPWORDS_FILE),
+            user_dict=str(user_dict) if user_dict else None,
+            max_chars=int(seg["max_chars"]),
+        )
+        self.workers = workers or default_workers()
+        self.segmenter = ParallelSegmenter(self.segmenter_config, self.maxlen, self.workers)
+        self.embedder = loaded.embedder
+        self.hasher = CharNgramHasher(WideConfig(**meta["wide"])) if meta["model"]["arch"] == "wide-deep" else None
+        self.predictor = Predictor(loaded.keras_model)
+        self.batch_size = batch_size
+        self.top_k = top_k
+        versions = framework_versions()
+        self.provenance = {
+            "sentiscore.version": __version__,
+            "sentiscore.model": loaded.name,
+            "sentiscore.model_hash": loaded.hash,
+            "sentiscore.model_path": str(loaded.path),
+            "sentiscore.segmenter": f"jieba_fast {segmenter_version()}",
+            "sentiscore.embedder": str(meta["embedder"]["type"]),
+            "sentiscore.tensorflow_version": versions["tensorflow"],
+            "sentiscore.keras_version": versions["keras"],
+        }
+
+    @classmethod
+    def from_model(cls, model=None, *, workers=None, batch_size=256, top_k=3, expect: dict | None = None) -> "Scorer":
+        """``expect`` holds settings the caller asked for (``maxlen``,
+        ``user_dict``, ``stopwords``); any that differ from the model's
+        training settings raise :class:`SettingsMismatchError`."""
+        loaded = load_model_dir(model)
+        check_expected_settings(loaded, expect or {})
+        return cls(loaded, workers=workers, batch_size=batch_size, top_k=top_k)
+
+    # -- stages ---------------------------------------------------------------
+    def preprocess(self, texts: pa.Array) -> _Prepared:
+        n = len(texts)
+        status = np.full(n, STATUS_OK, dtype=object)
+        if pa.types.is_null(texts.type):
+            texts = pa.nulls(n, pa.string())
+        elif not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+            try:  # numbers, dates, booleans: score their text form
+                texts = pc.cast(texts, pa.string())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                status[:] = STATUS_NOT_TEXT
+                return _Prepared(np.full(n, -1, np.int64), status, [], lambda: SegmentedBatch.concat([]))
+        if isinstance(texts, pa.ChunkedArray):
+            texts = texts.combine_chunks()
+        blank = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0), True)
+        encoded = pc.dictionary_encode(texts)  # score each distinct text once
+        indices = encoded.indices.to_numpy(zero_copy_only=False)
+        indices = np.where(np.asarray(blank.to_numpy(zero_copy_only=False), bool), -1, indices).astype(np.int64)
+        status[indices < 0] = STATUS_EMPTY
+        unique = encoded.dictionary.to_pylist()
+        # Distinct texts that some non-blank row uses, renumbered densely.
+        used = np.unique(indices[indices >= 0])
+        renumber = np.full(len(unique) + 1, -1, np.int64)
+        renumber[used] = np.arange(used.size)
+        row_to_unique = np.where(indices >= 0, renumber[indices], -1)
+        unique_texts = [unique[i] for i in used]
+        return _Prepared(row_to_unique, status, unique_texts, self.segmenter.submit(unique_texts))
+
+    def _batches(self, lengths: np.ndarray):
+        """Indices of texts grouped into batches of similar length, so compute
+        follows real tokens rather than maxlen."""
+        order = np.argsort(lengths, kind="stable")
+        for start in range(0, order.size, self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    def _forward(self, texts: list[str], segmented: SegmentedBatch):
+        """Probabilities (U, C) and, per text, its attention over its tokens."""
+        n = len(texts)
+        probs = np.zeros((n, len(self.labels)), np.float32)
+        attention = np.zeros(segmented.lengths.sum(), np.float32)
+        offsets = segmented.offsets
+        scorable = np.flatnonzero(segmented.lengths > 0)
+        for batch_idx in self._batches_of(scorable, segmented.lengths):
+            sub = _take(segmented, batch_idx, offsets)
+            width = int(-(-max(1, sub.lengths.max()) // _WIDTH_STEP) * _WIDTH_STEP)
+            inputs = self.embedder.encode(sub, min(width, self.maxlen))
+            if self.hasher is not None:
+                inputs["ngram_ids"] = self.hasher.transform([texts[i] for i in batch_idx])
+            batch_probs, batch_alpha = self.predictor(inputs)
+            probs[batch_idx] = batch_probs
+            mask = inputs["mask"]
+            # Write each text's weights back at its tokens' flat positions.
+            rows, cols = np.nonzero(mask)
+            attention[offsets[batch_idx[rows]] + cols] = batch_alpha[rows, cols]
+        return probs, attention
+
+    def _batches_of(self, subset: np.ndarray, lengths: np.ndarray):
+        for b in self._batches(lengths[subset]):
+            yield subset[b]
+
+    def _top_words(self, segmented: SegmentedBatch, attention: np.ndarray):
+        """Top-k distinct tokens per text by summed attention, as Arrow lists."""
+        k = self.top_k
+        offsets = segmented.offsets
+        words_out, weights_out = [], []
+        tokens = segmented.tokens
+        for i in range(segmented.lengths.size):
+            lo, hi = offsets[i], offsets[i + 1]
+            if k == 0 or hi == lo:
+                words_out.append([])
+                weights_out.append([])
+                continue
+            totals: dict[str, float] = {}
+            for tok, w in zip(tokens[lo:hi], attention[lo:hi].tolist()):
+                totals[tok] = totals.get(tok, 0.0) + w
+            best = sorted(totals.items(), key=lambda kv: -kv[1])[:k]
+            words_out.append([t for t, _ in best])
+            weights_out.append([round(w, 4) for _, w in best])
+        return words_out, weights_out
+
+    def postprocess(self, prepared: _Prepared, probs: np.ndarray, segmented: SegmentedBatch, attention: np.ndarray, prefix: str = "") -> list[tuple[str, pa.Array]]:
+        row_u = prepared.row_to_unique.copy()
+        status = prepared.row_status.copy()
+        no_tokens = segmented.lengths == 0
+        truncated = segmented.truncated
+        has_u = row_u >= 0
+        u_status = np.where(no_tokens, STATUS_NO_TOKENS, np.where(truncated, STATUS_TRUNCATED, STATUS_OK))
+        status[has_u] = u_status[row_u[has_u]]
+        labelled = np.isin(status, _LABELLED)
+        take = np.where(labelled, row_u, 0)
+        null_mask = ~labelled
+
+        row_probs = probs[take] if probs.size else np.zeros((status.size, len(self.labels)), np.float32)
+        best = row_probs.argmax(axis=1) if row_probs.size else np.zeros(status.size, np.int64)
+        names = np.array([name for _, name in self.labels], dtype=object)
+        values = [value for value, _ in self.labels]
+        int_ids = all(_is_int(v) for v in values)
+        id_values = np.array([int(v) for v in values] if int_ids else values, dtype=np.int64 if int_ids else object)
+
+        columns: list[tuple[str, pa.Array]] = []
+        columns.append(("label", pa.array(names[best], pa.string(), mask=null_mask)))
+        columns.append(("label_id", pa.array(id_values[best], pa.int64() if int_ids else pa.string(), mask=null_mask)))
+        confidence = np.round(row_probs.max(axis=1).astype(np.float64), 6) if row_probs.size else np.zeros(status.size)
+        columns.append(("confidence", pa.array(confidence, pa.float64(), mask=null_mask)))
+        for j, (_, name) in enumerate(self.labels):
+            columns.append((f"prob_{name}", pa.array(np.round(row_probs[:, j].astype(np.float64), 6), pa.float64(), mask=null_mask)))
+        words, weights = self._top_words(segmented, attention)
+        # Unlabelled rows point at one extra empty list appended at the end.
+        words.append([])
+        weights.append([])
+        list_index = pa.array(np.where(labelled, row_u, len(words) - 1))
+        columns.append(("top_words", pc.take(pa.array(words, pa.list_(pa.string())), list_index)))
+        columns.append(("top_weights", pc.take(pa.array(weights, pa.list_(pa.float64())), list_index)))
+        columns.append(("status", pa.array(status.astype(str), pa.string())))
+        return [(prefix + name, arr) for name, arr in columns]
+
+    # -- public ---------------------------------------------------------------
+    def start(self, texts: pa.Array) -> _Prepared:
+        return self.preprocess(texts)
+
+    def finish(self, prepared: _Prepared, prefix: str = "") -> list[tuple[str, pa.Array]]:
+        segmented = prepared.wait_segmented()
+        probs, attention = self._forward(prepared.unique_texts, segmented)
+        return self.postprocess(prepared, probs, segmented, attention, prefix)
+
+    def score_batch(self, batch: pa.RecordBatch, text_column: str, keep_columns=None, prefix: str = "") -> pa.RecordBatch:
+        prepared = self.start(batch.column(text_column))
+        return self._assemble(batch, self.finish(prepared, prefix), keep_columns)
+
+    @staticmethod
+    def _assemble(batch: pa.RecordBatch, added, keep_columns) -> pa.RecordBatch:
+        keep = batch.schema.names if keep_columns is None else list(keep_columns)
+        arrays = [batch.column(name) for name in keep] + [arr for _, arr in added]
+        return pa.RecordBatch.from_arrays(arrays, names=keep + [name for name, _ in added])
+
+    def predict(self, texts) -> "pd.DataFrame":  # noqa: F821
+        """Score a list of texts; returns a DataFrame with ``text`` and the
+        same added columns as ``score``."""
+        batch = pa.RecordBatch.from_arrays([pa.array(list(texts), pa.string())], names=["text"])
+        return self.score_batch(batch, "text").to_pandas()
+
+    def close(self) -> None:
+        self.segmenter.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _take(segmented: SegmentedBatch, idx: np.ndarray, offsets: np.ndarray) -> SegmentedBatch:
+    lengths = segmented.lengths[idx]
+    tokens: list[str] = []
+    all_tokens = segmented.tokens
+    for i in idx.tolist():
+        tokens.extend(all_tokens[offsets[i] : offsets[i + 1]])
+    return SegmentedBatch(tokens, lengths, segmented.truncated[idx])
+
+
+def _is_int(value: str) -> bool:
+    try:
+        int(value)
+        return True
+    except ValueError:
+        return False
+
+
+def check_expected_settings(loaded: LoadedModel, expect: dict) -> None:
+    meta = loaded.meta
+    problems = []
+    if expect.get("maxlen") is not None and int(expect["maxlen"]) != int(meta["embedder"]["maxlen"]):
+        problems.append(f"maxlen {expect['maxlen']} (model: {meta['embedder']['maxlen']})")
+    if expect.get("user_dict"):
+        from .artifacts import sha256_of
+
+        trained = meta["segmenter"].get("user_dict_sha256")
+        if trained != sha256_of(Path(expect["user_dict"])):
+            problems.append(f"user dictionary {expect['user_dict']} (model: {'another file' if trained else 'none'})")
+    if expect.get("stopwords"):
+        from .segment import load_stopwords
+
+        if load_stopwords(expect["stopwords"]) != load_stopwords(str(loaded.path / STOPWORDS_FILE)):
+            problems.append(f"stopwords {expect['stopwords']} (model: its own stopwords.txt)")
+    if problems:
+        raise SettingsMismatchError(
+            f"model {loaded.name} was trained with other settings: {'; '.join(problems)}. "
+            "Drop these options to use the model's own settings, or train a model with them"
+        )
+
+
+def score_file(input_path, output_path, model=None, config: ScoreConfig | None = None, scorer: Scorer | None = None, prefix: str = "", expect: dict | None = None, progress=None) -> ScoreSummary:
+    """Score IN into OUT (files or '-'). Returns a :class:`ScoreSummary`."""
+    config = config or ScoreConfig()
+    in_fmt = detect_format(input_path, config.input_format, INPUT_FORMATS, "--input-format")
+    out_fmt = detect_format(output_path, config.output_format, OUTPUT_FORMATS, "--output-format")
+    check_output_path(output_path, input_path, config.overwrite)
+    source = open_input(input_path, in_fmt, config.chunk_size, config.encoding)
+    names = source.schema.names
+    if config.text_column not in names:
+        raise InputError(
+            f"no text column {config.text_column!r} in {input_path}; its columns are: {', '.join(names)}. "
+            "Pick one with --text-column"
+        )
+    keep = list(config.keep_columns) if config.keep_columns is not None else list(names)
+    missing = [c for c in keep if c not in names]
+    if missing:
+        raise InputError(f"--keep-columns: no column {', '.join(missing)} in {input_path}; its columns are: {', '.join(names)}")
+    own_scorer = scorer is None
+    if own_scorer:
+        scorer = Scorer.from_model(model, workers=config.workers, batch_size=config.batch_size, top_k=config.top_k, expect=expect)
+    try:
+        added = output_column_names(scorer.labels, prefix)
+        clashes = [c for c in added if c in keep]
+        if clashes:
+            raise InputError(
+                f"the input already has column(s) {', '.join(clashes)}; pass --prefix (e.g. --prefix ss_) "
+                "or leave them out with --keep-columns"
+            )
+        return _stream(scorer, source, output_path, out_fmt, config, keep, prefix, progress)
+    finally:
+        if own_scorer:
+            scorer.close()
+
+
+def _stream(scorer: Scorer, source, output_path, out_fmt, config: ScoreConfig, keep, prefix, progress) -> ScoreSummary:
+    started = time.perf_counter()
+    counts = np.zeros(len(scorer.labels), np.int64)
+    unlabelled = 0
+    writer = None
+    schema = None
+    try:
+        pending = None  # (batch, prepared): segmentation of the next chunk overlaps the model on this one
+        for batch in _chain(source.batches):
+            prepared = scorer.start(batch.column(config.text_column)) if batch is not None else None
+            if pending is not None:
+                out = Scorer._assemble(pending[0], scorer.finish(pending[1], prefix), keep)
+                if writer is None:
+                    schema = out.schema
+                    writer = BatchWriter(output_path, out_fmt, schema, scorer.provenance)
+                writer.write(out)
+                unlabelled += _tally(out, prefix, scorer.labels, counts)
+                if progress is not None:
+                    progress(out.num_rows)
+            pending = (batch, prepared) if batch is not None else None
+        if writer is None:  # no rows at all: still write a valid, empty file
+            empty = pa.RecordBatch.from_pylist([], schema=source.schema)
+            prepared = scorer.start(empty.column(config.text_column))
+            schema = Scorer._assemble(empty, scorer.finish(prepared, prefix), keep).schema
+            writer = BatchWriter(output_path, out_fmt, schema, scorer.provenance)
+        writer.commit()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    seconds = time.perf_counter() - started
+    return ScoreSummary(
+        rows=writer.rows,
+        seconds=seconds,
+        label_counts={name: int(c) for (_, name), c in zip(scorer.labels, counts)},
+        unlabelled=unlabelled,
+        model_name=scorer.loaded.name,
+        model_hash=scorer.loaded.hash,
+        output=str(output_path) if str(output_path) != "-" else "stdout",
+        provenance=scorer.provenance,
+    )
+
+
+def _chain(batches):
+    yield from batches
+    yield None
+
+
+def _tally(out: pa.RecordBatch, prefix: str, labels, counts: np.ndarray) -> int:
+    """Add this batch's per-label counts to ``counts``; return its unlabelled rows."""
+    label_col = out.column(prefix + "label")
+    position = {name: j for j, (_, name) in enumerate(labels)}
+    for item in pc.value_counts(label_col).to_pylist():
+        if item["values"] is not None:
+            counts[position[item["values"]]] += item["counts"]
+    return int(label_col.null_count)

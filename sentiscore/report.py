@@ -1,0 +1,35 @@
+"""Plain-text rendering of a model card (meta.json)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _metric_line(name: str, m: dict) -> str:
+    return f"  {name:<12} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  ({m.get('rows', 0):,} rows)"
+
+
+def format_card(meta: dict, path: Path, hash_: str) -> str:
+    emb, seg, model = meta["embedder"], meta["segmenter"], meta["model"]
+    lines = [
+        f"{meta.get('name')}  ({path})",
+        f"  hash {hash_} · made by sentiscore {meta.get('sentiscore_version')} on {meta.get('created')}",
+        "  labels: " + ", ".join(f"{item['value']}={item['name']}" for item in meta["labels"]),
+        f"  architecture: {model['arch']} (BiLSTM {model['lstm_units']}×2 + feed-forward attention"
+        + (", + hashed char 1-3-gram linear path)" if model["arch"] == "wide-deep" else ")"),
+        f"  embedder: {emb['type']} (maxlen {emb['maxlen']}, dim {emb.get('embed_dim')}, vocabulary {emb.get('vocab_size', '?'):,})",
+        f"  segmenter: {seg['name']} {seg.get('version')} (HMM {seg.get('hmm')}, stopwords {seg.get('stopwords_source')}, "
+        f"user dictionary {'yes' if seg.get('user_dict') else 'none'})",
+        f"  trained on: {meta['data'].get('path')} ({meta['data'].get('train_rows', 0):,} train / {meta['data'].get('val_rows', 0):,} validation rows)",
+        "  metrics:",
+    ]
+    metrics = meta.get("metrics", {})
+    if "validation" in metrics:
+        lines.append(_metric_line("validation", metrics["validation"]))
+    if "dev" in metrics:
+        lines.append(_metric_line("dev", metrics["dev"]))
+        for group, m in metrics["dev"].get("by_group", {}).items():
+            lines.append(_metric_line(f"  {group}", m))
+    if model["arch"] == "wide-deep":
+        lines.append("  note: top_words come from the attention path; the character n-gram path also contributes to the label.")
+    return "\n".join(lines)

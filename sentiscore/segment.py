@@ -1,0 +1,255 @@
+"""Word segmentation with jieba_fast: normalisation, user dictionary,
+stopwords, punctuation handling and parallel processes.
+
+Why punctuation and symbols are dropped from the token stream: the attention
+path and its ``top_words`` should speak in words; the raw characters (！！！,
+emoji, ？) still reach the wide character n-gram path, which sees the text
+before segmentation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import os
+import tempfile
+import unicodedata
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .config import SegmenterConfig
+from .errors import InputError
+
+_TOKEN_CHAR_CATEGORIES = ("L", "N")  # a token must hold a letter or a digit
+
+
+def normalize_text(text: str) -> str:
+    """NFKC (full-width → half-width, compatibility forms) and lower case, so
+    ＧＯＯＤ, good and Good are one token across domains."""
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+def is_word(token: str) -> bool:
+    """True for tokens with at least one letter or digit (not punctuation,
+    whitespace, symbols or emoji)."""
+    for ch in token:
+        if unicodedata.category(ch)[0] in _TOKEN_CHAR_CATEGORIES:
+            return True
+    return False
+
+
+def builtin_stopwords_text() -> str:
+    return resources.files("sentiscore.resources").joinpath("stopwords.txt").read_text(encoding="utf-8")
+
+
+def parse_word_list(text: str) -> frozenset[str]:
+    words = set()
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            words.add(normalize_text(line))
+    return frozenset(words)
+
+
+def load_stopwords(spec: str) -> frozenset[str]:
+    """``builtin``, ``none`` or a path to a one-word-per-line file."""
+    if spec == "builtin":
+        return parse_word_list(builtin_stopwords_text())
+    if spec == "none":
+        return frozenset()
+    path = Path(spec)
+    if not path.is_file():
+        raise InputError(f"stopword file {spec} does not exist; pass a one-word-per-line UTF-8 file, 'builtin' or 'none'")
+    return parse_word_list(path.read_text(encoding="utf-8"))
+
+
+def jieba_cache_dir() -> Path:
+    """A per-user cache folder for jieba's parsed dictionary (never a shared
+    /tmp/jieba.cache that another user can own or poison)."""
+    explicit = os.environ.get("SENTISCORE_CACHE_DIR")
+    if explicit:
+        path = Path(explicit) / "jieba"
+    else:
+        path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sentiscore" / "jieba"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if os.access(path, os.W_OK):
+            return path
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix="sentiscore-jieba-"))
+
+
+@dataclass
+class SegmentedBatch:
+    """Tokens of many texts, flattened: ``tokens[offsets[i]:offsets[i+1]]``
+    belong to text i. ``truncated[i]`` says text i was cut to fit."""
+
+    tokens: list[str]
+    lengths: np.ndarray  # int32, tokens per text
+    truncated: np.ndarray  # bool
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)])
+
+    def tokens_of(self, i: int) -> list[str]:
+        off = self.offsets
+        return self.tokens[off[i] : off[i + 1]]
+
+    @staticmethod
+    def concat(parts: list["SegmentedBatch"]) -> "SegmentedBatch":
+        if not parts:
+            return SegmentedBatch([], np.zeros(0, np.int32), np.zeros(0, bool))
+        tokens: list[str] = []
+        for p in parts:
+            tokens.extend(p.tokens)
+        return SegmentedBatch(
+            tokens,
+            np.concatenate([p.lengths for p in parts]).astype(np.int32),
+            np.concatenate([p.truncated for p in parts]).astype(bool),
+        )
+
+
+class Segmenter:
+    """Segments texts in this process. Build one per process (it loads the
+    dictionary once)."""
+
+    def __init__(self, config: SegmenterConfig, maxlen: int, stopwords: frozenset[str] | None = None):
+        import jieba_fast
+
+        jieba_fast.setLogLevel(logging.WARNING)
+        self.config = config
+        self.maxlen = maxlen
+        self.stopwords = load_stopwords(config.stopwords) if stopwords is None else stopwords
+        self._tokenizer = jieba_fast.Tokenizer()
+        self._tokenizer.tmp_dir = str(jieba_cache_dir())
+        self._tokenizer.initialize()
+        if config.user_dict:
+            if not Path(config.user_dict).is_file():
+                raise InputError(f"user dictionary {config.user_dict} does not exist")
+            self._tokenizer.load_userdict(config.user_dict)
+
+    def tokenize(self, text: str) -> tuple[list[str], bool]:
+        """Tokens of one text (at most ``maxlen``) and whether it was cut."""
+        cut = len(text) > self.config.max_chars
+        if cut:
+            text = text[: self.config.max_chars]
+        stop = self.stopwords
+        words = [
+            w
+            for w in self._tokenizer.lcut(normalize_text(text), HMM=self.config.hmm)
+            if w not in stop and is_word(w)
+        ]
+        if len(words) > self.maxlen:
+            return words[: self.maxlen], True
+        return words, cut
+
+    def segment(self, texts: list[str]) -> SegmentedBatch:
+        tokens: list[str] = []
+        lengths = np.zeros(len(texts), np.int32)
+        truncated = np.zeros(len(texts), bool)
+        for i, text in enumerate(texts):
+            words, cut = self.tokenize(text)
+            tokens.extend(words)
+            lengths[i] = len(words)
+            truncated[i] = cut
+        return SegmentedBatch(tokens, lengths, truncated)
+
+
+# --- worker-process side -------------------------------------------------
+_WORKER_SEGMENTER: Segmenter | None = None
+
+
+def _init_worker(config: SegmenterConfig, maxlen: int, stopwords: frozenset[str]) -> None:
+    # Runs in every worker (spawn-safe): each loads the dictionary and the
+    # user dictionary itself.
+    global _WORKER_SEGMENTER
+    _WORKER_SEGMENTER = Segmenter(config, maxlen, stopwords)
+
+
+def _segment_in_worker(texts: list[str]) -> SegmentedBatch:
+    assert _WORKER_SEGMENTER is not None, "worker was not initialised"
+    return _WORKER_SEGMENTER.segment(texts)
+
+
+class ParallelSegmenter:
+    """Segments across ``workers`` processes (spawn start method), keeping
+    order. Small inputs are segmented in-process: starting processes costs
+    more than it saves there. Results are identical either way."""
+
+    min_parallel_texts = 2000
+
+    def __init__(self, config: SegmenterConfig, maxlen: int, workers: int = 1):
+        self.config = config
+        self.maxlen = maxlen
+        self.workers = max(1, int(workers))
+        self.stopwords = load_stopwords(config.stopwords)
+        self._local: Segmenter | None = None
+        self._pool = None
+
+    def _local_segmenter(self) -> Segmenter:
+        if self._local is None:
+            self._local = Segmenter(self.config, self.maxlen, self.stopwords)
+        return self._local
+
+    def _get_pool(self):
+        if self._pool is None:
+            ctx = multiprocessing.get_context("spawn")
+            self._pool = ctx.Pool(
+                self.workers, initializer=_init_worker, initargs=(self.config, self.maxlen, self.stopwords)
+            )
+        return self._pool
+
+    def _slices(self, texts: list[str]) -> list[list[str]]:
+        per = -(-len(texts) // (self.workers * 2))
+        return [texts[i : i + per] for i in range(0, len(texts), per)]
+
+    def submit(self, texts: list[str]):
+        """Start segmenting; returns a callable that waits for the result.
+        Lets the caller run the model on the previous chunk meanwhile."""
+        if self.workers == 1 or len(texts) < self.min_parallel_texts:
+            result = self._local_segmenter().segment(texts)
+            return lambda: result
+        async_result = self._get_pool().map_async(_segment_in_worker, self._slices(texts))
+
+        def wait() -> SegmentedBatch:
+            return SegmentedBatch.concat(async_result.get())
+
+        return wait
+
+    def segment(self, texts: list[str]) -> SegmentedBatch:
+        return self.submit(texts)()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def segmenter_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jieba_fast")
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,314 @@
+"""Training: read labelled data, split, segment, build vocabulary and model,
+fit with early stopping on a stratified validation split, write a model
+directory. Returns the model's meta dict (its card)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .artifacts import save_model_dir, sha256_of
+from .config import TrainConfig, default_workers
+from .errors import InputError, TrainingError
+from .io import INPUT_FORMATS, detect_format, read_table
+from .ngrams import CharNgramHasher
+from .segment import ParallelSegmenter, SegmentedBatch, builtin_stopwords_text, load_stopwords, segmenter_version
+
+_WIDTH_STEP = 16
+
+
+def label_strings(column: pa.Array) -> list[str | None]:
+    """Label values as strings, with integral floats written as ints (1.0 → '1')
+    so labels read from CSV, Parquet or JSON compare equal."""
+    values = column.to_pylist()
+    out = []
+    for v in values:
+        if v is None:
+            out.append(None)
+        elif isinstance(v, float) and v.is_integer():
+            out.append(str(int(v)))
+        elif not str(v).strip():  # CSV cells read as text: empty means missing
+            out.append(None)
+        else:
+            text = str(v).strip()
+            try:
+                number = float(text)
+                out.append(str(int(number)) if number.is_integer() else text)
+            except ValueError:
+                out.append(text)
+    return out
+
+
+def load_labelled(path, text_column: str, label_column: str, labels, fmt: str | None = None, extra_columns=()):
+    """Texts, class indices and any extra columns; rows with null text or
+    label are dropped and counted. Unknown label values are an error."""
+    fmt = detect_format(path, fmt, INPUT_FORMATS, "--input-format")
+    table = read_table(path, fmt)
+    for col in (text_column, label_column):
+        if col not in table.column_names:
+            raise InputError(
+                f"{path} has no column {col!r}; its columns are: {', '.join(table.column_names)}"
+            )
+    texts = pc.cast(table.column(text_column), pa.string()).to_pylist()
+    raw = label_strings(table.column(label_column))
+    index = {value: i for i, (value, _) in enumerate(labels)}
+    unknown = sorted({v for v in raw if v is not None and v not in index})
+    if unknown:
+        raise InputError(
+            f"{path}: label values {', '.join(unknown[:10])} are not in --labels "
+            f"({', '.join(v for v, _ in labels)}); add them, e.g. --labels \"-1=负评,0=中评,1=正评\""
+        )
+    keep = [i for i, (t, v) in enumerate(zip(texts, raw)) if t is not None and t.strip() and v is not None]
+    extras = {}
+    for col in extra_columns:
+        if col in table.column_names:
+            values = table.column(col).to_pylist()
+            extras[col] = [values[i] for i in keep]
+    return (
+        [texts[i] for i in keep],
+        np.array([index[raw[i]] for i in keep], np.int64),
+        len(texts) - len(keep),
+        extras,
+    )
+
+
+def _padded(flat: np.ndarray, offsets: np.ndarray, rows: np.ndarray, width_step: int, cap: int) -> np.ndarray:
+    lengths = offsets[rows + 1] - offsets[rows]
+    width = int(min(cap, max(1, -(-int(lengths.max()) // width_step) * width_step)))
+    out = np.zeros((rows.size, width), np.int32)
+    for r, i in enumerate(rows):
+        seq = flat[offsets[i] : offsets[i] + min(lengths[r], width)]
+        out[r, : seq.size] = seq
+    return out
+
+
+class BucketedBatches:
+    """Length-bucketed batches padded to their own longest text, reshuffled
+    every pass when ``shuffle``. ``to_tf()`` gives a tf.data pipeline whose
+    signature leaves batch size and width free (Keras' own adapters fix the
+    width from the first batch)."""
+
+    def __init__(self, token_ids, token_offsets, ngram_ids, ngram_offsets, y, weights, batch_size, shuffle, seed, maxlen):
+        self.token_ids, self.token_offsets = token_ids, token_offsets
+        self.ngram_ids, self.ngram_offsets = ngram_ids, ngram_offsets
+        self.y, self.weights = y, weights
+        self.batch_size, self.shuffle, self.maxlen = batch_size, shuffle, maxlen
+        self.rng = np.random.default_rng(seed)
+        self.lengths = np.diff(token_offsets)
+        self.batches = self._plan()
+
+    def _plan(self) -> list[np.ndarray]:
+        noise = self.rng.uniform(0, 2, self.lengths.size) if self.shuffle else np.zeros(self.lengths.size)
+        order = np.argsort(self.lengths + noise, kind="stable")
+        batches = [order[i : i + self.batch_size] for i in range(0, order.size, self.batch_size)]
+        if self.shuffle:
+            self.rng.shuffle(batches)
+        return batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def inputs(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        x = {"token_ids": _padded(self.token_ids, self.token_offsets, rows, _WIDTH_STEP, self.maxlen)}
+        if self.ngram_ids is not None:
+            x["ngram_ids"] = _padded(self.ngram_ids, self.ngram_offsets, rows, 64, 1 << 30)
+        return x
+
+    def __iter__(self):
+        for rows in self.batches:
+            yield self.inputs(rows), self.y[rows], self.weights[rows]
+        if self.shuffle:
+            self.batches = self._plan()
+
+    def to_tf(self):
+        import tensorflow as tf
+
+        x_spec = {"token_ids": tf.TensorSpec([None, None], tf.int32)}
+        if self.ngram_ids is not None:
+            x_spec["ngram_ids"] = tf.TensorSpec([None, None], tf.int32)
+        signature = (x_spec, tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.float32))
+        data = tf.data.Dataset.from_generator(lambda: iter(self), output_signature=signature)
+        return data.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(2)
+
+
+def _ragged_ngrams(hasher: CharNgramHasher, texts: list[str], step: int = 4096):
+    parts, lengths = [], []
+    for start in range(0, len(texts), step):
+        m = hasher.transform(texts[start : start + step])
+        lens = (m != 0).sum(axis=1)
+        parts.append(m[m != 0])
+        lengths.append(lens)
+    lengths = np.concatenate(lengths)
+    return np.concatenate(parts).astype(np.int32), np.concatenate([[0], np.cumsum(lengths)])
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Square root of 'balanced' weights: full balancing made the scarce
+    neutral class swallow confident reviews; none ignores it."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    balanced = y.size / (n_classes * np.maximum(counts, 1))
+    return np.sqrt(balanced)
+
+
+def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, group_column: str = "source", log: Callable[[str], None] = print, verbose: int = 1) -> dict:
+    """Train a model and write it to ``out_dir``. Returns its meta dict."""
+    from sklearn.model_selection import train_test_split
+
+    from .evaluate import classification_metrics
+    from .model import build_classifier, framework_versions, import_tensorflow, without_optimizer
+
+    config = config or TrainConfig()
+    labels = config.labels
+    texts, y, dropped, _ = load_labelled(data_path, config.text_column, config.label_column, labels)
+    n_classes = len(labels)
+    present = np.bincount(y, minlength=n_classes)
+    if len(texts) < 10:
+        raise TrainingError(f"{data_path}: only {len(texts)} usable rows; training needs at least 10")
+    if (present < 2).any():
+        missing = [labels[i][1] for i in np.flatnonzero(present < 2)]
+        raise TrainingError(f"{data_path}: classes {', '.join(missing)} have fewer than 2 rows; add data or drop them from --labels")
+    log(f"read {len(texts):,} labelled rows from {data_path} ({dropped:,} dropped: empty text or label)")
+
+    idx = np.arange(len(texts))
+    train_idx, val_idx = train_test_split(idx, test_size=config.val_fraction, random_state=config.seed, stratify=y)
+    workers = config.workers or default_workers()
+    emb_cfg = config.embedder
+    with ParallelSegmenter(config.segmenter, emb_cfg.maxlen, workers) as segmenter:
+        segmented = segmenter.segment(texts)
+    offsets = segmented.offsets
+    train_tokens = SegmentedBatch(
+        [t for i in train_idx for t in segmented.tokens[offsets[i] : offsets[i + 1]]],
+        segmented.lengths[train_idx],
+        segmented.truncated[train_idx],
+    )
+    from .embed.vocab import VocabEmbedder
+
+    embedder = VocabEmbedder.build(train_tokens, emb_cfg.min_count, emb_cfg.max_vocab)
+    token_ids = embedder.token_ids(segmented.tokens)
+    log(f"segmented with jieba_fast ({workers} workers); vocabulary {embedder.size - 2:,} words; "
+        f"{segmented.truncated.mean():.1%} of texts truncated at maxlen {emb_cfg.maxlen}")
+
+    ngram_ids = ngram_offsets = None
+    if config.model.arch == "wide-deep":
+        ngram_ids, ngram_offsets = _ragged_ngrams(CharNgramHasher(config.wide), texts)
+
+    import_tensorflow()
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    weights_per_class = class_weights(y[train_idx], n_classes) if config.class_weights else np.ones(n_classes)
+    sample_weights = weights_per_class[y].astype(np.float32)
+
+    def subset(rows, shuffle):
+        # Re-base ragged arrays onto the chosen rows.
+        def rebase(flat, offs):
+            if flat is None:
+                return None, None
+            lens = offs[rows + 1] - offs[rows]
+            new_flat = np.concatenate([flat[offs[i] : offs[i + 1]] for i in rows]) if rows.size else flat[:0]
+            return new_flat, np.concatenate([[0], np.cumsum(lens)])
+
+        tok, tok_off = rebase(token_ids, offsets)
+        ng, ng_off = rebase(ngram_ids, ngram_offsets)
+        return BucketedBatches(tok, tok_off, ng, ng_off, y[rows], sample_weights[rows], config.batch_size, shuffle, config.seed, emb_cfg.maxlen)
+
+    train_data = subset(train_idx, shuffle=True)
+    val_data = subset(val_idx, shuffle=False)
+    model = build_classifier(config.model, emb_cfg, config.wide, embedder.size, n_classes)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=5.0),
+        loss="sparse_categorical_crossentropy",
+        weighted_metrics=["accuracy"],
+    )
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
+    # Shuffling happens in BucketedBatches (batch order and length noise).
+    history = model.fit(train_data.to_tf(), validation_data=val_data.to_tf(), epochs=config.epochs, shuffle=False,
+                        callbacks=[stopper], verbose=verbose)
+    val_losses = history.history.get("val_loss", [])
+    best_epoch = int(np.argmin(val_losses)) + 1 if val_losses else config.epochs
+
+    val_pred = np.concatenate([model(val_data.inputs(rows), training=False).numpy() for rows in val_data.batches]).argmax(axis=1)
+    # Validation batches are length-sorted: map predictions back to rows.
+    order = np.concatenate(val_data.batches)
+    val_true = y[val_idx][order]
+    val_metrics = classification_metrics(val_true, val_pred, [name for _, name in labels])
+    log(f"validation: accuracy {val_metrics['accuracy']:.4f}, macro-F1 {val_metrics['macro_f1']:.4f} (best epoch {best_epoch})")
+
+    seg_cfg = config.segmenter
+    stopwords_text = builtin_stopwords_text() if seg_cfg.stopwords == "builtin" else (
+        "" if seg_cfg.stopwords == "none" else Path(seg_cfg.stopwords).read_text(encoding="utf-8")
+    )
+    load_stopwords(seg_cfg.stopwords)  # validates a user-given file before we spend time saving
+    data_path_str = str(data_path)
+    meta = {
+        "name": config.name,
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "labels": [{"value": v, "name": n} for v, n in labels],
+        "segmenter": {
+            "name": "jieba_fast",
+            "version": segmenter_version(),
+            "hmm": seg_cfg.hmm,
+            "stopwords": "stopwords.txt",
+            "stopwords_source": seg_cfg.stopwords if seg_cfg.stopwords in ("builtin", "none") else Path(seg_cfg.stopwords).name,
+            "user_dict": "userdict.txt" if seg_cfg.user_dict else None,
+            "user_dict_sha256": sha256_of(Path(seg_cfg.user_dict)) if seg_cfg.user_dict else None,
+            "max_chars": seg_cfg.max_chars,
+            "normalization": "NFKC+lower; tokens without letters or digits dropped",
+        },
+        "embedder": {**emb_cfg.to_dict(), "vocab_size": embedder.size},
+        "wide": config.wide.to_dict(),
+        "model": config.model.to_dict(),
+        "training": {
+            "epochs": config.epochs,
+            "epochs_run": len(val_losses),
+            "best_epoch": best_epoch,
+            "batch_size": config.batch_size,
+            "learning_rate": config.learning_rate,
+            "seed": config.seed,
+            "val_fraction": config.val_fraction,
+            "class_weights": [round(float(w), 4) for w in weights_per_class] if config.class_weights else None,
+            "python": platform.python_version(),
+            **framework_versions(),
+        },
+        "data": {
+            "path": Path(data_path_str).name,
+            "sha256": sha256_of(Path(data_path_str)) if Path(data_path_str).is_file() else None,
+            "rows_used": len(texts),
+            "rows_dropped": dropped,
+            "train_rows": int(train_idx.size),
+            "val_rows": int(val_idx.size),
+            "label_counts": {labels[i][1]: int(c) for i, c in enumerate(present)},
+        },
+        "metrics": {"validation": val_metrics},
+    }
+    out_dir = Path(out_dir)
+    save_model_dir(out_dir, without_optimizer(model), meta, embedder, stopwords_text, seg_cfg.user_dict)
+    if dev_path is not None:
+        from .evaluate import evaluate
+
+        dev = evaluate(dev_path, model=out_dir, text_column=config.text_column, label_column=config.label_column,
+                       group_column=group_column, workers=workers)
+        meta["metrics"]["dev"] = {k: dev[k] for k in ("rows", "accuracy", "macro_f1", "per_class", "confusion_matrix", "by_group") if k in dev}
+        meta["data"]["dev_path"] = Path(str(dev_path)).name
+        meta["data"]["dev_sha256"] = sha256_of(Path(str(dev_path)))
+        log(f"dev: accuracy {dev['accuracy']:.4f}, macro-F1 {dev['macro_f1']:.4f} on {dev['rows']:,} rows")
+        _rewrite_meta(out_dir, meta)
+    return meta
+
+
+def _rewrite_meta(out_dir: Path, meta: dict) -> None:
+    """Update meta.json (adding dev metrics) and refresh the manifest."""
+    import json
+
+    from .artifacts import META_FILE, read_meta, write_manifest
+
+    current = read_meta(out_dir)
+    current.update({k: v for k, v in meta.items()})
+    (out_dir / META_FILE).write_text(json.dumps(current, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_manifest(out_dir)

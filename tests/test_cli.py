@@ -1,0 +1,151 @@
+"""CLI tests with click's CliRunner: help texts, exit codes and the exact
+messages users see."""
+
+import json
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from sentiscore import __version__
+from sentiscore.cli import cli
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.mark.parametrize("command,phrase", [
+    ([], "Batch sentiment scoring for Chinese text"),
+    (["score"], "Score IN (CSV/TSV/Parquet/JSONL, or '-' for stdin)"),
+    (["train"], "Train a model on DATA"),
+    (["evaluate"], "Measure a model on labelled DATA"),
+    (["info"], "Show a model's card"),
+])
+def test_every_command_has_help(runner, command, phrase):
+    result = runner.invoke(cli, command + ["--help"])
+    assert result.exit_code == 0
+    assert phrase in " ".join(result.output.split())
+
+
+def test_version(runner):
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_help_does_not_import_tensorflow():
+    code = "import sys; from sentiscore.cli import cli; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_score_writes_output_and_summary(runner, tiny_model, sample_dir, tmp_path):
+    out = tmp_path / "out.parquet"
+    result = runner.invoke(cli, ["score", str(sample_dir / "reviews.csv"), str(out), "--model", str(tiny_model), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(out).num_rows == 300
+    assert "sentiscore: 300 rows in" in result.stderr and f"model tiny@" in result.stderr
+
+
+def test_score_quiet_prints_nothing(runner, tiny_model, sample_dir, tmp_path):
+    result = runner.invoke(cli, ["score", str(sample_dir / "reviews.csv"), str(tmp_path / "o.csv"), "-m", str(tiny_model), "--quiet", "--workers", "1"])
+    assert result.exit_code == 0 and result.stderr == "" and result.stdout == ""
+
+
+def test_existing_output_needs_overwrite(runner, tiny_model, sample_dir, tmp_path):
+    out = tmp_path / "o.parquet"
+    out.write_bytes(b"old")
+    args = ["score", str(sample_dir / "reviews.csv"), str(out), "-m", str(tiny_model), "--workers", "1"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 2
+    assert f"Error: {out} already exists; pass --overwrite to replace it" in result.stderr
+    assert out.read_bytes() == b"old"
+    assert runner.invoke(cli, args + ["--overwrite"]).exit_code == 0
+
+
+def test_missing_text_column_exit_code_and_message(runner, tiny_model, sample_dir, tmp_path):
+    result = runner.invoke(cli, ["score", str(sample_dir / "reviews.csv"), str(tmp_path / "o.parquet"), "-m", str(tiny_model), "--text-column", "content"])
+    assert result.exit_code == 2
+    assert "Error: no text column 'content' in" in result.stderr
+    assert "its columns are: id, txt, source. Pick one with --text-column" in result.stderr
+
+
+def test_bad_model_path(runner, sample_dir, tmp_path):
+    result = runner.invoke(cli, ["score", str(sample_dir / "reviews.csv"), str(tmp_path / "o.parquet"), "-m", str(tmp_path)])
+    assert result.exit_code == 2
+    assert f"Error: {tmp_path} is not a sentiscore model: meta.json is missing" in result.stderr
+
+
+def test_stdout_needs_output_format(runner, tiny_model, sample_dir):
+    result = runner.invoke(cli, ["score", str(sample_dir / "reviews.csv"), "-", "-m", str(tiny_model)])
+    assert result.exit_code == 2
+    assert "Error: --output-format is needed when the file is '-' (stdin/stdout)" in result.stderr
+
+
+def test_stdin_to_stdout_in_a_shell_pipeline(tiny_model, sample_dir):
+    """A real pipeline: CSV on stdin, JSONL on stdout."""
+    data = (sample_dir / "reviews.csv").read_bytes()
+    proc = subprocess.run(
+        [sys.executable, "-m", "sentiscore", "score", "-", "-", "--input-format", "csv", "--output-format", "jsonl",
+         "-m", str(tiny_model), "--workers", "1"],
+        input=data, capture_output=True, check=True,
+    )
+    rows = [json.loads(line) for line in proc.stdout.decode("utf-8").splitlines()]
+    assert len(rows) == 300 and rows[0]["id"] == "r04318"
+    assert {"label", "confidence", "top_words", "status"} <= set(rows[0])
+    assert b"sentiscore: 300 rows" in proc.stderr
+
+
+def test_stdin_parquet_to_stdout_parquet(tiny_model, sample_dir, tmp_path):
+    data = (sample_dir / "reviews.parquet").read_bytes()
+    proc = subprocess.run(
+        [sys.executable, "-m", "sentiscore", "score", "-", "-", "--input-format", "parquet", "--output-format", "parquet",
+         "-m", str(tiny_model), "--workers", "1", "--quiet"],
+        input=data, capture_output=True, check=True,
+    )
+    out = tmp_path / "piped.parquet"
+    out.write_bytes(proc.stdout)
+    assert pq.read_table(out).num_rows == 300
+
+
+def test_train_and_evaluate_commands(runner, sample_dir, tmp_path):
+    model = tmp_path / "cli-model"
+    result = runner.invoke(cli, ["train", str(sample_dir / "labelled.csv"), "--out", str(model), "--epochs", "1",
+                                 "--maxlen", "32", "--embed-dim", "8", "--lstm-units", "4", "--min-count", "1",
+                                 "--workers", "1", "--quiet", "--labels", "-1=负评,0=中评,1=正评"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"wrote {model}: validation accuracy")
+    report = tmp_path / "m.json"
+    result = runner.invoke(cli, ["evaluate", str(sample_dir / "labelled.csv"), "-m", str(model), "--json", str(report), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "macro-F1" in result.stdout and "confusion matrix" in result.stdout
+    metrics = json.loads(report.read_text())
+    assert metrics["rows"] == 600 and 0 <= metrics["macro_f1"] <= 1
+
+
+def test_train_rejects_bad_labels_spec(runner, sample_dir, tmp_path):
+    result = runner.invoke(cli, ["train", str(sample_dir / "labelled.csv"), "--out", str(tmp_path / "m"), "--labels", "1正评"])
+    assert result.exit_code == 2
+    assert "Error: --labels: cannot read '1正评'; write VALUE=NAME pairs" in result.stderr
+
+
+def test_info_prints_the_card(runner, tiny_model):
+    result = runner.invoke(cli, ["info", str(tiny_model)])
+    assert result.exit_code == 0
+    assert result.stdout.startswith("tiny  (") and "architecture: wide-deep" in result.stdout
+    as_json = runner.invoke(cli, ["info", str(tiny_model), "--json"])
+    assert json.loads(as_json.stdout)["name"] == "tiny"
+
+
+def test_default_model_smoke(runner, sample_dir, tmp_path):
+    """The shipped default model scores the sample file out of the box."""
+    out = tmp_path / "scored.parquet"
+    result = runner.invoke(cli, ["score", str(sample_dir / "reviews.parquet"), str(out)])
+    assert result.exit_code == 0, result.output
+    frame = pq.read_table(out).to_pandas()
+    assert len(frame) == 300 and (frame.status == "ok").mean() > 0.95
+    assert "model zh-fast@" in result.stderr
+    easy = runner.invoke(cli, ["info"])
+    assert easy.exit_code == 0 and "zh-fast" in easy.stdout

@@ -1,0 +1,30 @@
+import numpy as np
+import pytest
+
+from sentiscore.errors import InputError
+from sentiscore.evaluate import UNSCORED, classification_metrics, evaluate, format_report
+
+
+def test_metrics_match_hand_counts():
+    y_true = np.array([0, 0, 1, 1, 2, 2])
+    y_pred = np.array([0, 1, 1, 1, 2, UNSCORED])
+    m = classification_metrics(y_true, y_pred, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(4 / 6, abs=1e-4)
+    assert m["unscored"] == 1
+    assert m["per_class"]["b"]["precision"] == pytest.approx(2 / 3, abs=1e-4)
+    assert m["per_class"]["c"]["recall"] == 0.5
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [0, 0, 1]]
+
+
+def test_evaluate_reports_groups_and_formats(tiny_model, sample_dir):
+    result = evaluate(sample_dir / "labelled.parquet", model=tiny_model, workers=1)
+    assert result["rows"] == 600 and result["labels"] == ["负评", "中评", "正评"]
+    assert sum(map(sum, result["confusion_matrix"])) == 600
+    assert sum(g["rows"] for g in result["by_group"].values()) == 600
+    text = format_report(result)
+    assert "macro-F1" in text and "confusion matrix" in text and "weibo" in text
+
+
+def test_evaluate_without_label_column(tiny_model, sample_dir):
+    with pytest.raises(InputError, match="no column 'label'"):
+        evaluate(sample_dir / "reviews.csv", model=tiny_model, workers=1)

@@ -1,0 +1,127 @@
+import io
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sentiscore.errors import InputError, OutputError, UsageError
+from sentiscore.io import BatchWriter, check_output_path, detect_format, open_input, read_table, INPUT_FORMATS, OUTPUT_FORMATS
+
+
+@pytest.mark.parametrize("name,fmt", [("a.csv", "csv"), ("a.TSV", "tsv"), ("a.parquet", "parquet"), ("a.jsonl", "jsonl"),
+                                      ("a.csv.gz", "csv"), ("x/y.ndjson", "jsonl")])
+def test_format_from_extension(name, fmt):
+    assert detect_format(name, None, INPUT_FORMATS, "--input-format") == fmt
+
+
+def test_stdin_needs_an_explicit_format():
+    with pytest.raises(UsageError, match="--input-format is needed when the file is '-'"):
+        detect_format("-", None, INPUT_FORMATS, "--input-format")
+
+
+def test_unknown_extension_asks_for_the_option():
+    with pytest.raises(UsageError, match=r"pass --output-format"):
+        detect_format("out.xlsx", None, OUTPUT_FORMATS, "--output-format")
+
+
+@pytest.mark.parametrize("ext", ["csv", "parquet", "jsonl"])
+def test_every_sample_format_reads_the_same_rows(sample_dir, ext):
+    table = read_table(sample_dir / f"reviews.{ext}", ext)
+    assert table.num_rows == 300
+    assert table.column("id").to_pylist()[:3] == read_table(sample_dir / "reviews.csv", "csv").column("id").to_pylist()[:3]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 299, 300, 1000])
+def test_chunks_have_exactly_chunk_size_rows(sample_dir, chunk):
+    sizes = [b.num_rows for b in open_input(sample_dir / "reviews.csv", "csv", chunk).batches]
+    assert sum(sizes) == 300
+    assert all(s == chunk for s in sizes[:-1]) and 0 < sizes[-1] <= chunk
+
+
+def test_csv_columns_pass_through_as_text(tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_text("id,txt,score\n007,好,1.50\n010,差,2\n", encoding="utf-8")
+    table = read_table(path, "csv")
+    assert table.column("id").to_pylist() == ["007", "010"]
+    assert table.column("score").to_pylist() == ["1.50", "2"]
+
+
+def test_bom_crlf_and_quoted_newlines(tmp_path):
+    path = tmp_path / "win.csv"
+    path.write_bytes('\ufeffid,txt\r\n1,"第一行\n第二行"\r\n2,好\r\n'.encode("utf-8"))
+    table = read_table(path, "csv")
+    assert table.column_names == ["id", "txt"]
+    assert table.column("txt").to_pylist() == ["第一行\n第二行", "好"]
+
+
+def test_gb18030_needs_encoding_and_works_with_it(tmp_path):
+    path = tmp_path / "gbk.csv"
+    path.write_bytes("id,txt\n1,质量很好\n".encode("gb18030"))
+    with pytest.raises(InputError, match="try --encoding gb18030"):
+        read_table(path, "csv")
+    assert read_table(path, "csv", encoding="gb18030").column("txt").to_pylist() == ["质量很好"]
+
+
+def test_empty_csv_is_an_input_error(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    with pytest.raises(InputError, match="is empty"):
+        open_input(path, "csv", 10)
+
+
+def test_duplicate_column_names_are_refused(tmp_path):
+    path = tmp_path / "dup.csv"
+    path.write_text("txt,txt\n好,差\n", encoding="utf-8")
+    with pytest.raises(InputError, match="duplicate column names: txt"):
+        open_input(path, "csv", 10)
+
+
+def test_corrupt_parquet_is_an_input_error(tmp_path):
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(InputError, match="cannot read .* as Parquet"):
+        open_input(path, "parquet", 10)
+
+
+def test_missing_input_file(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        open_input(tmp_path / "none.csv", "csv", 10)
+
+
+def test_output_checks(tmp_path):
+    existing = tmp_path / "out.parquet"
+    existing.write_bytes(b"x")
+    with pytest.raises(OutputError, match="already exists; pass --overwrite"):
+        check_output_path(existing, tmp_path / "in.csv", overwrite=False)
+    check_output_path(existing, tmp_path / "in.csv", overwrite=True)
+    with pytest.raises(OutputError, match="does not exist; create it first"):
+        check_output_path(tmp_path / "missing" / "out.parquet", tmp_path / "in.csv", overwrite=False)
+    with pytest.raises(OutputError, match="same file as IN"):
+        check_output_path(existing, existing, overwrite=True)
+
+
+def test_writer_renames_only_on_commit_and_abort_leaves_nothing(tmp_path):
+    out = tmp_path / "out.parquet"
+    batch = pa.RecordBatch.from_pydict({"a": [1, 2]})
+    writer = BatchWriter(out, "parquet", batch.schema, {"sentiscore.model": "m"})
+    writer.write(batch)
+    assert not out.exists() and writer.tmp.exists()
+    writer.commit()
+    assert pq.read_table(out).num_rows == 2
+    assert pq.read_schema(out).metadata[b"sentiscore.model"] == b"m"
+    assert not writer.tmp.exists()
+
+    second = BatchWriter(tmp_path / "other.parquet", "parquet", batch.schema)
+    second.write(batch)
+    second.abort()
+    assert not (tmp_path / "other.parquet").exists() and os.listdir(tmp_path) == ["out.parquet"]
+
+
+def test_csv_writer_writes_lists_as_json(tmp_path):
+    out = tmp_path / "out.csv"
+    batch = pa.RecordBatch.from_pydict({"words": pa.array([["好", "差"], []], pa.list_(pa.string()))})
+    writer = BatchWriter(out, "csv", batch.schema)
+    writer.write(batch)
+    writer.commit()
+    assert out.read_text(encoding="utf-8").splitlines() == ['"words"', '"[""好"", ""差""]"', '"[]"']

@@ -1,0 +1,62 @@
+import subprocess
+import sys
+
+import numpy as np
+
+from sentiscore.config import WideConfig
+from sentiscore.ngrams import CharNgramHasher
+
+
+def hasher(**kw):
+    return CharNgramHasher(WideConfig(num_buckets=kw.pop("num_buckets", 1 << 16), **kw))
+
+
+def test_counts_of_1_to_3_grams_per_text():
+    ids = hasher().transform(["好吃", "很好吃啊", "", "a"])
+    counts = (ids != 0).sum(axis=1)
+    # n chars give n + (n-1) + (n-2) n-grams (never below zero per order)
+    assert counts.tolist() == [3, 9, 0, 1]
+    assert ids.dtype == np.int32 and ids.shape[0] == 4
+
+
+def test_ngrams_do_not_cross_text_boundaries():
+    together = hasher().transform(["ab", "cd"])
+    alone = [hasher().transform([t]) for t in ("ab", "cd")]
+    for row, single in zip(together, alone):
+        assert sorted(row[row != 0]) == sorted(single[0][single[0] != 0])
+
+
+def test_ids_are_in_range_and_zero_is_padding():
+    h = hasher(num_buckets=97)
+    ids = h.transform(["这家店的东西真不错，下次还来", "差"])
+    real = ids[ids != 0]
+    assert real.min() >= 1 and real.max() < 97
+    assert (ids[1, 3:] == 0).all()
+
+
+def test_normalisation_makes_width_and_case_variants_equal():
+    a, b = hasher().transform(["ＧＯＯＤ好", "good好"])
+    assert sorted(a) == sorted(b)
+
+
+def test_max_chars_caps_the_features():
+    ids = hasher(max_chars=10).transform(["好" * 1000])
+    assert (ids != 0).sum() == 10 + 9 + 8
+
+
+def test_hashing_is_the_same_in_another_process():
+    texts = ["手机很好用", "质量太差了！"]
+    here = hasher().transform(texts)
+    code = (
+        "import sys, numpy as np; from sentiscore.config import WideConfig; from sentiscore.ngrams import CharNgramHasher;"
+        "ids = CharNgramHasher(WideConfig(num_buckets=1 << 16)).transform(['手机很好用', '质量太差了！']);"
+        "sys.stdout.write(','.join(map(str, ids.ravel().tolist())))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONHASHSEED": "123", "PATH": ""}).stdout
+    assert [int(v) for v in out.split(",")] == here.ravel().tolist()
+
+
+def test_nul_characters_inside_texts_do_not_split_them():
+    ids = hasher().transform(["a\x00b", "c"])
+    assert ((ids != 0).sum(axis=1)).tolist() == [6, 1]

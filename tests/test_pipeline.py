@@ -1,0 +1,189 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sentiscore.config import ScoreConfig
+from sentiscore.errors import InputError, SettingsMismatchError
+from sentiscore.pipeline import Scorer, output_column_names, score_file
+from sentiscore.segment import load_stopwords
+
+ADDED = ["label", "label_id", "confidence", "prob_负评", "prob_中评", "prob_正评", "top_words", "top_weights", "status"]
+
+
+def score_to_frame(scorer, src, tmp_path, name="out.parquet", **config):
+    out = tmp_path / name
+    summary = score_file(src, out, config=ScoreConfig(**config), scorer=scorer)
+    return pq.read_table(out).to_pandas(), summary, out
+
+
+def test_added_columns_follow_input_columns(tiny_scorer, sample_dir, tmp_path):
+    frame, summary, _ = score_to_frame(tiny_scorer, sample_dir / "reviews.csv", tmp_path)
+    assert list(frame.columns) == ["id", "txt", "source"] + ADDED
+    assert output_column_names(tiny_scorer.labels) == ADDED
+    assert summary.rows == 300 and sum(summary.label_counts.values()) + summary.unlabelled == 300
+
+
+def test_rows_and_order_survive_nulls_empties_and_emoji(tiny_scorer, tmp_path):
+    texts = ["很好", None, "", "   ", "😀😀😀", "！？。", "差评，不推荐", "很好", "的了吗"]
+    src = tmp_path / "edge.parquet"
+    pq.write_table(pa.table({"id": list(range(len(texts))), "txt": texts}), src)
+    frame, summary, _ = score_to_frame(tiny_scorer, src, tmp_path)
+    assert frame.id.tolist() == list(range(len(texts)))
+    assert frame.status.tolist() == ["ok", "empty", "empty", "empty", "no_tokens", "no_tokens", "ok", "ok", "no_tokens"]
+    unlabelled = frame.status != "ok"
+    assert frame.label[unlabelled].isna().all() and frame.confidence[unlabelled].isna().all()
+    assert frame.label[~unlabelled].notna().all()
+    assert summary.unlabelled == int(unlabelled.sum())
+    # the same text twice gets the same result
+    assert frame.loc[0, "prob_正评"] == frame.loc[7, "prob_正评"]
+
+
+def test_probabilities_sum_to_one_and_confidence_is_the_max(tiny_scorer, sample_dir, tmp_path):
+    frame, _, _ = score_to_frame(tiny_scorer, sample_dir / "reviews.parquet", tmp_path)
+    probs = frame[["prob_负评", "prob_中评", "prob_正评"]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(frame.confidence, probs.max(axis=1))
+    names = np.array(["负评", "中评", "正评"])
+    assert (frame.label.to_numpy() == names[probs.argmax(axis=1)]).all()
+    assert set(frame.label_id) <= {-1, 0, 1}
+
+
+def test_chunk_size_does_not_change_results(tiny_scorer, sample_dir, tmp_path):
+    src = tmp_path / "hundred.parquet"
+    pq.write_table(pq.read_table(sample_dir / "reviews.parquet").slice(0, 100), src)
+    small, _, _ = score_to_frame(tiny_scorer, src, tmp_path, "a.parquet", chunk_size=7)
+    whole, _, _ = score_to_frame(tiny_scorer, src, tmp_path, "b.parquet", chunk_size=100)
+    pd.testing.assert_frame_equal(small, whole)
+
+
+def test_batch_size_does_not_change_results(tiny_model, sample_dir):
+    texts = pd.read_csv(sample_dir / "reviews.csv").txt.tolist()[:60]
+    with Scorer.from_model(tiny_model, workers=1, batch_size=1) as one, Scorer.from_model(tiny_model, workers=1, batch_size=64) as many:
+        a, b = one.predict(texts), many.predict(texts)
+    np.testing.assert_allclose(a.prob_正评, b.prob_正评, rtol=1e-4, atol=1e-6)
+    assert a.top_words.apply(list).tolist() == b.top_words.apply(list).tolist()
+
+
+def test_top_words_are_real_tokens_without_punctuation_or_stopwords(tiny_scorer):
+    texts = ["这个手机的屏幕很清晰，电池也耐用！！！", "差差差，差评，差到不行", "好"]
+    frame = tiny_scorer.predict(texts)
+    stop = load_stopwords("builtin")
+    for text, words, weights in zip(texts, frame.top_words, frame.top_weights):
+        words = list(words)
+        assert 1 <= len(words) <= 3 and len(words) == len(set(words)) == len(weights)
+        for w in words:
+            assert w in text and w not in stop and any(ch.isalnum() for ch in w)
+        assert list(weights) == sorted(weights, reverse=True)
+    assert list(frame.top_words[2]) == ["好"] and frame.top_weights[2][0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("out_name,fmt", [("o.csv", "csv"), ("o.tsv", "tsv"), ("o.jsonl", "jsonl"), ("o.parquet", "parquet")])
+@pytest.mark.parametrize("in_ext", ["csv", "jsonl", "parquet"])
+def test_every_input_and_output_format(tiny_scorer, sample_dir, tmp_path, in_ext, out_name, fmt):
+    out = tmp_path / out_name
+    summary = score_file(sample_dir / f"reviews.{in_ext}", out, scorer=tiny_scorer)
+    assert summary.rows == 300
+    if fmt == "parquet":
+        frame = pq.read_table(out).to_pandas()
+    elif fmt == "jsonl":
+        frame = pd.read_json(out, lines=True, dtype={"id": str})
+        assert isinstance(frame.top_words[0], list)
+    else:
+        frame = pd.read_csv(out, sep="\t" if fmt == "tsv" else ",", dtype={"id": str})
+        assert isinstance(json.loads(frame.top_words[0]), list)
+    assert frame.id.tolist() == pd.read_csv(sample_dir / "reviews.csv", dtype=str).id.tolist()
+    assert set(ADDED) <= set(frame.columns)
+
+
+def test_provenance_in_parquet_metadata_and_summary(tiny_scorer, sample_dir, tmp_path):
+    _, summary, out = score_to_frame(tiny_scorer, sample_dir / "reviews.csv", tmp_path)
+    meta = {k.decode(): v.decode() for k, v in pq.read_schema(out).metadata.items() if k.startswith(b"sentiscore.")}
+    assert meta["sentiscore.model"] == "tiny"
+    assert meta["sentiscore.model_hash"] == tiny_scorer.loaded.hash
+    assert meta["sentiscore.segmenter"].startswith("jieba_fast ")
+    assert meta["sentiscore.tensorflow_version"] and meta["sentiscore.keras_version"].startswith("3.")
+    line = summary.line()
+    assert f"tiny@{tiny_scorer.loaded.hash}" in line and "300 rows" in line and "jieba_fast" in line
+
+
+def test_keep_columns_and_missing_text_column(tiny_scorer, sample_dir, tmp_path):
+    frame, _, _ = score_to_frame(tiny_scorer, sample_dir / "reviews.csv", tmp_path, keep_columns=("id",))
+    assert list(frame.columns) == ["id"] + ADDED
+    with pytest.raises(InputError, match="no text column 'text'.*its columns are: id, txt, source"):
+        score_file(sample_dir / "reviews.csv", tmp_path / "x.parquet", config=ScoreConfig(text_column="text"), scorer=tiny_scorer)
+
+
+def test_clashing_column_names_need_a_prefix(tiny_scorer, sample_dir, tmp_path):
+    with pytest.raises(InputError, match="already has column.*label.*--prefix"):
+        score_file(sample_dir / "labelled.csv", tmp_path / "x.parquet", scorer=tiny_scorer)
+    summary = score_file(sample_dir / "labelled.csv", tmp_path / "y.parquet", scorer=tiny_scorer, prefix="ss_")
+    columns = pq.read_schema(tmp_path / "y.parquet").names
+    assert "label" in columns and "ss_label" in columns and summary.rows == 600
+
+
+def test_numbers_in_the_text_column_are_scored_as_text(tiny_scorer, tmp_path):
+    src = tmp_path / "nums.parquet"
+    pq.write_table(pa.table({"txt": [1, 22, None]}), src)
+    frame, _, _ = score_to_frame(tiny_scorer, src, tmp_path)
+    assert frame.status.tolist() == ["ok", "ok", "empty"]
+
+
+def test_header_only_and_zero_row_inputs_give_valid_empty_outputs(tiny_scorer, tmp_path):
+    src = tmp_path / "header.csv"
+    src.write_text("id,txt\n", encoding="utf-8")
+    frame, summary, _ = score_to_frame(tiny_scorer, src, tmp_path)
+    assert len(frame) == 0 and summary.rows == 0 and list(frame.columns) == ["id", "txt"] + ADDED
+
+
+def test_failed_run_leaves_no_output(tiny_scorer, sample_dir, tmp_path, monkeypatch):
+    from sentiscore import io as sio
+
+    calls = {"n": 0}
+    real_write = sio.BatchWriter._write
+
+    def failing_write(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        return real_write(self, batch)
+
+    monkeypatch.setattr(sio.BatchWriter, "_write", failing_write)
+    out = tmp_path / "out.parquet"
+    with pytest.raises(Exception, match="No space left on device"):
+        score_file(sample_dir / "reviews.csv", out, config=ScoreConfig(chunk_size=50), scorer=tiny_scorer)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_settings_mismatch_is_an_error(tiny_model, tmp_path):
+    with pytest.raises(SettingsMismatchError, match="maxlen 64 \\(model: 48\\)"):
+        Scorer.from_model(tiny_model, expect={"maxlen": 64})
+    stop = tmp_path / "stop.txt"
+    stop.write_text("好\n", encoding="utf-8")
+    with pytest.raises(SettingsMismatchError, match="stopwords"):
+        Scorer.from_model(tiny_model, expect={"stopwords": str(stop)})
+    with Scorer.from_model(tiny_model, workers=1, expect={"maxlen": 48, "stopwords": "builtin"}) as scorer:
+        assert scorer.maxlen == 48
+
+
+def test_two_label_attention_model_with_custom_names(tiny_attention_model):
+    with Scorer.from_model(tiny_attention_model, workers=1) as scorer:
+        frame = scorer.predict(["好评", "差评"])
+    assert list(frame.columns) == ["text", "label", "label_id", "confidence", "prob_neg", "prob_pos", "top_words", "top_weights", "status"]
+    assert set(frame.label) <= {"neg", "pos"}
+
+
+def test_parallel_workers_give_the_same_output(tiny_model, sample_dir, tmp_path):
+    from sentiscore.segment import ParallelSegmenter
+
+    texts = pd.read_csv(sample_dir / "labelled.csv").txt.tolist()
+    with Scorer.from_model(tiny_model, workers=1) as serial:
+        expected = serial.predict(texts)
+    with Scorer.from_model(tiny_model, workers=2) as parallel:
+        parallel.segmenter.min_parallel_texts = 1
+        got = parallel.predict(texts)
+        assert parallel.segmenter._pool is not None
+    pd.testing.assert_frame_equal(expected, got)

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+
+from sentiscore.config import SegmenterConfig
+from sentiscore.errors import InputError
+from sentiscore.segment import ParallelSegmenter, Segmenter, is_word, load_stopwords, normalize_text
+
+NEGATIONS_AND_DEGREE = ["不", "没", "没有", "别", "无", "非", "未", "很", "太", "最", "非常", "特别", "有点", "但是", "却"]
+
+
+def test_builtin_stopwords_keep_negations_and_degree_words():
+    stop = load_stopwords("builtin")
+    assert "的" in stop and "了" in stop
+    for word in NEGATIONS_AND_DEGREE:
+        assert word not in stop, word
+
+
+def test_stopwords_are_really_removed():
+    seg = Segmenter(SegmenterConfig(), maxlen=50)
+    tokens, _ = seg.tokenize("我的手机是黑色的")
+    assert "的" not in tokens and "我" not in tokens
+    assert "手机" in tokens
+
+
+def test_negation_survives_segmentation():
+    seg = Segmenter(SegmenterConfig(), maxlen=50)
+    tokens, _ = seg.tokenize("质量不好，不推荐")
+    assert "不" in tokens or "不好" in tokens
+
+
+def test_punctuation_emoji_and_whitespace_are_not_tokens():
+    seg = Segmenter(SegmenterConfig(), maxlen=50)
+    tokens, _ = seg.tokenize("好！！！😀 ，。 ？  ")
+    assert tokens == ["好"]
+    assert seg.tokenize("😀😀！？")[0] == []
+
+
+def test_normalisation_folds_width_and_case():
+    assert normalize_text("ＧＯＯＤ Phone") == "good phone"
+    assert is_word("a1") and is_word("好") and not is_word("！？") and not is_word("😀")
+
+
+def test_truncation_to_maxlen_is_flagged():
+    seg = Segmenter(SegmenterConfig(), maxlen=5)
+    tokens, cut = seg.tokenize("手机 电脑 平板 耳机 键盘 鼠标 屏幕")
+    assert len(tokens) == 5 and cut
+    tokens, cut = seg.tokenize("手机 电脑")
+    assert not cut
+
+
+def test_huge_text_is_cut_at_max_chars():
+    seg = Segmenter(SegmenterConfig(max_chars=100), maxlen=1000)
+    tokens, cut = seg.tokenize("好" * 1_000_000)
+    assert cut and 0 < len(tokens) <= 100
+
+
+def test_user_dictionary_changes_segmentation(tmp_path):
+    text = "我爱吃蓝莓芝士蛋糕"
+    plain = Segmenter(SegmenterConfig(stopwords="none"), maxlen=50).tokenize(text)[0]
+    assert "蓝莓芝士蛋糕" not in plain
+    user_dict = tmp_path / "user.txt"
+    user_dict.write_text("蓝莓芝士蛋糕 1000 n\n", encoding="utf-8")
+    custom = Segmenter(SegmenterConfig(stopwords="none", user_dict=str(user_dict)), maxlen=50).tokenize(text)[0]
+    assert "蓝莓芝士蛋糕" in custom
+
+
+def test_missing_user_dictionary_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        Segmenter(SegmenterConfig(user_dict=str(tmp_path / "nope.txt")), maxlen=10)
+
+
+def test_parallel_matches_serial_and_keeps_order(sample_dir, tmp_path):
+    import pandas as pd
+
+    texts = pd.read_csv(sample_dir / "labelled.csv").txt.tolist()
+    user_dict = tmp_path / "user.txt"
+    user_dict.write_text("性价比很高 1000 n\n", encoding="utf-8")
+    config = SegmenterConfig(user_dict=str(user_dict))
+    serial = Segmenter(config, maxlen=64).segment(texts)
+    with ParallelSegmenter(config, maxlen=64, workers=2) as parallel:
+        parallel.min_parallel_texts = 1  # force the worker processes (spawned: they load the user dict themselves)
+        result = parallel.segment(texts)
+        assert parallel._pool is not None
+    assert result.tokens == serial.tokens
+    np.testing.assert_array_equal(result.lengths, serial.lengths)
+    np.testing.assert_array_equal(result.truncated, serial.truncated)
+
+
+def test_jieba_cache_goes_to_the_configured_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("SENTISCORE_CACHE_DIR", str(tmp_path))
+    Segmenter(SegmenterConfig(), maxlen=10)
+    assert (tmp_path / "jieba" / "jieba.cache").is_file()

