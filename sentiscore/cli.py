@@ -157,14 +157,19 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @click.option("--min-count", type=click.IntRange(min=1), default=2, show_default=True, help="Minimum word count for the vocabulary.")
 @click.option("--lstm-units", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--dropout", type=float, default=0.3, show_default=True)
+@click.option("--token-dropout", type=float, default=0.1, show_default=True, help="Share of tokens replaced by OOV while training.")
+@click.option("--wide-training", type=click.Choice(["prefit", "joint"]), default="prefit", show_default=True,
+              help="prefit: fit the char n-gram path by logistic regression first and freeze it; joint: train it with the rest.")
+@click.option("--wide-l2", type=float, default=1e-6, show_default=True, help="L2 penalty on the char n-gram weights (joint training).")
 @click.option("--no-class-weights", is_flag=True, help="Do not weight classes by rarity.")
+@click.option("--no-calibration", is_flag=True, help="Skip fitting temperature and class thresholds on the validation split.")
 @click.option("--user-dict", type=click.Path(exists=True, dir_okay=False), default=None, help="jieba user dictionary (copied into the model).")
 @click.option("--stopwords", default="builtin", show_default=True, help="builtin, none, or a one-word-per-line file.")
 @workers_option
 @click.option("--quiet", "-q", is_flag=True)
 @_errors_to_exit
 def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch, val_fraction, dev_path, seed, epochs,
-          batch_size, learning_rate, patience, maxlen, embed_dim, min_count, lstm_units, dropout, no_class_weights,
+          batch_size, learning_rate, patience, maxlen, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_l2, no_class_weights, no_calibration,
           user_dict, stopwords, workers, quiet):
     """Train a model on DATA (CSV/TSV/Parquet/JSONL with text and label
     columns) and write it to --out."""
@@ -175,11 +180,11 @@ def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch
     config = TrainConfig(
         text_column=text_column, label_column=label_column, labels=parse_labels(labels_spec),
         val_fraction=val_fraction, seed=seed, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-        patience=patience, class_weights=not no_class_weights, workers=workers, name=name or Path(out_dir).name,
+        patience=patience, class_weights=not no_class_weights, calibrate=not no_calibration, workers=workers, name=name or Path(out_dir).name,
         segmenter=SegmenterConfig(stopwords=stopwords, user_dict=user_dict),
         embedder=EmbedderConfig(maxlen=maxlen, embed_dim=embed_dim, min_count=min_count),
         wide=WideConfig(),
-        model=ModelConfig(arch=arch, lstm_units=lstm_units, dropout=dropout),
+        model=ModelConfig(arch=arch, lstm_units=lstm_units, dropout=dropout, token_dropout=token_dropout, wide_training=wide_training, wide_l2=wide_l2),
     )
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     meta = run_training(data_path, out_dir, config, dev_path=dev_path, log=log, verbose=0 if quiet else 2)

@@ -55,12 +55,16 @@ class ModelConfig:
     lstm_units: int = 128
     dropout: float = 0.3
     token_dropout: float = 0.1  # replace this share of tokens by OOV while training
-    wide_l2: float = 1e-6
-    wide_dropout: float = 0.2
+    wide_l2: float = 1e-6  # joint training only
+    wide_dropout: float = 0.2  # joint training only
+    wide_training: str = "prefit"  # "prefit": logistic regression first, then frozen; "joint": trained with the rest
+    wide_c: float = 4.0  # inverse L2 strength of the prefit logistic regression
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
             raise UsageError(f"unknown --arch {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        if self.wide_training not in ("prefit", "joint"):
+            raise UsageError("--wide-training must be prefit or joint")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -78,6 +82,7 @@ class TrainConfig:
     learning_rate: float = 2e-3
     patience: int = 2
     class_weights: bool = True
+    calibrate: bool = True  # temperature + class thresholds fitted on the validation split
     workers: int | None = None
     name: str = "custom"
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)

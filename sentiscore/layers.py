@@ -118,3 +118,27 @@ class TokenDropout(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "oov_id": self.oov_id}
+
+
+@keras.saving.register_keras_serializable(package="sentiscore")
+class LogitCalibration(keras.layers.Layer):
+    """``logits / temperature + bias``, fitted on the validation split after
+    training: the temperature makes ``confidence`` honest, the per-class bias
+    sets the decision thresholds (the scarce neutral class needs one)."""
+
+    def __init__(self, temperature: float = 1.0, bias=None, **kwargs):
+        super().__init__(**kwargs)
+        self.temperature = float(temperature)
+        self.bias = [float(b) for b in bias] if bias is not None else None
+
+    def call(self, logits):
+        out = logits / self.temperature
+        if self.bias is not None:
+            out = out + ops.convert_to_tensor(self.bias, dtype=logits.dtype)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature, "bias": self.bias}

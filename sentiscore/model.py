@@ -18,6 +18,7 @@ from .config import EmbedderConfig, ModelConfig, WideConfig
 
 ATTENTION_LAYER = "attention"
 PROBS_LAYER = "probs"
+LOGITS_LAYER = "logits"
 
 
 @contextlib.contextmanager
@@ -105,17 +106,29 @@ def build_classifier(
             wide_config.num_buckets, n_classes, l2=model_config.wide_l2, dropout=model_config.wide_dropout,
             name="wide_logits",
         )(ngram_ids)
-        logits = keras.layers.Add(name="logits")([logits, wide_logits])
+        logits = keras.layers.Add(name="wide_deep_logits")([logits, wide_logits])
+    logits = keras.layers.Identity(name=LOGITS_LAYER)(logits)
     probs = keras.layers.Activation("softmax", name=PROBS_LAYER)(logits)
     return keras.Model(inputs, probs, name="sentiscore_classifier")
 
 
-def without_optimizer(keras_model):
-    """The same layers in an uncompiled model: saving it leaves out Adam's
-    state, which would otherwise double the file."""
+def logits_model(keras_model):
     import keras
 
-    return keras.Model(keras_model.inputs, keras_model.outputs, name=keras_model.name)
+    return keras.Model(keras_model.inputs, keras_model.get_layer(LOGITS_LAYER).output)
+
+
+def calibrated(keras_model, temperature: float, bias):
+    """The same layers, uncompiled (saving leaves out Adam's state, which
+    would double the file), with calibrated logits before the softmax."""
+    import keras
+
+    from .layers import LogitCalibration
+
+    logits = keras_model.get_layer(LOGITS_LAYER).output
+    adjusted = LogitCalibration(temperature, bias, name="calibration")(logits)
+    probs = keras.layers.Activation("softmax", name=PROBS_LAYER)(adjusted)
+    return keras.Model(keras_model.inputs, probs, name=keras_model.name)
 
 
 def input_names(keras_model) -> list[str]:

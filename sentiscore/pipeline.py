@@ -170,23 +170,22 @@ class Scorer:
             yield order[start : start + self.batch_size]
 
     def _forward(self, texts: list[str], segmented: SegmentedBatch):
-        """Probabilities (U, C) and, per text, its attention over its tokens."""
+        """Probabilities (U, C) and every token's attention weight (flat)."""
         n = len(texts)
         probs = np.zeros((n, len(self.labels)), np.float32)
-        attention = np.zeros(segmented.lengths.sum(), np.float32)
+        attention = np.zeros(int(segmented.lengths.sum()), np.float32)
         offsets = segmented.offsets
+        features = self.embedder.featurize(segmented)
         scorable = np.flatnonzero(segmented.lengths > 0)
         for batch_idx in self._batches_of(scorable, segmented.lengths):
-            sub = _take(segmented, batch_idx, offsets)
-            width = int(-(-max(1, sub.lengths.max()) // _WIDTH_STEP) * _WIDTH_STEP)
-            inputs = self.embedder.encode(sub, min(width, self.maxlen))
+            width = int(-(-int(segmented.lengths[batch_idx].max()) // _WIDTH_STEP) * _WIDTH_STEP)
+            inputs = self.embedder.encode(features, batch_idx, min(width, self.maxlen))
             if self.hasher is not None:
                 inputs["ngram_ids"] = self.hasher.transform([texts[i] for i in batch_idx])
             batch_probs, batch_alpha = self.predictor(inputs)
             probs[batch_idx] = batch_probs
-            mask = inputs["mask"]
             # Write each text's weights back at its tokens' flat positions.
-            rows, cols = np.nonzero(mask)
+            rows, cols = np.nonzero(inputs["mask"])
             attention[offsets[batch_idx[rows]] + cols] = batch_alpha[rows, cols]
         return probs, attention
 
@@ -194,25 +193,31 @@ class Scorer:
         for b in self._batches(lengths[subset]):
             yield subset[b]
 
-    def _top_words(self, segmented: SegmentedBatch, attention: np.ndarray):
-        """Top-k distinct tokens per text by summed attention, as Arrow lists."""
-        k = self.top_k
-        offsets = segmented.offsets
-        words_out, weights_out = [], []
-        tokens = segmented.tokens
-        for i in range(segmented.lengths.size):
-            lo, hi = offsets[i], offsets[i + 1]
-            if k == 0 or hi == lo:
-                words_out.append([])
-                weights_out.append([])
-                continue
-            totals: dict[str, float] = {}
-            for tok, w in zip(tokens[lo:hi], attention[lo:hi].tolist()):
-                totals[tok] = totals.get(tok, 0.0) + w
-            best = sorted(totals.items(), key=lambda kv: -kv[1])[:k]
-            words_out.append([t for t, _ in best])
-            weights_out.append([round(w, 4) for _, w in best])
-        return words_out, weights_out
+    def _top_words(self, segmented: SegmentedBatch, attention: np.ndarray) -> tuple[pa.ListArray, pa.ListArray]:
+        """Top-k distinct tokens per text by summed attention, as Arrow lists
+        with one extra empty list at the end (for rows without a label).
+        Vectorised: group (text, token) in Arrow, rank in NumPy."""
+        n = segmented.lengths.size
+        table = pa.table({
+            "text": np.repeat(np.arange(n), segmented.lengths),
+            "token": pa.array(segmented.tokens, pa.string()),
+            "weight": attention.astype(np.float64),
+        })
+        summed = table.group_by(["text", "token"], use_threads=False).aggregate([("weight", "sum")])
+        # Order: by text, then weight descending, then token (ties are deterministic).
+        order = pc.sort_indices(summed, sort_keys=[("text", "ascending"), ("weight_sum", "descending"), ("token", "ascending")])
+        order = order.to_numpy()
+        text = summed.column("text").to_numpy()
+        weight = summed.column("weight_sum").to_numpy()
+        token = summed.column("token").combine_chunks()
+        text_sorted = text[order]
+        rank = np.arange(order.size) - np.searchsorted(text_sorted, text_sorted, side="left")
+        keep = order[rank < self.top_k]
+        counts = np.bincount(text[keep], minlength=n)
+        list_offsets = pa.array(np.concatenate([[0], np.cumsum(counts), [counts.sum()]]).astype(np.int32))
+        words = pa.ListArray.from_arrays(list_offsets, pc.take(token, pa.array(keep, pa.int64())))
+        weights = pa.ListArray.from_arrays(list_offsets, pa.array(np.round(weight[keep], 4), pa.float64()))
+        return words, weights
 
     def postprocess(self, prepared: _Prepared, probs: np.ndarray, segmented: SegmentedBatch, attention: np.ndarray, prefix: str = "") -> list[tuple[str, pa.Array]]:
         row_u = prepared.row_to_unique.copy()
@@ -241,12 +246,10 @@ class Scorer:
         for j, (_, name) in enumerate(self.labels):
             columns.append((f"prob_{name}", pa.array(np.round(row_probs[:, j].astype(np.float64), 6), pa.float64(), mask=null_mask)))
         words, weights = self._top_words(segmented, attention)
-        # Unlabelled rows point at one extra empty list appended at the end.
-        words.append([])
-        weights.append([])
+        # Unlabelled rows point at the extra empty list at the end.
         list_index = pa.array(np.where(labelled, row_u, len(words) - 1))
-        columns.append(("top_words", pc.take(pa.array(words, pa.list_(pa.string())), list_index)))
-        columns.append(("top_weights", pc.take(pa.array(weights, pa.list_(pa.float64())), list_index)))
+        columns.append(("top_words", pc.take(words, list_index)))
+        columns.append(("top_weights", pc.take(weights, list_index)))
         columns.append(("status", pa.array(status.astype(str), pa.string())))
         return [(prefix + name, arr) for name, arr in columns]
 
@@ -283,15 +286,6 @@ class Scorer:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _take(segmented: SegmentedBatch, idx: np.ndarray, offsets: np.ndarray) -> SegmentedBatch:
-    lengths = segmented.lengths[idx]
-    tokens: list[str] = []
-    all_tokens = segmented.tokens
-    for i in idx.tolist():
-        tokens.extend(all_tokens[offsets[i] : offsets[i + 1]])
-    return SegmentedBatch(tokens, lengths, segmented.truncated[idx])
 
 
 def _is_int(value: str) -> bool:

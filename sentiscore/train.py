@@ -148,6 +148,40 @@ def _ragged_ngrams(hasher: CharNgramHasher, texts: list[str], step: int = 4096):
     return np.concatenate(parts).astype(np.int32), np.concatenate([[0], np.cumsum(lengths)])
 
 
+def hashed_bag_matrix(ngram_ids: np.ndarray, ngram_offsets: np.ndarray, rows: np.ndarray, num_buckets: int):
+    """The wide path's input as a sparse matrix: counts / sqrt(n-grams in
+    the text), exactly what HashedNgramLinear computes from the id lists."""
+    from scipy.sparse import csr_matrix
+
+    lengths = ngram_offsets[rows + 1] - ngram_offsets[rows]
+    cols = np.concatenate([ngram_ids[ngram_offsets[i] : ngram_offsets[i + 1]] for i in rows]) if rows.size else ngram_ids[:0]
+    values = np.repeat(1.0 / np.sqrt(np.maximum(lengths, 1)), lengths)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    matrix = csr_matrix((values, cols, indptr), shape=(rows.size, num_buckets))
+    matrix.sum_duplicates()
+    return matrix
+
+
+def fit_wide_path(matrix, y: np.ndarray, sample_weight: np.ndarray, n_classes: int, c: float, seed: int):
+    """Logistic regression on the hashed n-gram bag (what the char TF-IDF +
+    LR peer does), as (table, bias) for HashedNgramLinear. Fitting it first
+    and freezing it keeps Adam from memorising rare n-grams, which made the
+    jointly trained wide path overfit after one epoch."""
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=c, max_iter=500, random_state=seed)
+    lr.fit(matrix, y, sample_weight=sample_weight)
+    table = np.zeros((matrix.shape[1], n_classes), np.float32)
+    bias = np.zeros(n_classes, np.float32)
+    if n_classes == 2:  # sklearn keeps one weight vector for two classes: logits (0, w·x + b)
+        table[:, 1] = lr.coef_[0]
+        bias[1] = lr.intercept_[0]
+    else:
+        table[:, lr.classes_] = lr.coef_.T
+        bias[lr.classes_] = lr.intercept_
+    return table, bias
+
+
 def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
     """Square root of 'balanced' weights: full balancing made the scarce
     neutral class swallow confident reviews; none ignores it."""
@@ -161,7 +195,8 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
     from sklearn.model_selection import train_test_split
 
     from .evaluate import classification_metrics
-    from .model import build_classifier, framework_versions, import_tensorflow, without_optimizer
+    from .calibration import expected_calibration_error, fit_class_bias, fit_temperature, softmax
+    from .model import build_classifier, calibrated, framework_versions, import_tensorflow, logits_model
 
     config = config or TrainConfig()
     labels = config.labels
@@ -221,6 +256,17 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
     train_data = subset(train_idx, shuffle=True)
     val_data = subset(val_idx, shuffle=False)
     model = build_classifier(config.model, emb_cfg, config.wide, embedder.size, n_classes)
+    wide_only_metrics = None
+    if config.model.arch == "wide-deep" and config.model.wide_training == "prefit":
+        train_matrix = hashed_bag_matrix(ngram_ids, ngram_offsets, train_idx, config.wide.num_buckets)
+        table, bias = fit_wide_path(train_matrix, y[train_idx], sample_weights[train_idx], n_classes, config.model.wide_c, config.seed)
+        wide_layer = model.get_layer("wide_logits")
+        wide_layer.set_weights([table, bias])
+        wide_layer.trainable = False
+        val_matrix = hashed_bag_matrix(ngram_ids, ngram_offsets, val_idx, config.wide.num_buckets)
+        wide_pred = (val_matrix @ table + bias).argmax(axis=1)
+        wide_only_metrics = classification_metrics(y[val_idx], wide_pred, [name for _, name in labels])
+        log(f"wide path (logistic regression on hashed char n-grams): validation macro-F1 {wide_only_metrics['macro_f1']:.4f}")
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=5.0),
         loss="sparse_categorical_crossentropy",
@@ -233,12 +279,28 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
     val_losses = history.history.get("val_loss", [])
     best_epoch = int(np.argmin(val_losses)) + 1 if val_losses else config.epochs
 
-    val_pred = np.concatenate([model(val_data.inputs(rows), training=False).numpy() for rows in val_data.batches]).argmax(axis=1)
-    # Validation batches are length-sorted: map predictions back to rows.
+    # Validation batches are length-sorted: keep their order for the labels too.
     order = np.concatenate(val_data.batches)
     val_true = y[val_idx][order]
-    val_metrics = classification_metrics(val_true, val_pred, [name for _, name in labels])
-    log(f"validation: accuracy {val_metrics['accuracy']:.4f}, macro-F1 {val_metrics['macro_f1']:.4f} (best epoch {best_epoch})")
+    to_logits = logits_model(model)
+    val_logits = np.concatenate([to_logits(val_data.inputs(rows), training=False).numpy() for rows in val_data.batches])
+    temperature, bias = 1.0, np.zeros(n_classes)
+    if config.calibrate:
+        temperature = fit_temperature(val_logits, val_true)
+        bias = fit_class_bias(val_logits / temperature, val_true, n_classes)
+    names = [name for _, name in labels]
+    raw_metrics = classification_metrics(val_true, val_logits.argmax(axis=1), names)
+    val_probs = softmax(val_logits / temperature + bias)
+    val_metrics = classification_metrics(val_true, val_probs.argmax(axis=1), names)
+    calibration = {
+        "temperature": round(temperature, 4),
+        "bias": [round(float(b), 4) for b in bias],
+        "validation_ece_before": round(expected_calibration_error(softmax(val_logits), val_true), 4),
+        "validation_ece_after": round(expected_calibration_error(val_probs, val_true), 4),
+        "validation_macro_f1_before": raw_metrics["macro_f1"],
+    }
+    log(f"validation: accuracy {val_metrics['accuracy']:.4f}, macro-F1 {val_metrics['macro_f1']:.4f} (best epoch {best_epoch}; "
+        f"before calibration {raw_metrics['macro_f1']:.4f}, ECE {calibration['validation_ece_before']:.3f} → {calibration['validation_ece_after']:.3f})")
 
     seg_cfg = config.segmenter
     stopwords_text = builtin_stopwords_text() if seg_cfg.stopwords == "builtin" else (
@@ -273,6 +335,7 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
             "seed": config.seed,
             "val_fraction": config.val_fraction,
             "class_weights": [round(float(w), 4) for w in weights_per_class] if config.class_weights else None,
+            "calibration": calibration,
             "python": platform.python_version(),
             **framework_versions(),
         },
@@ -285,10 +348,10 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
             "val_rows": int(val_idx.size),
             "label_counts": {labels[i][1]: int(c) for i, c in enumerate(present)},
         },
-        "metrics": {"validation": val_metrics},
+        "metrics": {"validation": val_metrics, **({"validation_wide_only": wide_only_metrics} if wide_only_metrics else {})},
     }
     out_dir = Path(out_dir)
-    save_model_dir(out_dir, without_optimizer(model), meta, embedder, stopwords_text, seg_cfg.user_dict)
+    save_model_dir(out_dir, calibrated(model, temperature, bias), meta, embedder, stopwords_text, seg_cfg.user_dict)
     if dev_path is not None:
         from .evaluate import evaluate
 

@@ -27,9 +27,13 @@ def test_ids_reserve_padding_and_oov():
 
 def test_encode_pads_and_truncates_to_width():
     vocab = VocabEmbedder(["a", "b", "c"])
-    out = vocab.encode(batch([["a", "b", "c"], ["c"], []]), width=2)
+    features = vocab.featurize(batch([["a", "b", "c"], ["c"], [], ["b", "zz"]]))
+    out = vocab.encode(features, np.array([0, 1, 2]), width=2)
     np.testing.assert_array_equal(out["token_ids"], [[2, 3], [4, 0], [0, 0]])
     np.testing.assert_array_equal(out["mask"], [[True, True], [True, False], [False, False]])
+    # any subset, in any order
+    out = vocab.encode(features, np.array([3, 0]), width=4)
+    np.testing.assert_array_equal(out["token_ids"], [[3, OOV_ID, 0, 0], [2, 3, 4, 0]])
 
 
 def test_padded_positions_match_a_python_loop():

@@ -67,3 +67,36 @@ def test_tiny_model_learns_something(tiny_model, sample_dir):
     result = evaluate(sample_dir / "labelled.csv", model=tiny_model, workers=1)
     majority = pd.read_csv(sample_dir / "labelled.csv").label.value_counts(normalize=True).max()
     assert result["accuracy"] > majority
+
+
+def test_hashed_bag_matrix_matches_the_keras_wide_layer():
+    from sentiscore.config import WideConfig
+    from sentiscore.model import import_tensorflow
+    from sentiscore.ngrams import CharNgramHasher
+    from sentiscore.train import _ragged_ngrams, hashed_bag_matrix
+
+    import_tensorflow()
+    from sentiscore.layers import HashedNgramLinear
+
+    texts = ["好好好", "质量不错，物流很快", "差"]
+    hasher = CharNgramHasher(WideConfig(num_buckets=64))
+    flat, offsets = _ragged_ngrams(hasher, texts)
+    matrix = hashed_bag_matrix(flat, offsets, np.arange(3), 64)
+    layer = HashedNgramLinear(64, 3)
+    ids = hasher.transform(texts)
+    layer(ids)
+    table = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    layer.set_weights([table, np.zeros(3, np.float32)])
+    np.testing.assert_allclose(matrix @ table, layer(ids).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_prefit_wide_path_stays_frozen(tiny_model):
+    """The wide path is fitted by logistic regression and not moved by Adam:
+    its validation-only metrics are in the card, its weights are not all zero."""
+    from sentiscore.artifacts import load_model_dir
+
+    loaded = load_model_dir(tiny_model)
+    layer = loaded.keras_model.get_layer("wide_logits")
+    assert not layer.trainable
+    assert np.abs(layer.get_weights()[0]).max() > 0
+    assert "validation_wide_only" in loaded.meta["metrics"]

@@ -4,9 +4,11 @@ Interface (every embedder module implements it; the pipeline knows nothing
 else about them):
 
 - ``kind``: the name stored in meta.json (``vocab``, ``elmo``)
-- ``encode(batch: SegmentedBatch, width: int) -> dict[str, np.ndarray]``:
-  model inputs padded to ``width`` tokens; every dict holds ``mask``
-  (bool, True on real tokens) besides the embedder's own arrays.
+- ``featurize(batch: SegmentedBatch) -> features``: per-chunk work done
+  once (vocabulary lookup, or nothing);
+- ``encode(features, rows, width) -> dict[str, np.ndarray]``: model inputs
+  for the texts ``rows``, padded to ``width`` tokens; every dict holds
+  ``mask`` (bool, True on real tokens) besides the embedder's own arrays.
 - ``save(directory)`` / ``load(directory, settings)``: the embedder's files
   inside a model directory.
 

@@ -5,6 +5,7 @@ that turns ids into vectors lives in the model."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,13 @@ from . import padded_positions
 PAD_ID = 0
 OOV_ID = 1
 VOCAB_FILE = "vocab.txt"
+
+
+@dataclass
+class TokenIds:
+    ids: np.ndarray  # int32, flat over all tokens
+    offsets: np.ndarray  # int64, text i owns ids[offsets[i]:offsets[i+1]]
+    lengths: np.ndarray
 
 
 class VocabEmbedder:
@@ -45,11 +53,16 @@ class VocabEmbedder:
         index = pc.index_in(pa.array(tokens, type=pa.string()), value_set=self._value_set)
         return (pc.fill_null(index, OOV_ID - 2).to_numpy(zero_copy_only=False) + 2).astype(np.int32)
 
-    def encode(self, batch: SegmentedBatch, width: int) -> dict[str, np.ndarray]:
-        ids = self.token_ids(batch.tokens)
-        rows, cols, flat = padded_positions(batch.lengths, width)
-        matrix = np.zeros((batch.lengths.size, width), np.int32)
-        matrix[rows, cols] = ids[flat]
+    def featurize(self, batch: SegmentedBatch) -> "TokenIds":
+        """Ids of all tokens of a chunk, looked up once (one Arrow hash join)."""
+        return TokenIds(self.token_ids(batch.tokens), batch.offsets, batch.lengths)
+
+    def encode(self, features: "TokenIds", rows: np.ndarray, width: int) -> dict[str, np.ndarray]:
+        """The given texts as a padded ``(len(rows), width)`` id matrix + mask."""
+        lengths = features.lengths[rows]
+        r, c, _ = padded_positions(lengths, width)
+        matrix = np.zeros((rows.size, width), np.int32)
+        matrix[r, c] = features.ids[features.offsets[rows][r] + c]
         return {"token_ids": matrix, "mask": matrix != PAD_ID}
 
     def save(self, directory: Path) -> list[str]:

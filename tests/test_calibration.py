@@ -1,0 +1,36 @@
+import numpy as np
+
+from sentiscore.calibration import expected_calibration_error, fit_class_bias, fit_temperature, macro_f1, softmax
+
+
+def test_temperature_undoes_overconfidence():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 3000)
+    true_logits = rng.normal(size=(3000, 3))
+    true_logits[np.arange(3000), y] += 1.0
+    # sample labels from the calibrated distribution, then make the model 3x overconfident
+    probs = softmax(true_logits)
+    y = np.array([rng.choice(3, p=p) for p in probs])
+    t = fit_temperature(true_logits * 3, y)
+    assert 2.4 < t < 3.6
+    assert expected_calibration_error(softmax(true_logits * 3 / t), y) < expected_calibration_error(softmax(true_logits * 3), y)
+
+
+def test_class_bias_recovers_a_scarce_class():
+    rng = np.random.default_rng(1)
+    n = 2000
+    y = np.where(rng.uniform(size=n) < 0.1, 1, rng.integers(0, 2, n) * 2)
+    logits = rng.normal(scale=0.5, size=(n, 3))
+    logits[np.arange(n), y] += 1.0
+    logits[:, 1] -= 1.5  # the model under-predicts class 1
+    before = macro_f1(y, logits.argmax(axis=1), 3)
+    bias = fit_class_bias(logits, y, 3)
+    after = macro_f1(y, (logits + bias).argmax(axis=1), 3)
+    assert after > before + 0.05
+    assert bias[1] > bias[0] and bias[1] > bias[2]
+
+
+def test_ece_of_a_perfectly_calibrated_toy():
+    probs = np.array([[0.5, 0.5]] * 4)
+    y = np.array([0, 1, 0, 1])
+    assert expected_calibration_error(probs, y) == 0.0
