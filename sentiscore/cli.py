@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 
 import click
@@ -38,6 +39,9 @@ def _errors_to_exit(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        # SIGTERM (cron timeouts, kill) unwinds like Ctrl-C: temp output is
+        # removed and worker processes are stopped on the way out.
+        signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return func(*args, **kwargs)
         except SentiscoreError as exc:
@@ -45,8 +49,20 @@ def _errors_to_exit(func):
         except KeyboardInterrupt:
             click.echo("sentiscore: interrupted; no output was written", err=True)
             sys.exit(130)
+        except _Terminated:
+            click.echo("sentiscore: terminated; no output was written", err=True)
+            sys.exit(143)
 
     return wrapper
+
+
+class _Terminated(BaseException):
+    """Raised from the SIGTERM handler; a BaseException so that cleanup code
+    written for KeyboardInterrupt runs for it too."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
 
 
 def model_option(func):

@@ -59,6 +59,7 @@ class ModelConfig:
     wide_dropout: float = 0.2  # joint training only
     wide_training: str = "prefit"  # "prefit": logistic regression first, then frozen; "joint": trained with the rest
     wide_c: float = 4.0  # inverse L2 strength of the prefit logistic regression
+    wide_folds: int = 3  # folds for the out-of-fold wide logits the deep layers train against
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:

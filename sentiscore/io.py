@@ -220,6 +220,29 @@ def temp_path_for(out: Path) -> Path:
     return out.with_name(f".{out.name}.sentiscore-{os.getpid()}.tmp")
 
 
+def remove_stale_temp_files(out: Path) -> list[Path]:
+    """Temp files of earlier runs for OUT whose process is gone (a run killed
+    with SIGKILL cannot clean up after itself)."""
+    removed = []
+    for path in out.parent.glob(f".{out.name}.sentiscore-*.tmp"):
+        pid_text = path.name[len(f".{out.name}.sentiscore-") : -len(".tmp")]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+            continue  # still running: another run's file
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
 def check_output_path(out, inp, overwrite: bool) -> None:
     """Fail before any work if OUT cannot or must not be written."""
     if is_stdio(out):
@@ -283,6 +306,7 @@ class BatchWriter:
             self.tmp = None
             self._sink = _CountingStdout(sys.stdout.buffer)
         else:
+            remove_stale_temp_files(Path(out))
             self.tmp = temp_path_for(Path(out))
             try:
                 self._sink = open(self.tmp, "wb")

@@ -112,6 +112,20 @@ def build_classifier(
     return keras.Model(inputs, probs, name="sentiscore_classifier")
 
 
+def stacked_training_model(keras_model, n_classes: int):
+    """A training view of the classifier: the deep logits plus a fixed
+    ``wide_offset`` input (out-of-fold logits of the prefit wide path). It
+    shares its layers with ``keras_model``, so training it trains them."""
+    import keras
+
+    token_ids = keras_model.get_layer("token_ids").output
+    offset = keras.Input(shape=(n_classes,), dtype="float32", name="wide_offset")
+    deep = keras_model.get_layer("deep_logits").output
+    logits = keras.layers.Add(name="stacked_logits")([deep, offset])
+    probs = keras.layers.Activation("softmax", name="stacked_probs")(logits)
+    return keras.Model({"token_ids": token_ids, "wide_offset": offset}, probs)
+
+
 def logits_model(keras_model):
     import keras
 

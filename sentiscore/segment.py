@@ -169,6 +169,11 @@ def _init_worker(config: SegmenterConfig, maxlen: int, stopwords: frozenset[str]
     # Runs in every worker (spawn-safe): each loads the dictionary and the
     # user dictionary itself.
     global _WORKER_SEGMENTER
+    import signal
+
+    # Ctrl-C goes to the whole process group: the parent handles it and
+    # terminates the pool; workers printing tracebacks would only add noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_SEGMENTER = Segmenter(config, maxlen, stopwords)
 
 

@@ -94,9 +94,11 @@ class BucketedBatches:
     signature leaves batch size and width free (Keras' own adapters fix the
     width from the first batch)."""
 
-    def __init__(self, token_ids, token_offsets, ngram_ids, ngram_offsets, y, weights, batch_size, shuffle, seed, maxlen):
+    def __init__(self, token_ids, token_offsets, ngram_ids, ngram_offsets, y, weights, batch_size, shuffle, seed, maxlen,
+                 wide_offset=None):
         self.token_ids, self.token_offsets = token_ids, token_offsets
         self.ngram_ids, self.ngram_offsets = ngram_ids, ngram_offsets
+        self.wide_offset = wide_offset  # (N, classes) fixed wide-path logits, instead of n-gram ids
         self.y, self.weights = y, weights
         self.batch_size, self.shuffle, self.maxlen = batch_size, shuffle, maxlen
         self.rng = np.random.default_rng(seed)
@@ -116,7 +118,9 @@ class BucketedBatches:
 
     def inputs(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         x = {"token_ids": _padded(self.token_ids, self.token_offsets, rows, _WIDTH_STEP, self.maxlen)}
-        if self.ngram_ids is not None:
+        if self.wide_offset is not None:
+            x["wide_offset"] = self.wide_offset[rows]
+        elif self.ngram_ids is not None:
             x["ngram_ids"] = _padded(self.ngram_ids, self.ngram_offsets, rows, 64, 1 << 30)
         return x
 
@@ -130,7 +134,9 @@ class BucketedBatches:
         import tensorflow as tf
 
         x_spec = {"token_ids": tf.TensorSpec([None, None], tf.int32)}
-        if self.ngram_ids is not None:
+        if self.wide_offset is not None:
+            x_spec["wide_offset"] = tf.TensorSpec([None, self.wide_offset.shape[1]], tf.float32)
+        elif self.ngram_ids is not None:
             x_spec["ngram_ids"] = tf.TensorSpec([None, None], tf.int32)
         signature = (x_spec, tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.float32))
         data = tf.data.Dataset.from_generator(lambda: iter(self), output_signature=signature)
@@ -182,6 +188,42 @@ def fit_wide_path(matrix, y: np.ndarray, sample_weight: np.ndarray, n_classes: i
     return table, bias
 
 
+def _rebase(flat: np.ndarray, offsets: np.ndarray, rows: np.ndarray):
+    lens = offsets[rows + 1] - offsets[rows]
+    new_flat = np.concatenate([flat[offsets[i] : offsets[i + 1]] for i in rows]) if rows.size else flat[:0]
+    return new_flat, np.concatenate([[0], np.cumsum(lens)])
+
+
+def _inference_inputs(data: "BucketedBatches", rows: np.ndarray, subset_idx: np.ndarray, ngram_ids, ngram_offsets) -> dict:
+    """The saved model's inputs for some rows of a subset: token ids, and the
+    n-gram ids (not the training-time offsets) for the wide path."""
+    x = {"token_ids": data.inputs(rows)["token_ids"]}
+    if ngram_ids is not None:
+        x["ngram_ids"] = _padded(ngram_ids, ngram_offsets, subset_idx[rows], 64, 1 << 30)
+    return x
+
+
+def stack_wide_path(ngram_ids, ngram_offsets, train_idx, val_idx, y, sample_weights, n_classes, config: TrainConfig):
+    """Fit the wide path on all training rows (kept for scoring) and on K
+    folds of them (out-of-fold logits for training the deep layers).
+    Returns (logits for every row, table, bias); validation rows get the
+    full fit's logits, as at scoring time."""
+    from sklearn.model_selection import StratifiedKFold
+
+    buckets = config.wide.num_buckets
+    full = hashed_bag_matrix(ngram_ids, ngram_offsets, train_idx, buckets)
+    table, bias = fit_wide_path(full, y[train_idx], sample_weights[train_idx], n_classes, config.model.wide_c, config.seed)
+    logits = np.zeros((y.size, n_classes), np.float32)
+    folds = StratifiedKFold(n_splits=config.model.wide_folds, shuffle=True, random_state=config.seed)
+    for fit_part, held_out in folds.split(train_idx, y[train_idx]):
+        fold_table, fold_bias = fit_wide_path(
+            full[fit_part], y[train_idx][fit_part], sample_weights[train_idx][fit_part], n_classes, config.model.wide_c, config.seed
+        )
+        logits[train_idx[held_out]] = full[held_out] @ fold_table + fold_bias
+    logits[val_idx] = hashed_bag_matrix(ngram_ids, ngram_offsets, val_idx, buckets) @ table + bias
+    return logits, table, bias
+
+
 def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
     """Square root of 'balanced' weights: full balancing made the scarce
     neutral class swallow confident reviews; none ignores it."""
@@ -196,7 +238,7 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
 
     from .evaluate import classification_metrics
     from .calibration import expected_calibration_error, fit_class_bias, fit_temperature, softmax
-    from .model import build_classifier, calibrated, framework_versions, import_tensorflow, logits_model
+    from .model import build_classifier, calibrated, framework_versions, import_tensorflow, logits_model, stacked_training_model
 
     config = config or TrainConfig()
     labels = config.labels
@@ -240,41 +282,41 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
     weights_per_class = class_weights(y[train_idx], n_classes) if config.class_weights else np.ones(n_classes)
     sample_weights = weights_per_class[y].astype(np.float32)
 
-    def subset(rows, shuffle):
-        # Re-base ragged arrays onto the chosen rows.
-        def rebase(flat, offs):
-            if flat is None:
-                return None, None
-            lens = offs[rows + 1] - offs[rows]
-            new_flat = np.concatenate([flat[offs[i] : offs[i + 1]] for i in rows]) if rows.size else flat[:0]
-            return new_flat, np.concatenate([[0], np.cumsum(lens)])
-
-        tok, tok_off = rebase(token_ids, offsets)
-        ng, ng_off = rebase(ngram_ids, ngram_offsets)
-        return BucketedBatches(tok, tok_off, ng, ng_off, y[rows], sample_weights[rows], config.batch_size, shuffle, config.seed, emb_cfg.maxlen)
-
-    train_data = subset(train_idx, shuffle=True)
-    val_data = subset(val_idx, shuffle=False)
     model = build_classifier(config.model, emb_cfg, config.wide, embedder.size, n_classes)
+    names = [name for _, name in labels]
+    prefit = config.model.arch == "wide-deep" and config.model.wide_training == "prefit"
+    wide_offset = None
     wide_only_metrics = None
-    if config.model.arch == "wide-deep" and config.model.wide_training == "prefit":
-        train_matrix = hashed_bag_matrix(ngram_ids, ngram_offsets, train_idx, config.wide.num_buckets)
-        table, bias = fit_wide_path(train_matrix, y[train_idx], sample_weights[train_idx], n_classes, config.model.wide_c, config.seed)
+    if prefit:
+        wide_offset, table, bias = stack_wide_path(
+            ngram_ids, ngram_offsets, train_idx, val_idx, y, sample_weights, n_classes, config
+        )
         wide_layer = model.get_layer("wide_logits")
         wide_layer.set_weights([table, bias])
         wide_layer.trainable = False
-        val_matrix = hashed_bag_matrix(ngram_ids, ngram_offsets, val_idx, config.wide.num_buckets)
-        wide_pred = (val_matrix @ table + bias).argmax(axis=1)
-        wide_only_metrics = classification_metrics(y[val_idx], wide_pred, [name for _, name in labels])
+        wide_only_metrics = classification_metrics(y[val_idx], wide_offset[val_idx].argmax(axis=1), names)
         log(f"wide path (logistic regression on hashed char n-grams): validation macro-F1 {wide_only_metrics['macro_f1']:.4f}")
-    model.compile(
+
+    def subset(rows, shuffle):
+        tok, tok_off = _rebase(token_ids, offsets, rows)
+        ng, ng_off = _rebase(ngram_ids, ngram_offsets, rows) if ngram_ids is not None and not prefit else (None, None)
+        return BucketedBatches(tok, tok_off, ng, ng_off, y[rows], sample_weights[rows], config.batch_size, shuffle, config.seed,
+                               emb_cfg.maxlen, wide_offset=wide_offset[rows] if prefit else None)
+
+    train_data = subset(train_idx, shuffle=True)
+    val_data = subset(val_idx, shuffle=False)
+    # With a prefit wide path the deep layers train against its out-of-fold
+    # logits (an input), so they learn to correct it where it errs on unseen
+    # text rather than on text it has memorised.
+    fit_model = stacked_training_model(model, n_classes) if prefit else model
+    fit_model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=5.0),
         loss="sparse_categorical_crossentropy",
         weighted_metrics=["accuracy"],
     )
     stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
     # Shuffling happens in BucketedBatches (batch order and length noise).
-    history = model.fit(train_data.to_tf(), validation_data=val_data.to_tf(), epochs=config.epochs, shuffle=False,
+    history = fit_model.fit(train_data.to_tf(), validation_data=val_data.to_tf(), epochs=config.epochs, shuffle=False,
                         callbacks=[stopper], verbose=verbose)
     val_losses = history.history.get("val_loss", [])
     best_epoch = int(np.argmin(val_losses)) + 1 if val_losses else config.epochs
@@ -283,12 +325,12 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
     order = np.concatenate(val_data.batches)
     val_true = y[val_idx][order]
     to_logits = logits_model(model)
-    val_logits = np.concatenate([to_logits(val_data.inputs(rows), training=False).numpy() for rows in val_data.batches])
+    val_logits = np.concatenate([to_logits(_inference_inputs(val_data, rows, val_idx, ngram_ids, ngram_offsets), training=False).numpy()
+                                 for rows in val_data.batches])
     temperature, bias = 1.0, np.zeros(n_classes)
     if config.calibrate:
         temperature = fit_temperature(val_logits, val_true)
         bias = fit_class_bias(val_logits / temperature, val_true, n_classes)
-    names = [name for _, name in labels]
     raw_metrics = classification_metrics(val_true, val_logits.argmax(axis=1), names)
     val_probs = softmax(val_logits / temperature + bias)
     val_metrics = classification_metrics(val_true, val_probs.argmax(axis=1), names)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from sentiscore import __version__
 from sentiscore.cli import cli
+from tests.conftest import SAMPLE as ROOT_SAMPLE
 
 
 @pytest.fixture
@@ -149,3 +150,44 @@ def test_default_model_smoke(runner, sample_dir, tmp_path):
     assert "model zh-fast@" in result.stderr
     easy = runner.invoke(cli, ["info"])
     assert easy.exit_code == 0 and "zh-fast" in easy.stdout
+
+
+@pytest.mark.parametrize("sig,code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_signals_stop_cleanly_without_partial_output(tiny_model, tmp_path, sig, code):
+    """A long run killed mid-way exits with 128+signal, leaves no OUT, no temp file, no workers."""
+    import os
+    import signal
+    import time
+
+    import pandas as pd
+
+    big = tmp_path / "big.csv"
+    frame = pd.read_csv(ROOT_SAMPLE / "reviews.csv")
+    pd.concat([frame] * 200, ignore_index=True).assign(txt=lambda f: f.txt + f.index.astype(str)).to_csv(big, index=False)
+    out = tmp_path / "out" / "scored.parquet"
+    out.parent.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sentiscore", "score", str(big), str(out), "-m", str(tiny_model), "--workers", "2",
+         "--chunk-size", "2000"],
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(out.parent.glob(".scored.parquet.sentiscore-*.tmp")):
+        time.sleep(0.2)
+    assert list(out.parent.glob("*.tmp")), "the run never started writing"
+    proc.send_signal(getattr(signal, sig))
+    stderr = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == code, stderr
+    assert list(out.parent.iterdir()) == []
+    assert ("terminated" if sig == "SIGTERM" else "interrupted") in stderr
+
+
+def test_stale_temp_file_of_a_killed_run_is_removed(tiny_model, sample_dir, tmp_path):
+    out = tmp_path / "scored.parquet"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".scored.parquet.sentiscore-{dead.pid}.tmp"
+    stale.write_bytes(b"half a file")
+    result = CliRunner().invoke(cli, ["score", str(sample_dir / "reviews.csv"), str(out), "-m", str(tiny_model), "--workers", "1"])
+    assert result.exit_code == 0
+    assert not stale.exists() and out.exists()
