@@ -11,6 +11,11 @@ vectorizer's default lowercasing):
   sublinear_tf=True, min_df=2) + LogisticRegression(C=4, max_iter=2000)
 * ``tfidf-word-lr``: the same, but word 1-2-grams of jieba_fast.lcut tokens
   (HMM on, whitespace and punctuation tokens kept).
+* ``sentiscore-wide-lr``: sentiscore's own wide path alone, exactly as
+  ``sentiscore train`` fits it (hashed char 1-3-grams after NFKC + lower
+  case, count / sqrt(n), 2^18 buckets, LogisticRegression(C=4) with the square
+  root of balanced class weights): the "wide alone" row of the wide-and-deep
+  comparison.
 
 Each peer is trained on train.parquet and measured on dev.parquet (overall
 and per source group, the part of ``source`` before ':'), and, leave one
@@ -67,6 +72,8 @@ def jieba_tokenize(text: str) -> list[str]:
 
 
 def make_peer(name: str):
+    if name == "sentiscore-wide-lr":
+        return SentiscoreWidePath()
     lr = LogisticRegression(C=4, max_iter=2000, class_weight=None)
     if name == "tfidf-char-lr":
         vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2)
@@ -77,7 +84,37 @@ def make_peer(name: str):
     return make_pipeline(vec, lr)
 
 
-PEERS = ("tfidf-char-lr", "tfidf-word-lr")
+class SentiscoreWidePath:
+    """sentiscore's wide path as a scikit-learn style estimator."""
+
+    def __init__(self):
+        from sentiscore.config import ModelConfig, WideConfig
+        from sentiscore.ngrams import CharNgramHasher
+
+        self.wide = WideConfig()
+        self.c = ModelConfig().wide_c
+        self.hasher = CharNgramHasher(self.wide)
+
+    def _matrix(self, texts):
+        from sentiscore.train import _ragged_ngrams, hashed_bag_matrix
+
+        flat, offsets = _ragged_ngrams(self.hasher, list(texts))
+        return hashed_bag_matrix(flat, offsets, np.arange(len(texts)), self.wide.num_buckets)
+
+    def fit(self, texts, labels):
+        from sentiscore.train import class_weights, fit_wide_path
+
+        self.values = np.array(sorted(set(labels)))
+        y = np.searchsorted(self.values, np.asarray(labels))
+        weights = class_weights(y, self.values.size)[y]
+        self.table, self.bias = fit_wide_path(self._matrix(texts), y, weights, self.values.size, self.c, 13)
+        return self
+
+    def predict(self, texts):
+        return self.values[(self._matrix(texts) @ self.table + self.bias).argmax(axis=1)]
+
+
+PEERS = ("tfidf-char-lr", "tfidf-word-lr", "sentiscore-wide-lr")
 
 
 def metrics(y_true, y_pred, present_only: bool = False) -> dict:
@@ -211,6 +248,9 @@ def main(argv=None) -> None:
     parser.add_argument("--loso-model", action="append", default=[], metavar="GROUP:NAME=DIR",
                         help=f"sentiscore model trained without GROUP ({', '.join(LOSO_GROUPS)}), measured on GROUP.")
     parser.add_argument("--json", type=Path, default=None, help="Also write all numbers to this JSON file.")
+    parser.add_argument("--peers", default=",".join(PEERS), help=f"Comma-separated peers to run (default: {','.join(PEERS)}).")
+    parser.add_argument("--reuse-peers", type=Path, default=None, metavar="JSON",
+                        help="Take peer results from an earlier --json file instead of refitting those peers.")
     args = parser.parse_args(argv)
 
     models = dict(_name_dir(s, "--model") for s in args.model)
@@ -222,7 +262,12 @@ def main(argv=None) -> None:
         name, model_dir = _name_dir(rest, "--loso-model")
         loso_models[(group, name)] = model_dir
 
-    peers = {name: run_peer(name, args.splits) for name in PEERS}
+    reused = json.loads(args.reuse_peers.read_text())["peers"] if args.reuse_peers else {}
+    peers = {}
+    for name in [p for p in args.peers.split(",") if p]:
+        if name not in PEERS:
+            raise SystemExit(f"--peers: unknown peer {name!r} (known: {', '.join(PEERS)})")
+        peers[name] = reused[name] if name in reused else run_peer(name, args.splits)
     systems = run_sentiscore(models, loso_models, args.splits) if (models or loso_models) else {}
     print(render(peers, systems))
     if args.json:

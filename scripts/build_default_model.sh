@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default model zh-fast (about 30-40 minutes on 2 cores):
+# Reproduce the shipped default model zh-fast (about 10-15 minutes on 2 cores):
 #   bash scripts/build_default_model.sh [../shared/data/sentiment_train.tsv]
 set -euo pipefail
 data=${1:-../shared/data/sentiment_train.tsv}

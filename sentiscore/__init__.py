@@ -17,11 +17,15 @@ def load(model=None, **options):
     return Scorer.from_model(model, **options)
 
 
-def score_file(input_path, output_path, model=None, **options):
-    """Score a CSV/TSV/Parquet/JSONL file into OUTPUT_PATH; returns a summary."""
+def score_file(input_path, output_path, model=None, prefix: str = "", **options):
+    """Score a CSV/TSV/Parquet/JSONL file into OUTPUT_PATH, as ``sentiscore
+    score`` does. ``options`` are :class:`sentiscore.config.ScoreConfig`
+    fields (``text_column``, ``chunk_size``, ``overwrite``...). Returns a
+    :class:`sentiscore.pipeline.ScoreSummary`."""
+    from .config import ScoreConfig
     from .pipeline import score_file as _score_file
 
-    return _score_file(input_path, output_path, model=model, **options)
+    return _score_file(input_path, output_path, model=model, config=ScoreConfig(**options), prefix=prefix)
 
 
 def __getattr__(name):

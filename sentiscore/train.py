@@ -210,15 +210,20 @@ def stack_wide_path(ngram_ids, ngram_offsets, train_idx, val_idx, y, sample_weig
     full fit's logits, as at scoring time."""
     from sklearn.model_selection import StratifiedKFold
 
+    from joblib import Parallel, delayed
+
     buckets = config.wide.num_buckets
     full = hashed_bag_matrix(ngram_ids, ngram_offsets, train_idx, buckets)
-    table, bias = fit_wide_path(full, y[train_idx], sample_weights[train_idx], n_classes, config.model.wide_c, config.seed)
+    y_train, w_train = y[train_idx], sample_weights[train_idx]
+    folds = list(StratifiedKFold(n_splits=config.model.wide_folds, shuffle=True, random_state=config.seed).split(train_idx, y_train))
+    parts = [np.arange(train_idx.size)] + [fit_part for fit_part, _ in folds]
+    # lbfgs runs on one core: fit the full model and the folds side by side.
+    fits = Parallel(n_jobs=min(len(parts), config.workers or default_workers()))(
+        delayed(fit_wide_path)(full[part], y_train[part], w_train[part], n_classes, config.model.wide_c, config.seed) for part in parts
+    )
+    table, bias = fits[0]
     logits = np.zeros((y.size, n_classes), np.float32)
-    folds = StratifiedKFold(n_splits=config.model.wide_folds, shuffle=True, random_state=config.seed)
-    for fit_part, held_out in folds.split(train_idx, y[train_idx]):
-        fold_table, fold_bias = fit_wide_path(
-            full[fit_part], y[train_idx][fit_part], sample_weights[train_idx][fit_part], n_classes, config.model.wide_c, config.seed
-        )
+    for (_, held_out), (fold_table, fold_bias) in zip(folds, fits[1:]):
         logits[train_idx[held_out]] = full[held_out] @ fold_table + fold_bias
     logits[val_idx] = hashed_bag_matrix(ngram_ids, ngram_offsets, val_idx, buckets) @ table + bias
     return logits, table, bias
