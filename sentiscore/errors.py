@@ -40,3 +40,7 @@ class TrainingError(SentiscoreError):
     """Training data cannot produce a model (too few rows or classes...)."""
 
     exit_code = 2
+
+
+class WorkerError(SentiscoreError):
+    """A worker process died (killed, out of memory); the run stops instead of hanging."""

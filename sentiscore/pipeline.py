@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from . import __version__
 from .artifacts import STOPWORDS_FILE, USER_DICT_FILE, LoadedModel, load_model_dir
 from .config import ScoreConfig, SegmenterConfig, WideConfig, default_workers
-from .errors import InputError, SettingsMismatchError
+from .errors import InputError, SettingsMismatchError, WorkerError
 from .io import BatchWriter, check_output_path, detect_format, INPUT_FORMATS, OUTPUT_FORMATS, open_input
 from .ngrams import CharNgramHasher
 from .segment import ParallelSegmenter, SegmentedBatch, segmenter_version
@@ -361,10 +361,16 @@ def _stream(scorer: Scorer, source, output_path, out_fmt, config: ScoreConfig, k
     schema = None
     try:
         pending = None  # (batch, prepared): segmentation of the next chunk overlaps the model on this one
+        chunk_number = 0
         for batch in _chain(source.batches):
             prepared = scorer.start(batch.column(config.text_column)) if batch is not None else None
             if pending is not None:
-                out = Scorer._assemble(pending[0], scorer.finish(pending[1], prefix), keep)
+                try:
+                    added = scorer.finish(pending[1], prefix)
+                except WorkerError as exc:
+                    first = writer.rows if writer is not None else 0
+                    raise WorkerError(f"chunk {chunk_number} (input rows {first + 1:,}-{first + pending[0].num_rows:,}): {exc}") from exc
+                out = Scorer._assemble(pending[0], added, keep)
                 if writer is None:
                     schema = out.schema
                     writer = BatchWriter(output_path, out_fmt, schema, scorer.provenance)
@@ -373,6 +379,7 @@ def _stream(scorer: Scorer, source, output_path, out_fmt, config: ScoreConfig, k
                 if progress is not None:
                     progress(out.num_rows)
             pending = (batch, prepared) if batch is not None else None
+            chunk_number += 1
         if writer is None:  # no rows at all: still write a valid, empty file
             empty = pa.RecordBatch.from_pylist([], schema=source.schema)
             prepared = scorer.start(empty.column(config.text_column))

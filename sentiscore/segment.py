@@ -15,6 +15,8 @@ import multiprocessing
 import os
 import tempfile
 import unicodedata
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import SegmenterConfig
-from .errors import InputError
+from .errors import InputError, WorkerError
 
 _TOKEN_CHAR_CATEGORIES = ("L", "N")  # a token must hold a letter or a digit
 
@@ -185,9 +187,11 @@ def _segment_in_worker(texts: list[str]) -> SegmentedBatch:
 class ParallelSegmenter:
     """Segments across ``workers`` processes (spawn start method), keeping
     order. Small inputs are segmented in-process: starting processes costs
-    more than it saves there. Results are identical either way."""
+    more than it saves there. Results are identical either way. A worker that
+    dies raises :class:`WorkerError` instead of hanging the run."""
 
     min_parallel_texts = 2000
+    worker_function = staticmethod(_segment_in_worker)
 
     def __init__(self, config: SegmenterConfig, maxlen: int, workers: int = 1):
         self.config = config
@@ -195,18 +199,20 @@ class ParallelSegmenter:
         self.workers = max(1, int(workers))
         self.stopwords = load_stopwords(config.stopwords)
         self._local: Segmenter | None = None
-        self._pool = None
+        self._pool: ProcessPoolExecutor | None = None
 
     def _local_segmenter(self) -> Segmenter:
         if self._local is None:
             self._local = Segmenter(self.config, self.maxlen, self.stopwords)
         return self._local
 
-    def _get_pool(self):
+    def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            ctx = multiprocessing.get_context("spawn")
-            self._pool = ctx.Pool(
-                self.workers, initializer=_init_worker, initargs=(self.config, self.maxlen, self.stopwords)
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.config, self.maxlen, self.stopwords),
             )
         return self._pool
 
@@ -220,10 +226,21 @@ class ParallelSegmenter:
         if self.workers == 1 or len(texts) < self.min_parallel_texts:
             result = self._local_segmenter().segment(texts)
             return lambda: result
-        async_result = self._get_pool().map_async(_segment_in_worker, self._slices(texts))
+        pool = self._get_pool()
+        try:
+            futures = [pool.submit(self.worker_function, part) for part in self._slices(texts)]
+        except BrokenProcessPool as exc:
+            self.close()
+            raise WorkerError("a segmentation worker process died (out of memory or killed?); no output was written") from exc
 
         def wait() -> SegmentedBatch:
-            return SegmentedBatch.concat(async_result.get())
+            try:
+                return SegmentedBatch.concat([f.result() for f in futures])
+            except BrokenProcessPool as exc:
+                self.close()
+                raise WorkerError(
+                    "a segmentation worker process died (out of memory or killed?); no output was written"
+                ) from exc
 
         return wait
 
@@ -231,10 +248,16 @@ class ParallelSegmenter:
         return self.submit(texts)()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        processes = list((pool._processes or {}).values())  # no public terminate() before Python 3.14
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=5)
 
     def __enter__(self):
         return self

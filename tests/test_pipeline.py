@@ -187,3 +187,16 @@ def test_parallel_workers_give_the_same_output(tiny_model, sample_dir, tmp_path)
         got = parallel.predict(texts)
         assert parallel.segmenter._pool is not None
     pd.testing.assert_frame_equal(expected, got)
+
+
+def test_worker_death_names_the_chunk_and_leaves_no_output(tiny_model, sample_dir, tmp_path):
+    from sentiscore.errors import WorkerError
+    from tests.test_segment import _die_in_worker
+
+    out = tmp_path / "out.parquet"
+    with Scorer.from_model(tiny_model, workers=2) as scorer:
+        scorer.segmenter.min_parallel_texts = 1
+        scorer.segmenter.worker_function = _die_in_worker
+        with pytest.raises(WorkerError, match=r"chunk 1 \(input rows 1-100\): a segmentation worker process died"):
+            score_file(sample_dir / "reviews.csv", out, config=ScoreConfig(chunk_size=100), scorer=scorer)
+    assert list(tmp_path.iterdir()) == []

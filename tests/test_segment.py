@@ -90,3 +90,23 @@ def test_jieba_cache_goes_to_the_configured_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("SENTISCORE_CACHE_DIR", str(tmp_path))
     Segmenter(SegmenterConfig(), maxlen=10)
     assert (tmp_path / "jieba" / "jieba.cache").is_file()
+
+
+def _die_in_worker(texts):
+    import os
+
+    os._exit(3)
+
+
+def test_a_dying_worker_raises_instead_of_hanging():
+    from sentiscore.errors import WorkerError
+
+    segmenter = ParallelSegmenter(SegmenterConfig(), maxlen=10, workers=2)
+    segmenter.min_parallel_texts = 1
+    segmenter.worker_function = _die_in_worker
+    try:
+        with pytest.raises(WorkerError, match="segmentation worker process died"):
+            segmenter.segment(["好"] * 10)
+    finally:
+        segmenter.close()
+    assert segmenter._pool is None
