@@ -275,7 +275,13 @@ class Scorer:
     def predict(self, texts) -> "pd.DataFrame":  # noqa: F821
         """Score a list of texts; returns a DataFrame with ``text`` and the
         same added columns as ``score``."""
-        batch = pa.RecordBatch.from_arrays([pa.array(list(texts), pa.string())], names=["text"])
+        texts = list(texts)
+        try:
+            column = pa.array(texts, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
+            # Lone surrogates (from broken decoders) cannot be UTF-8: score them as U+FFFD.
+            column = pa.array([t.encode("utf-8", "replace").decode("utf-8") if isinstance(t, str) else t for t in texts], pa.string())
+        batch = pa.RecordBatch.from_arrays([column], names=["text"])
         return self.score_batch(batch, "text").to_pandas()
 
     def close(self) -> None:
