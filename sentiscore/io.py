@@ -123,14 +123,36 @@ def _rechunk(batches: Iterator[pa.RecordBatch], schema: pa.Schema, chunk_size: i
         yield pa.Table.from_batches(pending, schema=schema).combine_chunks().to_batches()[0]
 
 
+def first_undecodable_line(path, encoding: str) -> int | None:
+    """1-based number of the first line that does not decode, for the error
+    message (pyarrow's own message names no line)."""
+    if is_stdio(path):
+        return None
+    try:
+        with pa.input_stream(str(path), compression="detect") as f:
+            for number, line in enumerate(io.BufferedReader(f), start=1):
+                try:
+                    line.decode(encoding)
+                except UnicodeDecodeError:
+                    return number
+    except (OSError, LookupError):
+        return None
+    return None
+
+
+def _decode_hint(path, fmt: str, encoding: str, message: str) -> str:
+    if fmt not in ("csv", "tsv") or not ("UTF8" in message or "decode" in message.lower() or "codec" in message):
+        return ""
+    line = first_undecodable_line(path, encoding)
+    where = f" (line {line} is not valid {encoding})" if line else ""
+    return f"{where}; if the file is not {encoding}, try --encoding gb18030"
+
+
 def _wrap_read_errors(batches: Iterator[pa.RecordBatch], path, fmt: str, encoding: str) -> Iterator[pa.RecordBatch]:
     try:
         yield from batches
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError, OSError) as exc:
-        hint = ""
-        if fmt in ("csv", "tsv") and ("UTF8" in str(exc) or "decode" in str(exc).lower()):
-            hint = f"; if the file is not {encoding}, try --encoding gb18030"
-        raise InputError(f"cannot read {path} as {fmt}: {exc}{hint}") from exc
+        raise InputError(f"cannot read {path} as {fmt}: {exc}{_decode_hint(path, fmt, encoding, str(exc))}") from exc
 
 
 def open_input(path, fmt: str, chunk_size: int, encoding: str = "utf-8") -> InputSource:
@@ -175,8 +197,7 @@ def open_input(path, fmt: str, chunk_size: int, encoding: str = "utf-8") -> Inpu
                 ),
             )
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-            hint = f"; if the file is not {encoding}, try --encoding gb18030" if "UTF8" in str(exc) or "codec" in str(exc) else ""
-            raise InputError(f"cannot read {path} as {fmt}: {exc}{hint}") from exc
+            raise InputError(f"cannot read {path} as {fmt}: {exc}{_decode_hint(path, fmt, encoding, str(exc))}") from exc
         schema = reader.schema
         batches = iter(reader)
         total = None

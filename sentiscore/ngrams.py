@@ -48,7 +48,9 @@ class CharNgramHasher:
         n_texts = len(texts)
         if n_texts == 0:
             return np.zeros((0, 1), np.int32)
-        codes = _codepoints(texts)
+        # Cut first: a 5 MB cell must not cost 5 MB of n-gram arrays (NFKC may
+        # still lengthen a text a little; ``usable`` below applies the exact cap).
+        codes = _codepoints([t[: cfg.max_chars] for t in texts])
         is_sep = codes == _SEPARATOR
         text_of = np.cumsum(is_sep)  # text index of every position (separator counts to the next)
         starts = np.concatenate([[0], np.flatnonzero(is_sep) + 1])

@@ -125,3 +125,19 @@ def test_csv_writer_writes_lists_as_json(tmp_path):
     writer.write(batch)
     writer.commit()
     assert out.read_text(encoding="utf-8").splitlines() == ['"words"', '"[""好"", ""差""]"', '"[]"']
+
+
+def test_undecodable_line_is_named(tmp_path):
+    path = tmp_path / "mixed.csv"
+    good = "".join(f"{i},好评{i}\n" for i in range(5000)).encode("utf-8")
+    path.write_bytes(b"id,txt\n" + good + "5001,差评\n".encode("gb18030"))
+    with pytest.raises(InputError, match=r"line 5002 is not valid utf-8\); if the file is not utf-8, try --encoding gb18030"):
+        read_table(path, "csv")
+
+
+def test_truncated_parquet_is_an_input_error(tmp_path, sample_dir):
+    data = (sample_dir / "reviews.parquet").read_bytes()
+    path = tmp_path / "cut.parquet"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="as Parquet"):
+        open_input(path, "parquet", 10)

@@ -200,3 +200,20 @@ def test_worker_death_names_the_chunk_and_leaves_no_output(tiny_model, sample_di
         with pytest.raises(WorkerError, match=r"chunk 1 \(input rows 1-100\): a segmentation worker process died"):
             score_file(sample_dir / "reviews.csv", out, config=ScoreConfig(chunk_size=100), scorer=scorer)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_five_megabyte_text_is_truncated_not_fatal(tiny_scorer, tmp_path):
+    import time
+
+    src = tmp_path / "huge.parquet"
+    pq.write_table(pa.table({"txt": ["质量很好，" * 1_000_000, "不错"]}), src)
+    started = time.perf_counter()
+    frame, summary, _ = score_to_frame(tiny_scorer, src, tmp_path)
+    assert frame.status.tolist() == ["truncated", "ok"] and frame.label.notna().all()
+    assert time.perf_counter() - started < 60  # bounded: only max_chars characters are read
+
+
+def test_non_chinese_text_is_scored(tiny_scorer):
+    frame = tiny_scorer.predict(["This phone is great", "très bien", "12345"])
+    assert frame.status.tolist() == ["ok", "ok", "ok"]
+    assert "phone" in list(frame.top_words[0]) or "great" in list(frame.top_words[0]) or "this" in list(frame.top_words[0])
