@@ -13,7 +13,7 @@ import io
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -102,6 +102,7 @@ class InputSource:
     schema: pa.Schema
     batches: Iterator[pa.RecordBatch]
     total_rows: int | None
+    bad_lines: list[str] = field(default_factory=list)  # raw text of CSV rows skipped with on_bad_lines="skip"
 
 
 def _rechunk(batches: Iterator[pa.RecordBatch], schema: pa.Schema, chunk_size: int) -> Iterator[pa.RecordBatch]:
@@ -148,16 +149,53 @@ def _decode_hint(path, fmt: str, encoding: str, message: str) -> str:
     return f"{where}; if the file is not {encoding}, try --encoding gb18030"
 
 
+def locate_lines(path, texts: list[str], encoding: str) -> list[int | None]:
+    """1-based line numbers where each raw row text first starts in the file
+    (pyarrow cannot number rows once quoted fields may hold newlines)."""
+    found: list[int | None] = [None] * len(texts)
+    if is_stdio(path) or not texts:
+        return found
+    wanted: dict[str, list[int]] = {}
+    for i, text in enumerate(texts):
+        wanted.setdefault(text.split("\n")[0].rstrip("\r"), []).append(i)
+    try:
+        with open(path, encoding=encoding, errors="replace", newline="") as f:
+            for number, line in enumerate(f, start=1):
+                key = line.rstrip("\r\n")
+                if key in wanted:
+                    for i in wanted.pop(key):
+                        found[i] = number
+                    if not wanted:
+                        break
+    except OSError:
+        pass
+    return found
+
+
+def _ragged_hint(path, fmt: str, encoding: str, message: str) -> str:
+    if fmt not in ("csv", "tsv") or "Expected" not in message or "columns, got" not in message:
+        return ""
+    line = locate_lines(path, [message.split(": ", 2)[-1]], encoding)[0]
+    where = f" at line {line}" if line else ""
+    return f"{where}; fix the row, or pass --on-bad-lines skip to skip such rows (they are listed in OUT.bad-lines.tsv)"
+
+
 def _wrap_read_errors(batches: Iterator[pa.RecordBatch], path, fmt: str, encoding: str) -> Iterator[pa.RecordBatch]:
     try:
         yield from batches
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError, OSError) as exc:
-        raise InputError(f"cannot read {path} as {fmt}: {exc}{_decode_hint(path, fmt, encoding, str(exc))}") from exc
+        hint = _decode_hint(path, fmt, encoding, str(exc)) or _ragged_hint(path, fmt, encoding, str(exc))
+        raise InputError(f"cannot read {path} as {fmt}: {exc}{hint}") from exc
 
 
-def open_input(path, fmt: str, chunk_size: int, encoding: str = "utf-8") -> InputSource:
+def open_input(path, fmt: str, chunk_size: int, encoding: str = "utf-8", on_bad_lines: str = "error") -> InputSource:
     """Open a file (or '-' for stdin) and return its schema and a generator of
-    record batches of exactly ``chunk_size`` rows (the last may be shorter)."""
+    record batches of exactly ``chunk_size`` rows (the last may be shorter).
+    ``on_bad_lines="skip"`` drops CSV rows with the wrong number of fields
+    and collects their text in ``bad_lines``."""
+    if on_bad_lines not in ("error", "skip"):
+        raise UsageError("--on-bad-lines must be error or skip")
+    bad_lines: list[str] = []
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -191,13 +229,17 @@ def open_input(path, fmt: str, chunk_size: int, encoding: str = "utf-8") -> Inpu
             reader = pacsv.open_csv(
                 stream,
                 read_options=pacsv.ReadOptions(encoding=encoding, block_size=_BLOCK_BYTES),
-                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=delimiter, newlines_in_values=True,
+                    invalid_row_handler=(lambda row: bad_lines.append(row.text) or "skip") if on_bad_lines == "skip" else None,
+                ),
                 convert_options=pacsv.ConvertOptions(
                     column_types={n: pa.string() for n in names}, strings_can_be_null=False, quoted_strings_can_be_null=False
                 ),
             )
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read {path} as {fmt}: {exc}{_decode_hint(path, fmt, encoding, str(exc))}") from exc
+            hint = _decode_hint(path, fmt, encoding, str(exc)) or _ragged_hint(path, fmt, encoding, str(exc))
+            raise InputError(f"cannot read {path} as {fmt}: {exc}{hint}") from exc
         schema = reader.schema
         batches = iter(reader)
         total = None
@@ -216,7 +258,7 @@ def open_input(path, fmt: str, chunk_size: int, encoding: str = "utf-8") -> Inpu
         total = None
     else:  # pragma: no cover - detect_format guards this
         raise UsageError(f"unknown input format {fmt}")
-    return InputSource(schema, _rechunk(_wrap_read_errors(batches, path, fmt, encoding), schema, chunk_size), total)
+    return InputSource(schema, _rechunk(_wrap_read_errors(batches, path, fmt, encoding), schema, chunk_size), total, bad_lines)
 
 
 def read_table(path, fmt: str, columns: list[str] | None = None, encoding: str = "utf-8") -> pa.Table:

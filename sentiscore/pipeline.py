@@ -24,7 +24,7 @@ from . import __version__
 from .artifacts import STOPWORDS_FILE, USER_DICT_FILE, LoadedModel, load_model_dir
 from .config import ScoreConfig, SegmenterConfig, WideConfig, default_workers
 from .errors import InputError, SettingsMismatchError, WorkerError
-from .io import BatchWriter, check_output_path, detect_format, INPUT_FORMATS, OUTPUT_FORMATS, open_input
+from .io import BatchWriter, check_output_path, detect_format, INPUT_FORMATS, OUTPUT_FORMATS, locate_lines, open_input
 from .ngrams import CharNgramHasher
 from .segment import ParallelSegmenter, SegmentedBatch, segmenter_version
 
@@ -53,6 +53,8 @@ class ScoreSummary:
     model_hash: str
     output: str
     provenance: dict[str, str] = field(default_factory=dict)
+    skipped_lines: int = 0
+    bad_lines_file: str | None = None
 
     @property
     def rows_per_second(self) -> float:
@@ -66,6 +68,8 @@ class ScoreSummary:
             f"segmenter {self.provenance.get('sentiscore.segmenter', '?')} "
             f"sentiscore {__version__} tensorflow {self.provenance.get('sentiscore.tensorflow_version', '?')} "
             f"keras {self.provenance.get('sentiscore.keras_version', '?')} -> {self.output}"
+            + (f"; skipped {self.skipped_lines:,} bad CSV lines" + (f" (listed in {self.bad_lines_file})" if self.bad_lines_file else "")
+               if self.skipped_lines else "")
         )
 
 
@@ -331,7 +335,7 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
     in_fmt = detect_format(input_path, config.input_format, INPUT_FORMATS, "--input-format")
     out_fmt = detect_format(output_path, config.output_format, OUTPUT_FORMATS, "--output-format")
     check_output_path(output_path, input_path, config.overwrite)
-    source = open_input(input_path, in_fmt, config.chunk_size, config.encoding)
+    source = open_input(input_path, in_fmt, config.chunk_size, config.encoding, config.on_bad_lines)
     names = source.schema.names
     if config.text_column not in names:
         raise InputError(
@@ -353,7 +357,11 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
                 f"the input already has column(s) {', '.join(clashes)}; pass --prefix (e.g. --prefix ss_) "
                 "or leave them out with --keep-columns"
             )
-        return _stream(scorer, source, output_path, out_fmt, config, keep, prefix, progress)
+        summary = _stream(scorer, source, output_path, out_fmt, config, keep, prefix, progress)
+        summary.skipped_lines = len(source.bad_lines)
+        bad_lines_file = write_bad_lines(source, input_path, output_path, config.encoding)
+        summary.bad_lines_file = str(bad_lines_file) if bad_lines_file else None
+        return summary
     finally:
         if own_scorer:
             scorer.close()
@@ -407,6 +415,22 @@ def _stream(scorer: Scorer, source, output_path, out_fmt, config: ScoreConfig, k
         output=str(output_path) if str(output_path) != "-" else "stdout",
         provenance=scorer.provenance,
     )
+
+
+def write_bad_lines(source, input_path, output_path, encoding: str) -> Path | None:
+    """List skipped CSV rows beside OUT: line number (where found) and raw text."""
+    if not source.bad_lines or str(output_path) == "-":
+        return None
+    import csv as _csv
+
+    path = Path(f"{output_path}.bad-lines.tsv")
+    numbers = locate_lines(input_path, source.bad_lines, encoding)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = _csv.writer(f, delimiter="\t")
+        writer.writerow(["line", "text"])
+        for number, text in zip(numbers, source.bad_lines):
+            writer.writerow(["" if number is None else number, text])
+    return path
 
 
 def _chain(batches):

@@ -191,3 +191,22 @@ def test_stale_temp_file_of_a_killed_run_is_removed(tiny_model, sample_dir, tmp_
     result = CliRunner().invoke(cli, ["score", str(sample_dir / "reviews.csv"), str(out), "-m", str(tiny_model), "--workers", "1"])
     assert result.exit_code == 0
     assert not stale.exists() and out.exists()
+
+
+def test_ragged_csv_rows_error_names_the_line_or_are_skipped(runner, tiny_model, tmp_path):
+    src = tmp_path / "ragged.csv"
+    src.write_text('id,txt\n1,好\n2,"多行\n文本"\n3,差,多余\n4,一般\n5\n', encoding="utf-8")
+    out = tmp_path / "out.csv"
+    args = ["score", str(src), str(out), "-m", str(tiny_model), "--workers", "1"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 2
+    assert "Expected 2 columns, got 3: 3,差,多余 at line 5; fix the row, or pass --on-bad-lines skip" in result.stderr
+    assert not out.exists()
+    result = runner.invoke(cli, args + ["--on-bad-lines", "skip"])
+    assert result.exit_code == 0, result.output
+    assert "skipped 2 bad CSV lines (listed in" in result.stderr
+    import pandas as pd
+
+    assert pd.read_csv(out, dtype=str).id.tolist() == ["1", "2", "4"]
+    side = (tmp_path / "out.csv.bad-lines.tsv").read_text(encoding="utf-8").splitlines()
+    assert side == ["line\ttext", "5\t3,差,多余", "7\t5"]
