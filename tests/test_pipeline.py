@@ -217,3 +217,26 @@ def test_non_chinese_text_is_scored(tiny_scorer):
     frame = tiny_scorer.predict(["This phone is great", "très bien", "12345"])
     assert frame.status.tolist() == ["ok", "ok", "ok"]
     assert "phone" in list(frame.top_words[0]) or "great" in list(frame.top_words[0]) or "this" in list(frame.top_words[0])
+
+
+def test_lists_in_the_text_column_are_not_text(tiny_scorer, tmp_path):
+    src = tmp_path / "lists.parquet"
+    pq.write_table(pa.table({"id": [1, 2], "txt": [["好", "评"], None]}), src)
+    frame, summary, _ = score_to_frame(tiny_scorer, src, tmp_path)
+    assert frame.status.tolist() == ["not_text", "not_text"] and frame.label.isna().all()
+    assert summary.rows == 2
+
+
+def test_another_jieba_fast_version_is_refused(tiny_model, tmp_path):
+    import shutil
+
+    from sentiscore.artifacts import write_manifest
+
+    copy = tmp_path / "m"
+    shutil.copytree(tiny_model, copy)
+    meta = json.loads((copy / "meta.json").read_text())
+    meta["segmenter"]["version"] = "0.1"
+    (copy / "meta.json").write_text(json.dumps(meta))
+    write_manifest(copy)
+    with pytest.raises(SettingsMismatchError, match="trained with jieba_fast 0.1 but .* is installed"):
+        Scorer.from_model(copy, workers=1)
