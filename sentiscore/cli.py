@@ -119,11 +119,12 @@ def cli():
 @workers_option
 @click.option("--on-bad-lines", type=click.Choice(["error", "skip"]), default="error", show_default=True,
               help="CSV rows with the wrong number of fields: stop, or skip them (listed in OUT.bad-lines.tsv).")
+@click.option("--resume", is_flag=True, help="OUT is a directory of Parquet parts, one per chunk; rerun the same command after a crash to finish.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
 @_errors_to_exit
 def score(input_path, output_path, model, text_column, input_format, encoding, output_format, chunk_size, batch_size,
-          top_k, keep_columns, prefix, maxlen, user_dict, stopwords, workers, on_bad_lines, overwrite, quiet):
+          top_k, keep_columns, prefix, maxlen, user_dict, stopwords, workers, on_bad_lines, resume, overwrite, quiet):
     """Score IN (CSV/TSV/Parquet/JSONL, or '-' for stdin) into OUT (Parquet,
     CSV, TSV or JSONL, or '-' for stdout).
 
@@ -135,7 +136,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
         text_column=text_column, chunk_size=chunk_size, batch_size=batch_size, top_k=top_k, workers=workers,
         input_format=input_format, output_format=output_format, encoding=encoding,
         keep_columns=tuple(c.strip() for c in keep_columns.split(",") if c.strip()) if keep_columns is not None else None,
-        overwrite=overwrite, quiet=quiet, on_bad_lines=on_bad_lines,
+        overwrite=overwrite, quiet=quiet, on_bad_lines=on_bad_lines, resume=resume,
     )
     expect = {"maxlen": maxlen, "user_dict": user_dict, "stopwords": stopwords}
     bar = None

@@ -111,6 +111,7 @@ class ScoreConfig:
     keep_columns: tuple[str, ...] | None = None
     overwrite: bool = False
     quiet: bool = False
+    resume: bool = False  # OUT is a directory of Parquet parts, one per chunk; reruns skip finished parts
     on_bad_lines: str = "error"  # CSV rows with too many/few fields: "error" or "skip" (listed in OUT.bad-lines.tsv)
 
     def __post_init__(self):

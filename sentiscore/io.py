@@ -436,3 +436,110 @@ class BatchWriter:
             self.tmp.unlink()
         except FileNotFoundError:
             pass
+
+
+# --- sinks: where scored chunks go -----------------------------------------
+
+
+class FileSink:
+    """All chunks into one file (or stdout), renamed into place at the end."""
+
+    def __init__(self, out, fmt: str, metadata: dict[str, str]):
+        self.out, self.fmt, self.metadata = out, fmt, metadata
+        self._writer: BatchWriter | None = None
+
+    @property
+    def rows(self) -> int:
+        return self._writer.rows if self._writer is not None else 0
+
+    def is_done(self, index: int) -> bool:
+        return False
+
+    def write(self, index: int, batch: pa.RecordBatch) -> None:
+        if self._writer is None:
+            self._writer = BatchWriter(self.out, self.fmt, batch.schema, self.metadata)
+        self._writer.write(batch)
+
+    def finish(self, empty_schema) -> None:
+        if self._writer is None:  # no rows at all: still a valid, empty file
+            self._writer = BatchWriter(self.out, self.fmt, empty_schema(), self.metadata)
+        self._writer.commit()
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+
+
+RESUME_MANIFEST = "_sentiscore_run.json"
+SUCCESS_MARKER = "_SUCCESS"
+
+
+def file_fingerprint(path) -> dict:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"path": str(Path(path).resolve()), "size": Path(path).stat().st_size, "sha256": h.hexdigest()}
+
+
+class PartsSink:
+    """One Parquet part file per chunk in a directory, for ``--resume``: each
+    part is written to a temp file and renamed, so a part that exists is
+    whole; a rerun with the same input, model and options skips those chunks.
+    ``_sentiscore_run.json`` records what the parts were made from."""
+
+    def __init__(self, directory, run: dict, metadata: dict[str, str]):
+        self.directory = Path(directory)
+        self.metadata = metadata
+        manifest = self.directory / RESUME_MANIFEST
+        if self.directory.exists() and not self.directory.is_dir():
+            raise OutputError(f"--resume writes a directory of parts, but {directory} is a file")
+        self.directory.mkdir(exist_ok=True)
+        if manifest.is_file():
+            recorded = json.loads(manifest.read_text(encoding="utf-8"))
+            if recorded.get("run") != run:
+                changed = sorted(k for k in set(run) | set(recorded.get("run", {})) if run.get(k) != recorded.get("run", {}).get(k))
+                raise OutputError(
+                    f"{directory} holds parts of another run ({', '.join(changed)} differ); "
+                    "remove it or write to another directory"
+                )
+        elif any(self.directory.iterdir()):
+            raise OutputError(f"{directory} is not empty and holds no sentiscore run; give an empty or new directory")
+        else:
+            manifest.write_text(json.dumps({"run": run}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (self.directory / SUCCESS_MARKER).unlink(missing_ok=True)
+        self.done = {int(p.name[5:10]) for p in self.directory.glob("part-[0-9][0-9][0-9][0-9][0-9].parquet")}
+        self.rows = 0
+
+    def part(self, index: int) -> Path:
+        return self.directory / f"part-{index:05d}.parquet"
+
+    def is_done(self, index: int) -> bool:
+        return index in self.done
+
+    def read_done(self, index: int, columns: list[str]) -> pa.Table:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(self.part(index), columns=columns)
+        self.rows += table.num_rows
+        return table
+
+    def write(self, index: int, batch: pa.RecordBatch) -> None:
+        writer = BatchWriter(self.part(index), "parquet", batch.schema, self.metadata)
+        try:
+            writer.write(batch)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        self.rows += batch.num_rows
+
+    def finish(self, empty_schema) -> None:
+        if not self.done and self.rows == 0 and not list(self.directory.glob("part-*.parquet")):
+            self.write(0, pa.RecordBatch.from_pylist([], schema=empty_schema()))
+        (self.directory / SUCCESS_MARKER).write_text("", encoding="utf-8")
+
+    def abort(self) -> None:
+        pass  # finished parts stay: they are what --resume resumes from

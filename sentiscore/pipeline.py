@@ -23,8 +23,19 @@ import pyarrow.compute as pc
 from . import __version__
 from .artifacts import STOPWORDS_FILE, USER_DICT_FILE, LoadedModel, load_model_dir
 from .config import ScoreConfig, SegmenterConfig, WideConfig, default_workers
-from .errors import InputError, SettingsMismatchError, WorkerError
-from .io import BatchWriter, check_output_path, detect_format, INPUT_FORMATS, OUTPUT_FORMATS, locate_lines, open_input
+from .errors import InputError, OutputError, SettingsMismatchError, UsageError, WorkerError
+from .io import (
+    INPUT_FORMATS,
+    OUTPUT_FORMATS,
+    FileSink,
+    PartsSink,
+    check_output_path,
+    detect_format,
+    file_fingerprint,
+    is_stdio,
+    locate_lines,
+    open_input,
+)
 from .ngrams import CharNgramHasher
 from .segment import ParallelSegmenter, SegmentedBatch, segmenter_version
 
@@ -333,8 +344,17 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
     """Score IN into OUT (files or '-'). Returns a :class:`ScoreSummary`."""
     config = config or ScoreConfig()
     in_fmt = detect_format(input_path, config.input_format, INPUT_FORMATS, "--input-format")
-    out_fmt = detect_format(output_path, config.output_format, OUTPUT_FORMATS, "--output-format")
-    check_output_path(output_path, input_path, config.overwrite)
+    if config.resume:
+        if is_stdio(input_path) or is_stdio(output_path):
+            raise UsageError("--resume needs a real input file and an output directory, not '-'")
+        if config.output_format not in (None, "parquet"):
+            raise UsageError("--resume writes Parquet parts; drop --output-format")
+        if not Path(output_path).parent.exists():
+            raise OutputError(f"the folder {Path(output_path).parent} does not exist; create it first")
+        out_fmt = "parquet"
+    else:
+        out_fmt = detect_format(output_path, config.output_format, OUTPUT_FORMATS, "--output-format")
+        check_output_path(output_path, input_path, config.overwrite)
     source = open_input(input_path, in_fmt, config.chunk_size, config.encoding, config.on_bad_lines)
     names = source.schema.names
     if config.text_column not in names:
@@ -357,7 +377,19 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
                 f"the input already has column(s) {', '.join(clashes)}; pass --prefix (e.g. --prefix ss_) "
                 "or leave them out with --keep-columns"
             )
-        summary = _stream(scorer, source, output_path, out_fmt, config, keep, prefix, progress)
+        if config.resume:
+            run = {
+                "input": file_fingerprint(input_path),
+                "model_hash": scorer.loaded.hash,
+                "options": {"text_column": config.text_column, "chunk_size": config.chunk_size, "top_k": config.top_k,
+                            "keep_columns": keep, "prefix": prefix, "input_format": in_fmt, "encoding": config.encoding,
+                            "on_bad_lines": config.on_bad_lines},
+            }
+            sink = PartsSink(output_path, run, scorer.provenance)
+        else:
+            sink = FileSink(output_path, out_fmt, scorer.provenance)
+        summary = _stream(scorer, source, sink, config, keep, prefix, progress,
+                          output_label=str(output_path) if str(output_path) != "-" else "stdout")
         summary.skipped_lines = len(source.bad_lines)
         bad_lines_file = write_bad_lines(source, input_path, output_path, config.encoding)
         summary.bad_lines_file = str(bad_lines_file) if bad_lines_file else None
@@ -367,52 +399,55 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
             scorer.close()
 
 
-def _stream(scorer: Scorer, source, output_path, out_fmt, config: ScoreConfig, keep, prefix, progress) -> ScoreSummary:
+def _stream(scorer: Scorer, source, sink, config: ScoreConfig, keep, prefix, progress, output_label: str) -> ScoreSummary:
     started = time.perf_counter()
     counts = np.zeros(len(scorer.labels), np.int64)
     unlabelled = 0
-    writer = None
-    schema = None
+
+    def emit(index: int, batch: pa.RecordBatch, prepared: _Prepared, first_row: int) -> None:
+        nonlocal unlabelled
+        try:
+            added = scorer.finish(prepared, prefix)
+        except WorkerError as exc:
+            raise WorkerError(f"chunk {index + 1} (input rows {first_row + 1:,}-{first_row + batch.num_rows:,}): {exc}") from exc
+        out = Scorer._assemble(batch, added, keep)
+        sink.write(index, out)
+        unlabelled += _tally(out.column(prefix + "label"), scorer.labels, counts)
+        if progress is not None:
+            progress(out.num_rows)
+
+    def empty_schema() -> pa.Schema:
+        empty = pa.RecordBatch.from_pylist([], schema=source.schema)
+        return Scorer._assemble(empty, scorer.finish(scorer.start(empty.column(config.text_column)), prefix), keep).schema
+
     try:
-        pending = None  # (batch, prepared): segmentation of the next chunk overlaps the model on this one
-        chunk_number = 0
-        for batch in _chain(source.batches):
-            prepared = scorer.start(batch.column(config.text_column)) if batch is not None else None
-            if pending is not None:
-                try:
-                    added = scorer.finish(pending[1], prefix)
-                except WorkerError as exc:
-                    first = writer.rows if writer is not None else 0
-                    raise WorkerError(f"chunk {chunk_number} (input rows {first + 1:,}-{first + pending[0].num_rows:,}): {exc}") from exc
-                out = Scorer._assemble(pending[0], added, keep)
-                if writer is None:
-                    schema = out.schema
-                    writer = BatchWriter(output_path, out_fmt, schema, scorer.provenance)
-                writer.write(out)
-                unlabelled += _tally(out, prefix, scorer.labels, counts)
+        pending = None  # segmentation of the next chunk overlaps the model's work on this one
+        first_row = 0
+        for index, batch in enumerate(source.batches):
+            if sink.is_done(index):  # --resume: this chunk's part is already written
+                unlabelled += _tally(sink.read_done(index, [prefix + "label"]).column(0), scorer.labels, counts)
                 if progress is not None:
-                    progress(out.num_rows)
-            pending = (batch, prepared) if batch is not None else None
-            chunk_number += 1
-        if writer is None:  # no rows at all: still write a valid, empty file
-            empty = pa.RecordBatch.from_pylist([], schema=source.schema)
-            prepared = scorer.start(empty.column(config.text_column))
-            schema = Scorer._assemble(empty, scorer.finish(prepared, prefix), keep).schema
-            writer = BatchWriter(output_path, out_fmt, schema, scorer.provenance)
-        writer.commit()
+                    progress(batch.num_rows)
+            else:
+                prepared = scorer.start(batch.column(config.text_column))
+                if pending is not None:
+                    emit(*pending)
+                pending = (index, batch, prepared, first_row)
+            first_row += batch.num_rows
+        if pending is not None:
+            emit(*pending)
+        sink.finish(empty_schema)
     except BaseException:
-        if writer is not None:
-            writer.abort()
+        sink.abort()
         raise
-    seconds = time.perf_counter() - started
     return ScoreSummary(
-        rows=writer.rows,
-        seconds=seconds,
+        rows=sink.rows,
+        seconds=time.perf_counter() - started,
         label_counts={name: int(c) for (_, name), c in zip(scorer.labels, counts)},
         unlabelled=unlabelled,
         model_name=scorer.loaded.name,
         model_hash=scorer.loaded.hash,
-        output=str(output_path) if str(output_path) != "-" else "stdout",
+        output=output_label,
         provenance=scorer.provenance,
     )
 
@@ -438,9 +473,8 @@ def _chain(batches):
     yield None
 
 
-def _tally(out: pa.RecordBatch, prefix: str, labels, counts: np.ndarray) -> int:
-    """Add this batch's per-label counts to ``counts``; return its unlabelled rows."""
-    label_col = out.column(prefix + "label")
+def _tally(label_col, labels, counts: np.ndarray) -> int:
+    """Add a label column's per-label counts to ``counts``; return its nulls."""
     position = {name: j for j, (_, name) in enumerate(labels)}
     for item in pc.value_counts(label_col).to_pylist():
         if item["values"] is not None:

@@ -210,3 +210,32 @@ def test_ragged_csv_rows_error_names_the_line_or_are_skipped(runner, tiny_model,
     assert pd.read_csv(out, dtype=str).id.tolist() == ["1", "2", "4"]
     side = (tmp_path / "out.csv.bad-lines.tsv").read_text(encoding="utf-8").splitlines()
     assert side == ["line\ttext", "5\t3,差,多余", "7\t5"]
+
+
+def test_resume_after_sigkill_finishes_with_identical_output(tiny_model, tmp_path):
+    import signal
+    import time
+
+    import pandas as pd
+
+    big = tmp_path / "big.parquet"
+    frame = pd.read_csv(ROOT_SAMPLE / "reviews.csv", dtype=str)
+    pd.concat([frame] * 40, ignore_index=True).assign(txt=lambda f: f.txt + f.index.astype(str)).to_parquet(big)
+    out = tmp_path / "parts"
+    cmd = [sys.executable, "-m", "sentiscore", "score", str(big), str(out), "-m", str(tiny_model), "--workers", "1",
+           "--chunk-size", "500", "--resume", "--quiet"]
+    proc = subprocess.Popen(cmd)
+    deadline = time.time() + 90
+    while time.time() < deadline and len(list(out.glob("part-*.parquet"))) < 2:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    survivors = {p.name for p in out.glob("part-*.parquet")}
+    assert 2 <= len(survivors) < 24 and not (out / "_SUCCESS").exists()
+    subprocess.run(cmd, check=True)
+    assert (out / "_SUCCESS").exists() and len(list(out.glob("part-*.parquet"))) == 24
+    assert not list(out.glob(".*.tmp"))
+    whole = tmp_path / "whole.parquet"
+    subprocess.run(cmd[:5] + [str(whole)] + cmd[6:12] + ["--quiet"], check=True)  # same run without --resume
+    parts = pd.concat([pq.read_table(p).to_pandas() for p in sorted(out.glob("part-*.parquet"))], ignore_index=True)
+    pd.testing.assert_frame_equal(parts, pq.read_table(whole).to_pandas())
