@@ -240,3 +240,22 @@ def test_another_jieba_fast_version_is_refused(tiny_model, tmp_path):
     write_manifest(copy)
     with pytest.raises(SettingsMismatchError, match="trained with jieba_fast 0.1 but .* is installed"):
         Scorer.from_model(copy, workers=1)
+
+
+def test_zero_row_parquet_gives_a_valid_empty_output(tiny_scorer, tmp_path):
+    src = tmp_path / "none.parquet"
+    pq.write_table(pa.table({"id": pa.array([], pa.int64()), "txt": pa.array([], pa.string())}), src)
+    frame, summary, out = score_to_frame(tiny_scorer, src, tmp_path)
+    assert len(frame) == 0 and summary.rows == 0
+    assert pq.read_schema(out).names == ["id", "txt"] + ADDED
+
+
+def test_unwritable_output_folder_is_refused_before_any_work(tiny_scorer, sample_dir, tmp_path, monkeypatch):
+    import os
+
+    from sentiscore.errors import OutputError
+
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(tmp_path) else real_access(path, mode))
+    with pytest.raises(OutputError, match=f"cannot write to the folder {tmp_path} \\(permission denied\\)"):
+        score_file(sample_dir / "reviews.csv", tmp_path / "out.parquet", scorer=tiny_scorer)
