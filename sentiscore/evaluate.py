@@ -5,7 +5,6 @@ per row are held in memory."""
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 
 from .config import ScoreConfig
 from .errors import InputError

@@ -348,8 +348,9 @@ class _CountingStdout(io.RawIOBase):
 def _lists_as_json(batch: pa.RecordBatch) -> pa.RecordBatch:
     """CSV cannot hold lists: write them as JSON arrays."""
     columns = []
-    for col, field in zip(batch.columns, batch.schema):
-        if pa.types.is_list(field.type) or pa.types.is_large_list(field.type) or pa.types.is_struct(field.type):
+    for col, column_field in zip(batch.columns, batch.schema):
+        kind = column_field.type
+        if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_struct(kind):
             col = pa.array([None if v is None else json.dumps(v, ensure_ascii=False) for v in col.to_pylist()], pa.string())
         columns.append(col)
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)

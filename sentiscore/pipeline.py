@@ -11,7 +11,6 @@ model's work on the current one.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

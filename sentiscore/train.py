@@ -18,7 +18,7 @@ from .config import TrainConfig, default_workers
 from .errors import InputError, TrainingError
 from .io import INPUT_FORMATS, detect_format, read_table
 from .ngrams import CharNgramHasher
-from .segment import ParallelSegmenter, SegmentedBatch, builtin_stopwords_text, load_stopwords, segmenter_version
+from .segment import ParallelSegmenter, SegmentedBatch, builtin_stopwords_text, segmenter_version
 
 _WIDTH_STEP = 16
 
@@ -242,7 +242,6 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
     from sklearn.model_selection import train_test_split
 
     from .evaluate import classification_metrics
-    from .calibration import expected_calibration_error, fit_class_bias, fit_temperature, softmax
     from .model import build_classifier, calibrated, framework_versions, import_tensorflow, logits_model, stacked_training_model
 
     config = config or TrainConfig()
@@ -332,44 +331,17 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
     to_logits = logits_model(model)
     val_logits = np.concatenate([to_logits(_inference_inputs(val_data, rows, val_idx, ngram_ids, ngram_offsets), training=False).numpy()
                                  for rows in val_data.batches])
-    temperature, bias = 1.0, np.zeros(n_classes)
-    if config.calibrate:
-        temperature = fit_temperature(val_logits, val_true)
-        bias = fit_class_bias(val_logits / temperature, val_true, n_classes)
-    raw_metrics = classification_metrics(val_true, val_logits.argmax(axis=1), names)
-    val_probs = softmax(val_logits / temperature + bias)
-    val_metrics = classification_metrics(val_true, val_probs.argmax(axis=1), names)
-    calibration = {
-        "temperature": round(temperature, 4),
-        "bias": [round(float(b), 4) for b in bias],
-        "validation_ece_before": round(expected_calibration_error(softmax(val_logits), val_true), 4),
-        "validation_ece_after": round(expected_calibration_error(val_probs, val_true), 4),
-        "validation_macro_f1_before": raw_metrics["macro_f1"],
-    }
+    temperature, bias, val_metrics, calibration = _calibrate(val_logits, val_true, names, config.calibrate)
     log(f"validation: accuracy {val_metrics['accuracy']:.4f}, macro-F1 {val_metrics['macro_f1']:.4f} (best epoch {best_epoch}; "
-        f"before calibration {raw_metrics['macro_f1']:.4f}, ECE {calibration['validation_ece_before']:.3f} → {calibration['validation_ece_after']:.3f})")
+        f"before calibration {calibration['validation_macro_f1_before']:.4f}, ECE {calibration['validation_ece_before']:.3f} → {calibration['validation_ece_after']:.3f})")
 
     seg_cfg = config.segmenter
-    stopwords_text = builtin_stopwords_text() if seg_cfg.stopwords == "builtin" else (
-        "" if seg_cfg.stopwords == "none" else Path(seg_cfg.stopwords).read_text(encoding="utf-8")
-    )
-    load_stopwords(seg_cfg.stopwords)  # validates a user-given file before we spend time saving
     data_path_str = str(data_path)
     meta = {
         "name": config.name,
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "labels": [{"value": v, "name": n} for v, n in labels],
-        "segmenter": {
-            "name": "jieba_fast",
-            "version": segmenter_version(),
-            "hmm": seg_cfg.hmm,
-            "stopwords": "stopwords.txt",
-            "stopwords_source": seg_cfg.stopwords if seg_cfg.stopwords in ("builtin", "none") else Path(seg_cfg.stopwords).name,
-            "user_dict": "userdict.txt" if seg_cfg.user_dict else None,
-            "user_dict_sha256": sha256_of(Path(seg_cfg.user_dict)) if seg_cfg.user_dict else None,
-            "max_chars": seg_cfg.max_chars,
-            "normalization": "NFKC+lower; tokens without letters or digits dropped",
-        },
+        "segmenter": _segmenter_card(seg_cfg),
         "embedder": {**emb_cfg.to_dict(), "vocab_size": embedder.size},
         "wide": config.wide.to_dict(),
         "model": config.model.to_dict(),
@@ -398,7 +370,7 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
         "metrics": {"validation": val_metrics, **({"validation_wide_only": wide_only_metrics} if wide_only_metrics else {})},
     }
     out_dir = Path(out_dir)
-    save_model_dir(out_dir, calibrated(model, temperature, bias), meta, embedder, stopwords_text, seg_cfg.user_dict)
+    save_model_dir(out_dir, calibrated(model, temperature, bias), meta, embedder, _stopwords_text(seg_cfg), seg_cfg.user_dict)
     if dev_path is not None:
         from .evaluate import evaluate
 
@@ -412,6 +384,50 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
     return meta
 
 
+def _calibrate(val_logits: np.ndarray, val_true: np.ndarray, names: list[str], enabled: bool):
+    """Temperature and class biases fitted on the validation split (or the
+    identity), the calibrated validation metrics and a record for the card."""
+    from .calibration import expected_calibration_error, fit_class_bias, fit_temperature, softmax
+    from .evaluate import classification_metrics
+
+    temperature, bias = 1.0, np.zeros(len(names))
+    if enabled:
+        temperature = fit_temperature(val_logits, val_true)
+        bias = fit_class_bias(val_logits / temperature, val_true, len(names))
+    val_probs = softmax(val_logits / temperature + bias)
+    record = {
+        "temperature": round(temperature, 4),
+        "bias": [round(float(b), 4) for b in bias],
+        "validation_ece_before": round(expected_calibration_error(softmax(val_logits), val_true), 4),
+        "validation_ece_after": round(expected_calibration_error(val_probs, val_true), 4),
+        "validation_macro_f1_before": classification_metrics(val_true, val_logits.argmax(axis=1), names)["macro_f1"],
+    }
+    return temperature, bias, classification_metrics(val_true, val_probs.argmax(axis=1), names), record
+
+
+def _stopwords_text(seg_cfg) -> str:
+    """The stopword list as trained with, copied into the model directory."""
+    if seg_cfg.stopwords == "builtin":
+        return builtin_stopwords_text()
+    if seg_cfg.stopwords == "none":
+        return ""
+    return Path(seg_cfg.stopwords).read_text(encoding="utf-8")
+
+
+def _segmenter_card(seg_cfg) -> dict:
+    return {
+        "name": "jieba_fast",
+        "version": segmenter_version(),
+        "hmm": seg_cfg.hmm,
+        "stopwords": "stopwords.txt",
+        "stopwords_source": seg_cfg.stopwords if seg_cfg.stopwords in ("builtin", "none") else Path(seg_cfg.stopwords).name,
+        "user_dict": "userdict.txt" if seg_cfg.user_dict else None,
+        "user_dict_sha256": sha256_of(Path(seg_cfg.user_dict)) if seg_cfg.user_dict else None,
+        "max_chars": seg_cfg.max_chars,
+        "normalization": "NFKC+lower; tokens without letters or digits dropped",
+    }
+
+
 def _rewrite_meta(out_dir: Path, meta: dict) -> None:
     """Update meta.json (adding dev metrics) and refresh the manifest."""
     import json
@@ -419,6 +435,6 @@ def _rewrite_meta(out_dir: Path, meta: dict) -> None:
     from .artifacts import META_FILE, read_meta, write_manifest
 
     current = read_meta(out_dir)
-    current.update({k: v for k, v in meta.items()})
+    current.update(meta)
     (out_dir / META_FILE).write_text(json.dumps(current, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     write_manifest(out_dir)

@@ -1,5 +1,3 @@
-import pyarrow.parquet as pq
-
 import sentiscore
 
 

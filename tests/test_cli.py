@@ -47,7 +47,7 @@ def test_score_writes_output_and_summary(runner, tiny_model, sample_dir, tmp_pat
     result = runner.invoke(cli, ["score", str(sample_dir / "reviews.csv"), str(out), "--model", str(tiny_model), "--workers", "1"])
     assert result.exit_code == 0, result.output
     assert pq.read_table(out).num_rows == 300
-    assert "sentiscore: 300 rows in" in result.stderr and f"model tiny@" in result.stderr
+    assert "sentiscore: 300 rows in" in result.stderr and "model tiny@" in result.stderr
 
 
 def test_score_quiet_prints_nothing(runner, tiny_model, sample_dir, tmp_path):
@@ -155,7 +155,6 @@ def test_default_model_smoke(runner, sample_dir, tmp_path):
 @pytest.mark.parametrize("sig,code", [("SIGTERM", 143), ("SIGINT", 130)])
 def test_signals_stop_cleanly_without_partial_output(tiny_model, tmp_path, sig, code):
     """A long run killed mid-way exits with 128+signal, leaves no OUT, no temp file, no workers."""
-    import os
     import signal
     import time
 

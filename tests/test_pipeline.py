@@ -177,8 +177,6 @@ def test_two_label_attention_model_with_custom_names(tiny_attention_model):
 
 
 def test_parallel_workers_give_the_same_output(tiny_model, sample_dir, tmp_path):
-    from sentiscore.segment import ParallelSegmenter
-
     texts = pd.read_csv(sample_dir / "labelled.csv").txt.tolist()
     with Scorer.from_model(tiny_model, workers=1) as serial:
         expected = serial.predict(texts)

@@ -1,7 +1,6 @@
 """--resume: a directory of part files that a rerun completes."""
 
 import json
-import os
 
 import pandas as pd
 import pyarrow.parquet as pq
