@@ -239,6 +239,36 @@ def evaluate(data_path, model, text_column, label_column, group_column, input_fo
 
 
 @cli.command()
+@click.argument("texts", nargs=-1, metavar="[TEXT]...")
+@model_option
+@click.option("--file", "text_file", type=click.File("r", encoding="utf-8"), default=None,
+              help="Read texts from this file, one per line ('-' for stdin).")
+@click.option("--json", "as_json", is_flag=True, help="Print the explanations as JSON lines.")
+@click.option("--color/--no-color", default=None, help="Shade tokens by attention (default: when stdout is a terminal).")
+@_errors_to_exit
+def explain(texts, model, text_file, as_json, color):
+    """Show why the model chose a label: every token with its attention
+    weight, the label, confidence, class probabilities and (wide-deep) the
+    logits of each path.
+
+    \b
+    sentiscore explain "物流很快，但是质量太差了"
+    """
+    from .errors import UsageError
+    from .explain import explain_texts, render
+    from .pipeline import Scorer
+
+    items = list(texts) + ([line.rstrip("\n") for line in text_file] if text_file is not None else [])
+    if not items:
+        raise UsageError("give texts as arguments or --file FILE")
+    with Scorer.from_model(model, workers=1) as scorer:
+        explanations = explain_texts(scorer, items)
+    use_color = sys.stdout.isatty() if color is None else color
+    for e in explanations:
+        click.echo(json.dumps(e.to_dict(), ensure_ascii=False) if as_json else render(e, use_color))
+
+
+@cli.command()
 @click.argument("model", required=False, metavar="[MODEL]")
 @click.option("--json", "as_json", is_flag=True, help="Print meta.json as JSON.")
 @_errors_to_exit

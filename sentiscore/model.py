@@ -166,6 +166,21 @@ class Predictor:
         self._run = tf.function(lambda inputs: self._explaining(inputs, training=False), input_signature=signature)
         self._oom_error = tf.errors.ResourceExhaustedError
 
+    def logit_parts(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each path's logits before calibration: ``deep`` (attention BiLSTM)
+        and, for wide-deep models, ``wide`` (char n-grams). For explanations;
+        not on the scoring path."""
+        import keras
+
+        if not hasattr(self, "_parts"):
+            model = self._explaining
+            names = [n for n in ("deep_logits", "wide_logits") if any(layer.name == n for layer in model.layers)]
+            self._parts_names = [n.split("_")[0] for n in names]
+            self._parts = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+        outputs = self._parts({name: inputs[name] for name in self.input_names}, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return {name: np.asarray(out) for name, out in zip(self._parts_names, outputs)}
+
     def __call__(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (B, classes) and attention (B, T). On out-of-memory
         the batch is halved and retried, down to single rows."""

@@ -268,6 +268,14 @@ class Scorer:
         return [(prefix + name, arr) for name, arr in columns]
 
     # -- public ---------------------------------------------------------------
+    def analyse(self, texts: list) -> tuple[_Prepared, SegmentedBatch, np.ndarray, np.ndarray]:
+        """The intermediate results for explanations: the dedupe map, tokens,
+        probabilities per distinct text and every token's attention weight."""
+        prepared = self.start(pa.array(texts, pa.string()))
+        segmented = prepared.wait_segmented()
+        probs, attention = self._forward(prepared.unique_texts, segmented)
+        return prepared, segmented, probs, attention
+
     def start(self, texts: pa.Array) -> _Prepared:
         return self.preprocess(texts)
 

@@ -25,6 +25,7 @@ def runner():
     (["train"], "Train a model on DATA"),
     (["evaluate"], "Measure a model on labelled DATA"),
     (["info"], "Show a model's card"),
+    (["explain"], "Show why the model chose a label"),
 ])
 def test_every_command_has_help(runner, command, phrase):
     result = runner.invoke(cli, command + ["--help"])
