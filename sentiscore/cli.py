@@ -179,6 +179,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @click.option("--token-dropout", type=float, default=0.1, show_default=True, help="Share of tokens replaced by OOV while training.")
 @click.option("--wide-training", type=click.Choice(["prefit", "joint"]), default="prefit", show_default=True,
               help="prefit: fit the char n-gram path by logistic regression first and freeze it; joint: train it with the rest.")
+@click.option("--wide-c", type=float, default=4.0, show_default=True, help="Inverse L2 strength of the prefit char n-gram logistic regression.")
 @click.option("--wide-l2", type=float, default=1e-6, show_default=True, help="L2 penalty on the char n-gram weights (joint training).")
 @click.option("--no-class-weights", is_flag=True, help="Do not weight classes by rarity.")
 @click.option("--no-calibration", is_flag=True, help="Skip fitting temperature and class thresholds on the validation split.")
@@ -188,7 +189,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @click.option("--quiet", "-q", is_flag=True)
 @_errors_to_exit
 def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch, val_fraction, dev_path, seed, epochs,
-          batch_size, learning_rate, patience, maxlen, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_l2, no_class_weights, no_calibration,
+          batch_size, learning_rate, patience, maxlen, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_c, wide_l2, no_class_weights, no_calibration,
           user_dict, stopwords, workers, quiet):
     """Train a model on DATA (CSV/TSV/Parquet/JSONL with text and label
     columns) and write it to --out."""
@@ -203,7 +204,7 @@ def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch
         segmenter=SegmenterConfig(stopwords=stopwords, user_dict=user_dict),
         embedder=EmbedderConfig(maxlen=maxlen, embed_dim=embed_dim, min_count=min_count),
         wide=WideConfig(),
-        model=ModelConfig(arch=arch, lstm_units=lstm_units, dropout=dropout, token_dropout=token_dropout, wide_training=wide_training, wide_l2=wide_l2),
+        model=ModelConfig(arch=arch, lstm_units=lstm_units, dropout=dropout, token_dropout=token_dropout, wide_training=wide_training, wide_c=wide_c, wide_l2=wide_l2),
     )
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     meta = run_training(data_path, out_dir, config, dev_path=dev_path, log=log, verbose=0 if quiet else 2)
@@ -219,16 +220,27 @@ def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch
 @click.option("--group-column", default="source", show_default=True, help="Also report per value of this column (if present).")
 @input_options
 @click.option("--json", "json_path", default=None, help="Also write the metrics as JSON to this file ('-' for stdout).")
+@click.option("--report", "report_path", default=None, help="Also write a self-contained HTML report to this file.")
+@click.option("--faithfulness-rows", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="Rows sampled for the report's faithfulness measure (0: skip it).")
 @workers_option
 @_errors_to_exit
-def evaluate(data_path, model, text_column, label_column, group_column, input_format, encoding, json_path, workers):
+def evaluate(data_path, model, text_column, label_column, group_column, input_format, encoding, json_path, report_path,
+             faithfulness_rows, workers):
     """Measure a model on labelled DATA: accuracy, macro-F1, per-class
     precision/recall/F1 and the confusion matrix."""
     from .evaluate import evaluate as run_evaluation
     from .evaluate import format_report
 
-    result = run_evaluation(data_path, model=model, text_column=text_column, label_column=label_column,
-                            group_column=group_column, workers=workers, input_format=input_format, encoding=encoding)
+    from .pipeline import Scorer
+
+    with Scorer.from_model(model, workers=workers, top_k=0) as scorer:
+        result = run_evaluation(data_path, text_column=text_column, label_column=label_column, group_column=group_column,
+                                input_format=input_format, encoding=encoding, scorer=scorer)
+        if report_path:
+            from .html_report import report_evaluation
+
+            report_evaluation(scorer, result, report_path, data_path, text_column, input_format, encoding, faithfulness_rows)
     if json_path == "-":
         click.echo(json.dumps(result, ensure_ascii=False, indent=2))
         return

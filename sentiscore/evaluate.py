@@ -4,6 +4,8 @@ per row are held in memory."""
 
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 
 from .config import ScoreConfig
@@ -11,6 +13,23 @@ from .errors import InputError
 from .io import INPUT_FORMATS, detect_format, open_input
 
 UNSCORED = -1  # prediction for rows that got no label (empty text...): always wrong
+MISTAKES_SHOWN = 20
+
+
+def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict:
+    """Reliability diagram data and expected calibration error."""
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    table = []
+    ece = 0.0
+    for b in range(bins):
+        in_bin = which == b
+        if in_bin.any():
+            conf, acc = float(confidence[in_bin].mean()), float(correct[in_bin].mean())
+            ece += in_bin.mean() * abs(conf - acc)
+            table.append({"low": round(float(edges[b]), 2), "high": round(float(edges[b + 1]), 2), "rows": int(in_bin.sum()),
+                          "confidence": round(conf, 4), "accuracy": round(acc, 4)})
+    return {"ece": round(float(ece), 4), "bins": table}
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str], present_only: bool = False) -> dict:
@@ -62,7 +81,8 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     labels = scorer.labels
     index = {value: i for i, (value, _) in enumerate(labels)}
     name_index = {name: i for i, (_, name) in enumerate(labels)}
-    y_true, y_pred, groups = [], [], []
+    y_true, y_pred, confidences, groups = [], [], [], []
+    mistakes: list = []  # heap of the most confident mistakes: (confidence, n, record)
     try:
         for batch in source.batches:
             raw = label_strings(batch.column(label_column))
@@ -75,8 +95,22 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
             keep = np.array([v is not None for v in raw])
             scored = scorer.score_batch(batch, text_column, keep_columns=[])
             predicted = scored.column("label").to_pylist()
-            y_true.append(np.array([index[v] for v in raw if v is not None], np.int64))
-            y_pred.append(np.array([name_index[p] if p is not None else UNSCORED for p, k in zip(predicted, keep) if k], np.int64))
+            true_ids = np.array([index[v] for v in raw if v is not None], np.int64)
+            pred_ids = np.array([name_index[p] if p is not None else UNSCORED for p, k in zip(predicted, keep) if k], np.int64)
+            confidence = np.nan_to_num(scored.column("confidence").to_numpy(zero_copy_only=False).astype(float))[keep]
+            y_true.append(true_ids)
+            y_pred.append(pred_ids)
+            confidences.append(confidence)
+            texts = batch.column(text_column).to_pylist()
+            kept_texts = [t for t, k in zip(texts, keep) if k]
+            for i in np.flatnonzero((pred_ids != true_ids) & (pred_ids != UNSCORED)):
+                record = {"text": kept_texts[i], "true": labels[true_ids[i]][1], "predicted": labels[pred_ids[i]][1],
+                          "confidence": round(float(confidence[i]), 4)}
+                item = (float(confidence[i]), len(mistakes) + sum(a.size for a in y_true), record)
+                if len(mistakes) < MISTAKES_SHOWN:
+                    heapq.heappush(mistakes, item)
+                elif item[0] > mistakes[0][0]:
+                    heapq.heapreplace(mistakes, item)
             if has_group:
                 values = batch.column(group_column).to_pylist()
                 groups.extend(str(g).split(":")[0] if g is not None else "" for g, k in zip(values, keep) if k)
@@ -90,6 +124,9 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     result["model"] = scorer.loaded.name
     result["model_hash"] = scorer.loaded.hash
     result["labels"] = names
+    conf_all = np.concatenate(confidences) if confidences else np.zeros(0)
+    result["calibration"] = reliability(conf_all[y_pred_all != UNSCORED], (y_true_all == y_pred_all)[y_pred_all != UNSCORED])
+    result["most_confident_mistakes"] = [record for _, _, record in sorted(mistakes, key=lambda m: (-m[0], m[1]))]
     if has_group:
         group_arr = np.array(groups, dtype=object)
         result["by_group"] = {
