@@ -31,7 +31,7 @@ def main(argv=None):
         with Scorer.from_model(model) as scorer:
             results[model] = comprehensiveness(scorer, texts)
     print(f"Comprehensiveness on {len(texts):,} rows of {args.data} (texts with at least 2 distinct words):\n")
-    print("| model | k | drop, top-k attended words removed | drop, k random words removed | ratio |")
+    print("| model | k | drop, top-k words removed | drop, k random words removed | ratio |")
     print("|---|---:|---:|---:|---:|")
     for model, r in results.items():
         for k in (1, 3):

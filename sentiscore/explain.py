@@ -21,7 +21,8 @@ class Explanation:
     confidence: float | None
     probabilities: dict[str, float]
     tokens: list[str]
-    weights: list[float]
+    weights: list[float]  # attention
+    contributions: list[float]  # to the predicted class's logit (calibrated units): what top_words ranks by
     logit_split: dict[str, dict[str, float]] = field(default_factory=dict)  # path -> class -> logit
 
     def to_dict(self) -> dict:
@@ -31,7 +32,7 @@ class Explanation:
 def explain_texts(scorer, texts: list, logit_split: bool = True) -> list[Explanation]:
     from .pipeline import STATUS_NO_TOKENS, STATUS_OK, STATUS_TRUNCATED
 
-    prepared, segmented, probs, attention = scorer.analyse(texts)
+    prepared, segmented, probs, attention, contribution = scorer.analyse(texts)
     offsets = segmented.offsets
     names = [name for _, name in scorer.labels]
     parts = _logit_parts(scorer, prepared, segmented) if logit_split else {}
@@ -39,11 +40,11 @@ def explain_texts(scorer, texts: list, logit_split: bool = True) -> list[Explana
     for i, text in enumerate(texts):
         u = int(prepared.row_to_unique[i])
         if u < 0:
-            out.append(Explanation(text, str(prepared.row_status[i]), None, None, {}, [], []))
+            out.append(Explanation(text, str(prepared.row_status[i]), None, None, {}, [], [], []))
             continue
         lo, hi = offsets[u], offsets[u + 1]
         if hi == lo:
-            out.append(Explanation(text, STATUS_NO_TOKENS, None, None, {}, [], []))
+            out.append(Explanation(text, STATUS_NO_TOKENS, None, None, {}, [], [], []))
             continue
         p = probs[u]
         best = int(p.argmax())
@@ -55,6 +56,7 @@ def explain_texts(scorer, texts: list, logit_split: bool = True) -> list[Explana
             probabilities={n: round(float(v), 4) for n, v in zip(names, p)},
             tokens=segmented.tokens[lo:hi],
             weights=[round(float(w), 4) for w in attention[lo:hi]],
+            contributions=[round(float(c), 4) for c in contribution[lo:hi]],
             logit_split={path: {n: round(float(v), 3) for n, v in zip(names, logits[u])} for path, logits in parts.items()},
         ))
     return out
@@ -81,18 +83,19 @@ def _logit_parts(scorer, prepared, segmented) -> dict[str, np.ndarray]:
 
 def render(explanation: Explanation, color: bool) -> str:
     """Tokens shaded by attention (ANSI background) on a terminal; plain
-    ``token[weight]`` otherwise. Then label, confidence and probabilities."""
+    ``token[attention|contribution]`` otherwise. Then label, confidence and
+    probabilities."""
     e = explanation
     if e.label is None:
         return f"{e.text!r}: no label ({e.status})"
     top = max(e.weights) if e.weights else 1.0
     pieces = []
-    for token, weight in zip(e.tokens, e.weights):
+    for token, weight, share in zip(e.tokens, e.weights, e.contributions):
         if color:
             shade = int(255 - 200 * (weight / top if top > 0 else 0))
-            pieces.append(f"\x1b[48;2;255;{shade};{shade}m\x1b[30m{token}\x1b[0m")
+            pieces.append(f"\x1b[48;2;255;{shade};{shade}m\x1b[30m{token}\x1b[0m{share:+.2f}")
         else:
-            pieces.append(f"{token}[{weight:.2f}]")
+            pieces.append(f"{token}[{weight:.2f}|{share:+.2f}]")
     probs = " · ".join(f"{n} {v:.3f}" for n, v in e.probabilities.items())
     lines = [f"{e.label}  confidence {e.confidence:.3f}  ({probs})" + ("" if e.status == "ok" else f"  [{e.status}]"),
              "  " + " ".join(pieces)]
@@ -113,9 +116,10 @@ def _without(text: str, drop: set[str]) -> str:
 
 
 def comprehensiveness(scorer, texts: list[str], ks=(1, 3), seed: int = 13) -> dict:
-    """Mean drop of the predicted class's probability when the top-k attended
-    distinct words are removed from the text, and when k random distinct
-    words are removed instead (ERASER's comprehensiveness; DeYoung et al. 2020)."""
+    """Mean drop of the predicted class's probability when the top-k words
+    (as ``top_words`` ranks them: by contribution to the predicted class) are
+    removed from the text, and when k random distinct words are removed
+    instead (ERASER's comprehensiveness; DeYoung et al. 2020)."""
     rng = np.random.default_rng(seed)
     base = explain_texts(scorer, texts, logit_split=False)
     scored = [e for e in base if e.label is not None and len(set(e.tokens)) > 1]
@@ -125,8 +129,8 @@ def comprehensiveness(scorer, texts: list[str], ks=(1, 3), seed: int = 13) -> di
         top_texts, random_texts = [], []
         for e in scored:
             totals: dict[str, float] = {}
-            for token, weight in zip(e.tokens, e.weights):
-                totals[token] = totals.get(token, 0.0) + weight
+            for token, share in zip(e.tokens, e.contributions):
+                totals[token] = totals.get(token, 0.0) + share
             distinct = sorted(totals, key=lambda t: (-totals[t], t))
             kk = min(k, len(distinct) - 1)  # always leave a word
             top_texts.append(_without(e.text, set(distinct[:kk])))

@@ -151,8 +151,12 @@ def input_names(keras_model) -> list[str]:
 
 class Predictor:
     """Inference over padded batches: one traced function with a fixed input
-    signature (no retracing per batch shape), no training-mode ops, returns
-    class probabilities and attention weights as NumPy."""
+    signature (no retracing per batch shape), no training-mode ops. Returns
+    NumPy class probabilities, attention weights and each token's share of
+    the deep logits.
+
+    The deep logits are Dense(Σ_t α_t h_t) = Σ_t α_t (W h_t) + b, so
+    α_t (W h_t) is each token's exact additive contribution to them."""
 
     def __init__(self, keras_model):
         tf = import_tensorflow()
@@ -160,10 +164,21 @@ class Predictor:
 
         configure_tensorflow()
         attention = keras_model.get_layer(ATTENTION_LAYER)
-        self._explaining = keras.Model(keras_model.inputs, [keras_model.outputs[0], attention.output[1]])
+        states = keras_model.get_layer("bilstm").output  # h_t, what the attention weighs
+        self._explaining = keras.Model(keras_model.inputs, [keras_model.outputs[0], attention.output[1], states])
         self.input_names = input_names(keras_model)
+        kernel = keras_model.get_layer("deep_logits").kernel
+        names = {layer.name for layer in keras_model.layers}
+        self.temperature = float(keras_model.get_layer("calibration").temperature) if "calibration" in names else 1.0
+        self.wide_table = keras_model.get_layer("wide_logits").get_weights()[0] if "wide_logits" in names else None
+
+        def run(inputs):
+            probs, alpha, h = self._explaining(inputs, training=False)
+            token_logits = tf.einsum("btd,dc->btc", h, tf.convert_to_tensor(kernel)) * alpha[..., None]
+            return probs, alpha, token_logits
+
         signature = [{name: tf.TensorSpec([None, None], tf.int32, name=name) for name in self.input_names}]
-        self._run = tf.function(lambda inputs: self._explaining(inputs, training=False), input_signature=signature)
+        self._run = tf.function(run, input_signature=signature)
         self._oom_error = tf.errors.ResourceExhaustedError
 
     def logit_parts(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -181,13 +196,13 @@ class Predictor:
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         return {name: np.asarray(out) for name, out in zip(self._parts_names, outputs)}
 
-    def __call__(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (B, classes) and attention (B, T). On out-of-memory
-        the batch is halved and retried, down to single rows."""
+    def __call__(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Probabilities (B, classes), attention (B, T) and token logits
+        (B, T, classes). On out-of-memory the batch is halved and retried,
+        down to single rows."""
         feed = {name: inputs[name] for name in self.input_names}
         try:
-            probs, alpha = self._run(feed)
-            return probs.numpy(), alpha.numpy()
+            return tuple(t.numpy() for t in self._run(feed))
         except self._oom_error:
             rows = next(iter(feed.values())).shape[0]
             if rows <= 1:
@@ -195,4 +210,4 @@ class Predictor:
             half = rows // 2
             first = self({k: v[:half] for k, v in feed.items()})
             second = self({k: v[half:] for k, v in feed.items()})
-            return np.concatenate([first[0], second[0]]), np.concatenate([first[1], second[1]])
+            return tuple(np.concatenate([a, b]) for a, b in zip(first, second))

@@ -184,10 +184,12 @@ class Scorer:
             yield order[start : start + self.batch_size]
 
     def _forward(self, texts: list[str], segmented: SegmentedBatch):
-        """Probabilities (U, C) and every token's attention weight (flat)."""
+        """Probabilities (U, C), and for every token (flat) its attention
+        weight and its contribution to its text's predicted-class logit."""
         n = len(texts)
         probs = np.zeros((n, len(self.labels)), np.float32)
         attention = np.zeros(int(segmented.lengths.sum()), np.float32)
+        contribution = np.zeros(int(segmented.lengths.sum()), np.float32)
         offsets = segmented.offsets
         features = self.embedder.featurize(segmented)
         scorable = np.flatnonzero(segmented.lengths > 0)
@@ -196,28 +198,45 @@ class Scorer:
             inputs = self.embedder.encode(features, batch_idx, min(width, self.maxlen))
             if self.hasher is not None:
                 inputs["ngram_ids"] = self.hasher.transform([texts[i] for i in batch_idx])
-            batch_probs, batch_alpha = self.predictor(inputs)
+            batch_probs, batch_alpha, token_logits = self.predictor(inputs)
             probs[batch_idx] = batch_probs
-            # Write each text's weights back at its tokens' flat positions.
+            # Write each token's numbers back at its flat position.
             rows, cols = np.nonzero(inputs["mask"])
-            attention[offsets[batch_idx[rows]] + cols] = batch_alpha[rows, cols]
-        return probs, attention
+            flat = offsets[batch_idx[rows]] + cols
+            attention[flat] = batch_alpha[rows, cols]
+            predicted = batch_probs.argmax(axis=1)[rows]
+            share = token_logits[rows, cols, predicted]
+            if self.hasher is not None:
+                share += self._wide_share([segmented.tokens[i] for i in flat], predicted,
+                                          np.maximum((inputs["ngram_ids"] != 0).sum(axis=1), 1)[rows])
+            contribution[flat] = share / self.predictor.temperature
+        return probs, attention, contribution
+
+    def _wide_share(self, tokens: list[str], predicted: np.ndarray, text_ngrams: np.ndarray) -> np.ndarray:
+        """Each token's own character n-grams, weighted as the wide layer
+        weights them (n-grams spanning two tokens belong to neither)."""
+        ids = self.hasher.transform(tokens)
+        weights = self.predictor.wide_table[ids, predicted[:, None]] * (ids != 0)
+        return weights.sum(axis=1) / np.sqrt(text_ngrams)
 
     def _batches_of(self, subset: np.ndarray, lengths: np.ndarray):
         for b in self._batches(lengths[subset]):
             yield subset[b]
 
-    def _top_words(self, segmented: SegmentedBatch, attention: np.ndarray) -> tuple[pa.ListArray, pa.ListArray]:
-        """Top-k distinct tokens per text by summed attention, as Arrow lists
-        with one extra empty list at the end (for rows without a label).
-        Vectorised: group (text, token) in Arrow, rank in NumPy."""
+    def _top_words(self, segmented: SegmentedBatch, contribution: np.ndarray) -> tuple[pa.ListArray, pa.ListArray]:
+        """Per text, the k distinct tokens that add most to the predicted
+        class's logit (summed over a word's occurrences; only words that
+        support the label), as Arrow lists with one extra empty list at the
+        end (for rows without a label). Vectorised: group (text, token) in
+        Arrow, rank in NumPy."""
         n = segmented.lengths.size
         table = pa.table({
             "text": np.repeat(np.arange(n), segmented.lengths),
             "token": pa.array(segmented.tokens, pa.string()),
-            "weight": attention.astype(np.float64),
+            "weight": contribution.astype(np.float64),
         })
         summed = table.group_by(["text", "token"], use_threads=False).aggregate([("weight", "sum")])
+        summed = summed.filter(pc.greater(summed.column("weight_sum"), 0.0))
         # Order: by text, then weight descending, then token (ties are deterministic).
         order = pc.sort_indices(summed, sort_keys=[("text", "ascending"), ("weight_sum", "descending"), ("token", "ascending")])
         order = order.to_numpy()
@@ -233,7 +252,7 @@ class Scorer:
         weights = pa.ListArray.from_arrays(list_offsets, pa.array(np.round(weight[keep], 4), pa.float64()))
         return words, weights
 
-    def postprocess(self, prepared: _Prepared, probs: np.ndarray, segmented: SegmentedBatch, attention: np.ndarray, prefix: str = "") -> list[tuple[str, pa.Array]]:
+    def postprocess(self, prepared: _Prepared, probs: np.ndarray, segmented: SegmentedBatch, contribution: np.ndarray, prefix: str = "") -> list[tuple[str, pa.Array]]:
         row_u = prepared.row_to_unique.copy()
         status = prepared.row_status.copy()
         no_tokens = segmented.lengths == 0
@@ -259,7 +278,7 @@ class Scorer:
         columns.append(("confidence", pa.array(confidence, pa.float64(), mask=null_mask)))
         for j, (_, name) in enumerate(self.labels):
             columns.append((f"prob_{name}", pa.array(np.round(row_probs[:, j].astype(np.float64), 6), pa.float64(), mask=null_mask)))
-        words, weights = self._top_words(segmented, attention)
+        words, weights = self._top_words(segmented, contribution)
         # Unlabelled rows point at the extra empty list at the end.
         list_index = pa.array(np.where(labelled, row_u, len(words) - 1))
         columns.append(("top_words", pc.take(words, list_index)))
@@ -268,21 +287,22 @@ class Scorer:
         return [(prefix + name, arr) for name, arr in columns]
 
     # -- public ---------------------------------------------------------------
-    def analyse(self, texts: list) -> tuple[_Prepared, SegmentedBatch, np.ndarray, np.ndarray]:
+    def analyse(self, texts: list):
         """The intermediate results for explanations: the dedupe map, tokens,
-        probabilities per distinct text and every token's attention weight."""
+        probabilities per distinct text, and every token's attention weight
+        and contribution to the predicted class's logit."""
         prepared = self.start(pa.array(texts, pa.string()))
         segmented = prepared.wait_segmented()
-        probs, attention = self._forward(prepared.unique_texts, segmented)
-        return prepared, segmented, probs, attention
+        probs, attention, contribution = self._forward(prepared.unique_texts, segmented)
+        return prepared, segmented, probs, attention, contribution
 
     def start(self, texts: pa.Array) -> _Prepared:
         return self.preprocess(texts)
 
     def finish(self, prepared: _Prepared, prefix: str = "") -> list[tuple[str, pa.Array]]:
         segmented = prepared.wait_segmented()
-        probs, attention = self._forward(prepared.unique_texts, segmented)
-        return self.postprocess(prepared, probs, segmented, attention, prefix)
+        probs, _attention, contribution = self._forward(prepared.unique_texts, segmented)
+        return self.postprocess(prepared, probs, segmented, contribution, prefix)
 
     def score_batch(self, batch: pa.RecordBatch, text_column: str, keep_columns=None, prefix: str = "") -> pa.RecordBatch:
         prepared = self.start(batch.column(text_column))
