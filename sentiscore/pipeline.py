@@ -291,7 +291,7 @@ class Scorer:
         """The intermediate results for explanations: the dedupe map, tokens,
         probabilities per distinct text, and every token's attention weight
         and contribution to the predicted class's logit."""
-        prepared = self.start(pa.array(texts, pa.string()))
+        prepared = self.start(_text_array(texts))
         segmented = prepared.wait_segmented()
         probs, attention, contribution = self._forward(prepared.unique_texts, segmented)
         return prepared, segmented, probs, attention, contribution
@@ -317,13 +317,7 @@ class Scorer:
     def predict(self, texts) -> "pd.DataFrame":  # noqa: F821
         """Score a list of texts; returns a DataFrame with ``text`` and the
         same added columns as ``score``."""
-        texts = list(texts)
-        try:
-            column = pa.array(texts, pa.string())
-        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
-            # Lone surrogates (from broken decoders) cannot be UTF-8: score them as U+FFFD.
-            column = pa.array([t.encode("utf-8", "replace").decode("utf-8") if isinstance(t, str) else t for t in texts], pa.string())
-        batch = pa.RecordBatch.from_arrays([column], names=["text"])
+        batch = pa.RecordBatch.from_arrays([_text_array(texts)], names=["text"])
         return self.score_batch(batch, "text").to_pandas()
 
     def close(self) -> None:
@@ -334,6 +328,15 @@ class Scorer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _text_array(texts) -> pa.Array:
+    texts = list(texts)
+    try:
+        return pa.array(texts, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
+        # Lone surrogates (from broken decoders) cannot be UTF-8: score them as U+FFFD.
+        return pa.array([t.encode("utf-8", "replace").decode("utf-8") if isinstance(t, str) else t for t in texts], pa.string())
 
 
 def _is_int(value: str) -> bool:

@@ -61,3 +61,8 @@ def test_explain_command(tiny_model, tmp_path):
     assert [r["text"] for r in rows] == ["好评", "差评"] and all("weights" in r for r in rows)
     result = runner.invoke(cli, ["explain", "--model", str(tiny_model)])
     assert result.exit_code == 2 and "Error: give texts as arguments or --file FILE" in result.stderr
+
+
+def test_explain_survives_lone_surrogates(tiny_scorer):
+    (e,) = explain_texts(tiny_scorer, ["\ud800质量很好"])
+    assert e.label is not None and "质量" in e.tokens
