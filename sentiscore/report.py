@@ -31,5 +31,5 @@ def format_card(meta: dict, path: Path, hash_: str) -> str:
         for group, m in metrics["dev"].get("by_group", {}).items():
             lines.append(_metric_line(f"  {group}", m))
     if model["arch"] == "wide-deep":
-        lines.append("  note: top_words come from the attention path; the character n-gram path also contributes to the label.")
+        lines.append("  note: the character n-gram path contributes to the label too; top_words count both paths' contributions.")
     return "\n".join(lines)
