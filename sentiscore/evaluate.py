@@ -5,6 +5,7 @@ per row are held in memory."""
 from __future__ import annotations
 
 import heapq
+import itertools
 
 import numpy as np
 
@@ -83,6 +84,7 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     name_index = {name: i for i, (_, name) in enumerate(labels)}
     y_true, y_pred, confidences, groups = [], [], [], []
     mistakes: list = []  # heap of the most confident mistakes: (confidence, n, record)
+    tiebreak = itertools.count()
     try:
         for batch in source.batches:
             raw = label_strings(batch.column(label_column))
@@ -106,7 +108,7 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
             for i in np.flatnonzero((pred_ids != true_ids) & (pred_ids != UNSCORED)):
                 record = {"text": kept_texts[i], "true": labels[true_ids[i]][1], "predicted": labels[pred_ids[i]][1],
                           "confidence": round(float(confidence[i]), 4)}
-                item = (float(confidence[i]), len(mistakes) + sum(a.size for a in y_true), record)
+                item = (float(confidence[i]), next(tiebreak), record)  # never compares the dicts
                 if len(mistakes) < MISTAKES_SHOWN:
                     heapq.heappush(mistakes, item)
                 elif item[0] > mistakes[0][0]:

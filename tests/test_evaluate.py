@@ -28,3 +28,16 @@ def test_evaluate_reports_groups_and_formats(tiny_model, sample_dir):
 def test_evaluate_without_label_column(tiny_model, sample_dir):
     with pytest.raises(InputError, match="no column 'label'"):
         evaluate(sample_dir / "reviews.csv", model=tiny_model, workers=1)
+
+
+def test_many_equally_confident_mistakes(tiny_model, tmp_path):
+    """Duplicated texts give identical confidences; keeping the top mistakes must not compare records."""
+    import pandas as pd
+
+    rows = pd.DataFrame({"txt": ["质量很好，推荐"] * 60 + ["太差了"] * 60, "label": [-1] * 60 + [1] * 60})
+    path = tmp_path / "dupes.csv"
+    rows.to_csv(path, index=False)
+    result = evaluate(path, model=tiny_model, workers=1)
+    assert len(result["most_confident_mistakes"]) == 20
+    confidences = [m["confidence"] for m in result["most_confident_mistakes"]]
+    assert confidences == sorted(confidences, reverse=True)
