@@ -22,7 +22,7 @@ from .config import (
     WideConfig,
     parse_labels,
 )
-from .errors import SentiscoreError
+from .errors import RunStopped, SentiscoreError
 
 INPUT_FORMAT_CHOICES = click.Choice(["csv", "tsv", "parquet", "jsonl"])
 OUTPUT_FORMAT_CHOICES = click.Choice(["parquet", "csv", "tsv", "jsonl"])
@@ -40,7 +40,9 @@ def _errors_to_exit(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         # SIGTERM (cron timeouts, kill) unwinds like Ctrl-C: temp output is
-        # removed and worker processes are stopped on the way out.
+        # removed and worker processes are stopped on the way out. Handlers
+        # are put back afterwards (the CLI may run inside another program).
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return func(*args, **kwargs)
@@ -52,6 +54,13 @@ def _errors_to_exit(func):
         except _Terminated:
             click.echo("sentiscore: terminated; no output was written", err=True)
             sys.exit(143)
+        except RunStopped as stop:
+            what = "terminated" if stop.signum == signal.SIGTERM else "interrupted"
+            click.echo(f"sentiscore: {what}; no output was written", err=True)
+            sys.exit(128 + stop.signum)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     return wrapper
 
@@ -63,6 +72,16 @@ class _Terminated(BaseException):
 
 def _raise_terminated(signum, frame):
     raise _Terminated()
+
+
+def _stop_at_next_chunk(signum, frame):
+    """First SIGINT/SIGTERM: finish the chunk in hand, clean up, exit.
+    A second one stops at once."""
+    from .pipeline import request_stop
+
+    request_stop(signum)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def model_option(func):
@@ -132,6 +151,8 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
     prob_<label>, top_words, top_weights and status added."""
     from .pipeline import score_file
 
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop_at_next_chunk)
     config = ScoreConfig(
         text_column=text_column, chunk_size=chunk_size, batch_size=batch_size, top_k=top_k, workers=workers,
         input_format=input_format, output_format=output_format, encoding=encoding,

@@ -44,3 +44,13 @@ class TrainingError(SentiscoreError):
 
 class WorkerError(SentiscoreError):
     """A worker process died (killed, out of memory); the run stops instead of hanging."""
+
+
+class RunStopped(BaseException):
+    """A stop was asked for (SIGINT, SIGTERM) and honoured at a safe point
+    between chunks. A BaseException, like KeyboardInterrupt, so cleanup code
+    runs and ``except Exception`` does not swallow it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum

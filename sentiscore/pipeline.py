@@ -11,6 +11,7 @@ model's work on the current one.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import pyarrow.compute as pc
 from . import __version__
 from .artifacts import STOPWORDS_FILE, USER_DICT_FILE, LoadedModel, load_model_dir
 from .config import ScoreConfig, SegmenterConfig, WideConfig, default_workers
-from .errors import InputError, OutputError, SettingsMismatchError, UsageError, WorkerError
+from .errors import InputError, OutputError, RunStopped, SettingsMismatchError, UsageError, WorkerError
 from .io import (
     INPUT_FORMATS,
     OUTPUT_FORMATS,
@@ -429,8 +430,27 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
             scorer.close()
 
 
+_stop_requested = threading.Event()
+_stop_signal = [0]
+
+
+def request_stop(signum: int) -> None:
+    """Ask a running ``score_file`` to stop before its next chunk (safe to
+    call from a signal handler: it only sets a flag). Raising from the handler
+    instead could fire while the worker pool holds its own lock, and the
+    cleanup that shuts the pool down would then wait on that lock forever."""
+    _stop_signal[0] = signum
+    _stop_requested.set()
+
+
+def _check_stop() -> None:
+    if _stop_requested.is_set():
+        raise RunStopped(_stop_signal[0])
+
+
 def _stream(scorer: Scorer, source, sink, config: ScoreConfig, keep, prefix, progress, output_label: str) -> ScoreSummary:
     started = time.perf_counter()
+    _stop_requested.clear()
     counts = np.zeros(len(scorer.labels), np.int64)
     unlabelled = 0
 
@@ -454,6 +474,7 @@ def _stream(scorer: Scorer, source, sink, config: ScoreConfig, keep, prefix, pro
         pending = None  # segmentation of the next chunk overlaps the model's work on this one
         first_row = 0
         for index, batch in enumerate(source.batches):
+            _check_stop()
             if sink.is_done(index):  # --resume: this chunk's part is already written
                 unlabelled += _tally(sink.read_done(index, [prefix + "label"]).column(0), scorer.labels, counts)
                 if progress is not None:
@@ -466,6 +487,7 @@ def _stream(scorer: Scorer, source, sink, config: ScoreConfig, keep, prefix, pro
             first_row += batch.num_rows
         if pending is not None:
             emit(*pending)
+        _check_stop()
         sink.finish(empty_schema)
     except BaseException:
         sink.abort()
