@@ -14,7 +14,6 @@ loads Keras with ``safe_mode=True``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ModelError
+from .io import sha256_of
 
 META_FILE = "meta.json"
 MANIFEST_FILE = "manifest.json"
@@ -31,14 +31,6 @@ STOPWORDS_FILE = "stopwords.txt"
 USER_DICT_FILE = "userdict.txt"
 FORMAT_VERSION = 1
 DEFAULT_MODEL = "zh-fast"
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def builtin_models() -> dict[str, Path]:

@@ -18,18 +18,25 @@ def negative_log_likelihood(logits: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(np.log(np.maximum(p, 1e-12))))
 
 
-def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
-    """Weighted gap between confidence and accuracy over equal-width bins."""
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y
+def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict:
+    """Reliability-diagram rows (equal-width confidence bins) and the
+    expected calibration error: the rows' weighted |confidence - accuracy|."""
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    table = []
     ece = 0.0
     for b in range(bins):
         in_bin = which == b
         if in_bin.any():
-            ece += in_bin.mean() * abs(confidence[in_bin].mean() - correct[in_bin].mean())
-    return float(ece)
+            conf, acc = float(confidence[in_bin].mean()), float(correct[in_bin].mean())
+            ece += in_bin.mean() * abs(conf - acc)
+            table.append({"low": round(float(edges[b]), 2), "high": round(float(edges[b + 1]), 2), "rows": int(in_bin.sum()),
+                          "confidence": round(conf, 4), "accuracy": round(acc, 4)})
+    return {"ece": float(ece), "bins": table}
+
+
+def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    return reliability(probs.max(axis=1), probs.argmax(axis=1) == y, bins)["ece"]
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:

@@ -9,6 +9,7 @@ import itertools
 
 import numpy as np
 
+from .calibration import reliability
 from .config import ScoreConfig
 from .errors import InputError
 from .io import INPUT_FORMATS, detect_format, open_input
@@ -17,20 +18,6 @@ UNSCORED = -1  # prediction for rows that got no label (empty text...): always w
 MISTAKES_SHOWN = 20
 
 
-def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict:
-    """Reliability diagram data and expected calibration error."""
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    table = []
-    ece = 0.0
-    for b in range(bins):
-        in_bin = which == b
-        if in_bin.any():
-            conf, acc = float(confidence[in_bin].mean()), float(correct[in_bin].mean())
-            ece += in_bin.mean() * abs(conf - acc)
-            table.append({"low": round(float(edges[b]), 2), "high": round(float(edges[b + 1]), 2), "rows": int(in_bin.sum()),
-                          "confidence": round(conf, 4), "accuracy": round(acc, 4)})
-    return {"ece": round(float(ece), 4), "bins": table}
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str], present_only: bool = False) -> dict:
@@ -127,7 +114,9 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     result["model_hash"] = scorer.loaded.hash
     result["labels"] = names
     conf_all = np.concatenate(confidences) if confidences else np.zeros(0)
-    result["calibration"] = reliability(conf_all[y_pred_all != UNSCORED], (y_true_all == y_pred_all)[y_pred_all != UNSCORED])
+    scored = y_pred_all != UNSCORED
+    calibration = reliability(conf_all[scored], (y_true_all == y_pred_all)[scored])
+    result["calibration"] = {**calibration, "ece": round(calibration["ece"], 4)}
     result["most_confident_mistakes"] = [record for _, _, record in sorted(mistakes, key=lambda m: (-m[0], m[1]))]
     if has_group:
         group_arr = np.array(groups, dtype=object)

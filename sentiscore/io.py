@@ -9,6 +9,7 @@ break a streaming read halfway through a file.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -180,12 +181,16 @@ def _ragged_hint(path, fmt: str, encoding: str, message: str) -> str:
     return f"{where}; fix the row, or pass --on-bad-lines skip to skip such rows (they are listed in OUT.bad-lines.tsv)"
 
 
+def _read_error(path, fmt: str, encoding: str, exc: Exception) -> InputError:
+    hint = _decode_hint(path, fmt, encoding, str(exc)) or _ragged_hint(path, fmt, encoding, str(exc))
+    return InputError(f"cannot read {path} as {fmt}: {exc}{hint}")
+
+
 def _wrap_read_errors(batches: Iterator[pa.RecordBatch], path, fmt: str, encoding: str) -> Iterator[pa.RecordBatch]:
     try:
         yield from batches
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError, OSError) as exc:
-        hint = _decode_hint(path, fmt, encoding, str(exc)) or _ragged_hint(path, fmt, encoding, str(exc))
-        raise InputError(f"cannot read {path} as {fmt}: {exc}{hint}") from exc
+        raise _read_error(path, fmt, encoding, exc) from exc
 
 
 def open_input(path, fmt: str, chunk_size: int, encoding: str = "utf-8", on_bad_lines: str = "error") -> InputSource:
@@ -238,8 +243,7 @@ def open_input(path, fmt: str, chunk_size: int, encoding: str = "utf-8", on_bad_
                 ),
             )
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-            hint = _decode_hint(path, fmt, encoding, str(exc)) or _ragged_hint(path, fmt, encoding, str(exc))
-            raise InputError(f"cannot read {path} as {fmt}: {exc}{hint}") from exc
+            raise _read_error(path, fmt, encoding, exc) from exc
         schema = reader.schema
         batches = iter(reader)
         total = None
@@ -475,14 +479,16 @@ RESUME_MANIFEST = "_sentiscore_run.json"
 SUCCESS_MARKER = "_SUCCESS"
 
 
-def file_fingerprint(path) -> dict:
-    import hashlib
-
+def sha256_of(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return {"path": str(Path(path).resolve()), "size": Path(path).stat().st_size, "sha256": h.hexdigest()}
+    return h.hexdigest()
+
+
+def file_fingerprint(path) -> dict:
+    return {"path": str(Path(path).resolve()), "size": Path(path).stat().st_size, "sha256": sha256_of(path)}
 
 
 class PartsSink:
@@ -538,7 +544,7 @@ class PartsSink:
         self.rows += batch.num_rows
 
     def finish(self, empty_schema) -> None:
-        if not self.done and self.rows == 0 and not list(self.directory.glob("part-*.parquet")):
+        if not any(self.directory.glob("part-*.parquet")):  # no rows at all: still one valid, empty part
             self.write(0, pa.RecordBatch.from_pylist([], schema=empty_schema()))
         (self.directory / SUCCESS_MARKER).write_text("", encoding="utf-8")
 

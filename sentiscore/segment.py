@@ -9,7 +9,6 @@ before segmentation.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -230,19 +229,19 @@ class ParallelSegmenter:
         try:
             futures = [pool.submit(self.worker_function, part) for part in self._slices(texts)]
         except BrokenProcessPool as exc:
-            self.close()
-            raise WorkerError("a segmentation worker process died (out of memory or killed?); no output was written") from exc
+            raise self._worker_died() from exc
 
         def wait() -> SegmentedBatch:
             try:
                 return SegmentedBatch.concat([f.result() for f in futures])
             except BrokenProcessPool as exc:
-                self.close()
-                raise WorkerError(
-                    "a segmentation worker process died (out of memory or killed?); no output was written"
-                ) from exc
+                raise self._worker_died() from exc
 
         return wait
+
+    def _worker_died(self) -> WorkerError:
+        self.close()
+        return WorkerError("a segmentation worker process died (out of memory or killed?); no output was written")
 
     def segment(self, texts: list[str]) -> SegmentedBatch:
         return self.submit(texts)()
@@ -264,14 +263,6 @@ class ParallelSegmenter:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def segmenter_version() -> str:
