@@ -162,7 +162,7 @@ class LoadedModel:
         return [(str(item["value"]), str(item["name"])) for item in self.meta["labels"]]
 
 
-def load_model_dir(model: str | Path | None) -> LoadedModel:
+def load_model_dir(model: str | Path | None, device: str = "auto", log=None) -> LoadedModel:
     path = resolve_model_path(model)
     meta = verify(path)
     from .embed import load_embedder
@@ -177,5 +177,5 @@ def load_model_dir(model: str | Path | None) -> LoadedModel:
         keras_model = keras.saving.load_model(path / KERAS_FILE, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file
         raise ModelError(f"{path / KERAS_FILE} could not be loaded safely: {exc}") from exc
-    embedder = load_embedder(path, meta["embedder"])
+    embedder = load_embedder(path, meta["embedder"], device=device, log=log)
     return LoadedModel(path=path, meta=meta, keras_model=keras_model, embedder=embedder, hash=model_hash(path))

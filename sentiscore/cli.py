@@ -102,6 +102,13 @@ def workers_option(func):
     )(func)
 
 
+def device_option(func):
+    return click.option(
+        "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+        help="Where ELMo runs (auto: the GPU when torch sees one).",
+    )(func)
+
+
 def input_options(func):
     func = click.option("--input-format", type=INPUT_FORMAT_CHOICES, default=None, help="Input format; default from the extension (needed for '-').")(func)
     func = click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CSV/TSV input (e.g. gb18030).")(func)
@@ -135,6 +142,9 @@ def cli():
 @click.option("--maxlen", type=int, default=None, help="Check the model was trained with this maxlen (error if not).")
 @click.option("--user-dict", type=click.Path(dir_okay=False), default=None, help="Check the model was trained with this jieba user dictionary (error if not).")
 @click.option("--stopwords", default=None, help="Check the model was trained with these stopwords (error if not).")
+@click.option("--layer-mix", type=click.Choice(["average", "top", "scalar"]), default=None,
+              help="Check an ELMo model was trained with this layer mix (error if not).")
+@device_option
 @workers_option
 @click.option("--on-bad-lines", type=click.Choice(["error", "skip"]), default="error", show_default=True,
               help="CSV rows with the wrong number of fields: stop, or skip them (listed in OUT.bad-lines.tsv).")
@@ -143,7 +153,8 @@ def cli():
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
 @_errors_to_exit
 def score(input_path, output_path, model, text_column, input_format, encoding, output_format, chunk_size, batch_size,
-          top_k, keep_columns, prefix, maxlen, user_dict, stopwords, workers, on_bad_lines, resume, overwrite, quiet):
+          top_k, keep_columns, prefix, maxlen, user_dict, stopwords, layer_mix, device, workers, on_bad_lines, resume, overwrite,
+          quiet):
     """Score IN (CSV/TSV/Parquet/JSONL, or '-' for stdin) into OUT (Parquet,
     CSV, TSV or JSONL, or '-' for stdout).
 
@@ -157,9 +168,9 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
         text_column=text_column, chunk_size=chunk_size, batch_size=batch_size, top_k=top_k, workers=workers,
         input_format=input_format, output_format=output_format, encoding=encoding,
         keep_columns=tuple(c.strip() for c in keep_columns.split(",") if c.strip()) if keep_columns is not None else None,
-        overwrite=overwrite, quiet=quiet, on_bad_lines=on_bad_lines, resume=resume,
+        overwrite=overwrite, quiet=quiet, on_bad_lines=on_bad_lines, resume=resume, device=device,
     )
-    expect = {"maxlen": maxlen, "user_dict": user_dict, "stopwords": stopwords}
+    expect = {"maxlen": maxlen, "user_dict": user_dict, "stopwords": stopwords, "layer_mix": layer_mix}
     bar = None
     if not quiet and sys.stderr.isatty():
         from tqdm import tqdm
@@ -193,7 +204,14 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @click.option("--learning-rate", type=float, default=2e-3, show_default=True)
 @click.option("--patience", type=click.IntRange(min=0), default=2, show_default=True, help="Epochs without val-loss gain before stopping.")
 @click.option("--maxlen", type=click.IntRange(min=1), default=128, show_default=True, help="Tokens per text.")
-@click.option("--embed-dim", type=click.IntRange(min=1), default=96, show_default=True)
+@click.option("--embedder", type=click.Choice(["vocab", "elmo"]), default="vocab", show_default=True,
+              help="vocab: learned word embeddings; elmo: contextual vectors from --elmo-model.")
+@click.option("--elmo-model", default=None, metavar="DIR|NAME",
+              help="biLM folder (from 'sentiscore elmo pretrain', or HIT-SCIR's zhs.model), or a model (e.g. zh-elmo) whose biLM to reuse.")
+@click.option("--layer-mix", type=click.Choice(["average", "top", "scalar"]), default="average", show_default=True,
+              help="ELMo layers: their average, the top one, or a learned mix.")
+@device_option
+@click.option("--embed-dim", type=click.IntRange(min=1), default=96, show_default=True, help="Word vector size (vocab embedder).")
 @click.option("--min-count", type=click.IntRange(min=1), default=2, show_default=True, help="Minimum word count for the vocabulary.")
 @click.option("--lstm-units", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--dropout", type=float, default=0.3, show_default=True)
@@ -210,7 +228,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @click.option("--quiet", "-q", is_flag=True)
 @_errors_to_exit
 def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch, val_fraction, dev_path, seed, epochs,
-          batch_size, learning_rate, patience, maxlen, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_c, wide_l2, no_class_weights, no_calibration,
+          batch_size, learning_rate, patience, maxlen, embedder, elmo_model, layer_mix, device, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_c, wide_l2, no_class_weights, no_calibration,
           user_dict, stopwords, workers, quiet):
     """Train a model on DATA (CSV/TSV/Parquet/JSONL with text and label
     columns) and write it to --out."""
@@ -223,7 +241,8 @@ def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch
         val_fraction=val_fraction, seed=seed, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         patience=patience, class_weights=not no_class_weights, calibrate=not no_calibration, workers=workers, name=name or Path(out_dir).name,
         segmenter=SegmenterConfig(stopwords=stopwords, user_dict=user_dict),
-        embedder=EmbedderConfig(maxlen=maxlen, embed_dim=embed_dim, min_count=min_count),
+        embedder=EmbedderConfig(type=embedder, maxlen=maxlen, embed_dim=embed_dim, min_count=min_count, layer_mix=layer_mix),
+        elmo_model=elmo_model, device=device,
         wide=WideConfig(),
         model=ModelConfig(arch=arch, lstm_units=lstm_units, dropout=dropout, token_dropout=token_dropout, wide_training=wide_training, wide_c=wide_c, wide_l2=wide_l2),
     )
@@ -316,3 +335,50 @@ def info(model, as_json):
         click.echo(json.dumps(meta, ensure_ascii=False, indent=2))
     else:
         click.echo(format_card(meta, path, model_hash(path)))
+
+
+@cli.group()
+def elmo():
+    """ELMo biLMs: pretrain one for the elmo embedder."""
+
+
+@elmo.command()
+@click.argument("corpus", nargs=-1, required=True, metavar="CORPUS...")
+@click.option("--out", "out_dir", required=True, help="Folder to write the biLM to (elmoformanylangs' format).")
+@click.option("--size", type=click.Choice(["small", "base", "large"]), default="small", show_default=True,
+              help="small: 2×LSTM 512/128, 256-d (CPU); base: 2048/256, 512-d; large: HIT-SCIR's 4096/512, 1024-d (GPU).")
+@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
+@click.option("--max-sent-len", type=click.IntRange(min=2), default=40, show_default=True, help="Tokens per training window.")
+@click.option("--min-count", type=click.IntRange(min=1), default=3, show_default=True, help="Rarer words are <oov> as LM targets.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's choice).")
+@click.option("--text-column", default="txt", show_default=True, help="Text column of table corpora.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last finished epoch.")
+@device_option
+@workers_option
+@click.option("--quiet", "-q", is_flag=True)
+@_errors_to_exit
+def pretrain(corpus, out_dir, size, epochs, batch_size, learning_rate, max_sent_len, min_count, seed, threads, text_column,
+             resume, device, workers, quiet):
+    """Pretrain a compact Chinese ELMo on CORPUS files: .txt files of
+    segmented sentences (one per line, tokens split by spaces), or any file
+    'score' reads (segmented here with the built-in segmenter settings).
+
+    The folder loads with elmoformanylangs.Embedder unchanged and feeds
+    'sentiscore train --embedder elmo --elmo-model OUT'."""
+    from .config import ElmoPretrainConfig
+
+    try:
+        from .embed.elmo_pretrain import pretrain as run_pretrain
+    except ImportError as exc:
+        raise _ExitError(f"ELMo needs torch and elmoformanylangs ({exc}); install them with: pip install 'sentiscore[elmo]'", 2) from exc
+    config = ElmoPretrainConfig.sized(size, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                                      max_sent_len=max_sent_len, min_count=min_count, seed=seed, device=device, threads=threads)
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    card = run_pretrain(list(corpus), out_dir, config, text_column=text_column, workers=workers, resume=resume, log=log,
+                        progress=not quiet and sys.stderr.isatty())
+    last = card["history"][-1] if card["history"] else {}
+    click.echo(f"wrote {out_dir}: {card['output_dim']}-d ELMo, {len(card['history'])} epochs, "
+               f"held-out perplexity {last.get('valid_perplexity')}")

@@ -28,11 +28,18 @@ class SegmenterConfig:
 
 @dataclass(frozen=True)
 class EmbedderConfig:
-    type: str = "vocab"
+    type: str = "vocab"  # "vocab" (learned embeddings) or "elmo" (vectors from a biLM)
     maxlen: int = 128  # tokens; p95 of our reviews is ~96, p99 ~178
-    embed_dim: int = 96
+    embed_dim: int = 96  # vocab only
+    layer_mix: str = "average"  # elmo only: average, top or scalar (learned)
     min_count: int = 2
     max_vocab: int = 60000
+
+    def __post_init__(self):
+        if self.type not in ("vocab", "elmo"):
+            raise UsageError("--embedder must be vocab or elmo")
+        if self.layer_mix not in ("average", "top", "scalar"):
+            raise UsageError("--layer-mix must be average, top or scalar")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -71,6 +78,75 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
 
+ELMO_SIZES = ("small", "base", "large")
+
+
+@dataclass(frozen=True)
+class ElmoPretrainConfig:
+    """A biLM in elmoformanylangs' format: char-CNN token embedder, then
+    ``n_layers`` of LSTM(``lstm_dim``) projected to ``projection_dim`` each
+    way, so each layer gives 2 × projection_dim numbers per token."""
+
+    size: str = "small"
+    char_dim: int = 50
+    filters: tuple[tuple[int, int], ...] = ((1, 32), (2, 32), (3, 64), (4, 128))
+    n_highway: int = 1
+    lstm_dim: int = 512
+    projection_dim: int = 128
+    n_layers: int = 2
+    cell_clip: float = 3.0
+    proj_clip: float = 3.0
+    dropout: float = 0.1
+    max_chars_per_token: int = 20  # the CNN's window: longer tokens are cut
+    max_sent_len: int = 40  # training windows (tokens); texts longer are split
+    min_count: int = 3  # words rarer than this are <oov> as softmax targets
+    max_vocab: int = 100_000
+    n_samples: int = 4096  # sampled-softmax columns; raised to cover one batch's words
+    epochs: int = 2
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    clip_grad: float = 5.0
+    valid_fraction: float = 0.01
+    seed: int = 1
+    device: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self):
+        if self.size not in ELMO_SIZES:
+            raise UsageError(f"--size must be one of {', '.join(ELMO_SIZES)}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UsageError("--device must be auto, cpu or cuda")
+        if self.batch_size < 1 or self.epochs < 1 or self.max_sent_len < 2:
+            raise UsageError("--batch-size and --epochs must be at least 1, --max-sent-len at least 2")
+
+    @classmethod
+    def sized(cls, size: str, **overrides) -> "ElmoPretrainConfig":
+        """``small`` (256-d layers, CPU-friendly), ``base`` (512-d) and
+        ``large`` (HIT-SCIR's shape, 1024-d; wants a GPU)."""
+        presets = {
+            "small": {},
+            "base": {"filters": ((1, 32), (2, 64), (3, 128), (4, 256), (5, 512)), "n_highway": 2,
+                     "lstm_dim": 2048, "projection_dim": 256, "char_dim": 50},
+            "large": {"filters": ((1, 32), (2, 32), (3, 64), (4, 128), (5, 256), (6, 512), (7, 1024)), "n_highway": 2,
+                      "lstm_dim": 4096, "projection_dim": 512, "char_dim": 50, "n_samples": 8192},
+        }
+        if size not in presets:
+            raise UsageError(f"--size must be one of {', '.join(ELMO_SIZES)}")
+        return cls(size=size, **{**presets[size], **overrides})
+
+    def network_config(self) -> dict:
+        """The JSON elmoformanylangs builds its classes from."""
+        return {
+            "encoder": {"name": "elmo", "projection_dim": self.projection_dim, "cell_clip": self.cell_clip,
+                        "proj_clip": self.proj_clip, "dim": self.lstm_dim, "n_layers": self.n_layers},
+            "token_embedder": {"name": "cnn", "activation": "relu", "filters": [list(f) for f in self.filters],
+                               "n_highway": self.n_highway, "word_dim": 0, "char_dim": self.char_dim,
+                               "max_characters_per_token": self.max_chars_per_token},
+            "classifier": {"name": "sampled_softmax", "n_samples": self.n_samples},
+            "dropout": self.dropout,
+        }
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     text_column: str = "txt"
@@ -85,6 +161,8 @@ class TrainConfig:
     class_weights: bool = True
     calibrate: bool = True  # temperature + class thresholds fitted on the validation split
     workers: int | None = None
+    elmo_model: str | None = None  # biLM folder, for embedder type elmo (copied into the model)
+    device: str = "auto"  # where ELMo runs: auto, cpu or cuda
     name: str = "custom"
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
@@ -113,6 +191,7 @@ class ScoreConfig:
     quiet: bool = False
     resume: bool = False  # OUT is a directory of Parquet parts, one per chunk; reruns skip finished parts
     on_bad_lines: str = "error"  # CSV rows with too many/few fields: "error" or "skip" (listed in OUT.bad-lines.tsv)
+    device: str = "auto"  # where an ELMo embedder runs: auto, cpu or cuda
 
     def __post_init__(self):
         if self.chunk_size < 1:

@@ -142,3 +142,21 @@ class LogitCalibration(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature, "bias": self.bias}
+
+
+@keras.saving.register_keras_serializable(package="sentiscore")
+class ScalarMix(keras.layers.Layer):
+    """ELMo's learned layer mix (Peters et al. 2018): ``γ Σ_l softmax(s)_l x_l``
+    over the biLM layers of a ``(batch, steps, layers, dim)`` input."""
+
+    def build(self, input_shape):
+        self.scalars = self.add_weight(name="scalars", shape=(input_shape[-2],), initializer="zeros")
+        self.gamma = self.add_weight(name="gamma", shape=(), initializer="ones")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        weights = ops.softmax(self.scalars)
+        return self.gamma * ops.einsum("btld,l->btd", inputs, weights)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-2], input_shape[-1])

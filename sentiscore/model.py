@@ -78,19 +78,33 @@ def build_classifier(
     wide_config: WideConfig | None,
     vocab_size: int,
     n_classes: int,
+    elmo_shape: tuple[int, int] | None = None,
 ):
     """TextAttBiRNN: tokens → BiLSTM(sequences) → feed-forward attention → Dense,
     plus (``wide-deep``) a linear layer over hashed char n-grams whose logits
-    are summed with the deep logits before the softmax."""
+    are summed with the deep logits before the softmax. The tokens come in
+    as ids (``vocab``: learned embeddings) or as ELMo vectors (``elmo``:
+    ``elmo_shape`` = (biLM layers, dim))."""
     import_tensorflow()
     import keras
 
-    from .layers import FeedForwardAttention, HashedNgramLinear, TokenDropout
+    from .layers import FeedForwardAttention, HashedNgramLinear, ScalarMix, TokenDropout
 
-    token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-    inputs = [token_ids]
-    x = TokenDropout(model_config.token_dropout, name="token_dropout")(token_ids)
-    x = keras.layers.Embedding(vocab_size, embedder_config.embed_dim, mask_zero=True, name="embedding")(x)
+    if embedder_config.type == "elmo":
+        # Padding rows are all-zero vectors (real ELMo vectors never are), so
+        # Masking gives the BiLSTM and the attention the real tokens only.
+        layers_in = embedder_config.layer_mix == "scalar"
+        shape = (None, elmo_shape[0], elmo_shape[1]) if layers_in else (None, elmo_shape[1])
+        deep_input = keras.Input(shape=shape, dtype="float32", name="elmo_layers" if layers_in else "elmo_vectors")
+        x = ScalarMix(name="scalar_mix")(deep_input) if layers_in else deep_input
+        x = keras.layers.Masking(0.0, name="embedding")(x)
+        # Token dropout for vectors: whole tokens zeroed while training.
+        x = keras.layers.Dropout(model_config.token_dropout, noise_shape=(None, None, 1), name="token_dropout")(x)
+    else:
+        deep_input = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+        x = TokenDropout(model_config.token_dropout, name="token_dropout")(deep_input)
+        x = keras.layers.Embedding(vocab_size, embedder_config.embed_dim, mask_zero=True, name="embedding")(x)
+    inputs = [deep_input]
     x = keras.layers.Dropout(model_config.dropout, name="embedding_dropout")(x)
     x = keras.layers.Bidirectional(
         keras.layers.LSTM(model_config.lstm_units, return_sequences=True), name="bilstm"
@@ -118,12 +132,12 @@ def stacked_training_model(keras_model, n_classes: int):
     shares its layers with ``keras_model``, so training it trains them."""
     import keras
 
-    token_ids = keras_model.get_layer("token_ids").output
+    deep_input = keras_model.inputs[0]
     offset = keras.Input(shape=(n_classes,), dtype="float32", name="wide_offset")
     deep = keras_model.get_layer("deep_logits").output
     logits = keras.layers.Add(name="stacked_logits")([deep, offset])
     probs = keras.layers.Activation("softmax", name="stacked_probs")(logits)
-    return keras.Model({"token_ids": token_ids, "wide_offset": offset}, probs)
+    return keras.Model({deep_input.name: deep_input, "wide_offset": offset}, probs)
 
 
 def logits_model(keras_model):
@@ -177,7 +191,7 @@ class Predictor:
             token_logits = tf.einsum("btd,dc->btc", h, tf.convert_to_tensor(kernel)) * alpha[..., None]
             return probs, alpha, token_logits
 
-        signature = [{name: tf.TensorSpec([None, None], tf.int32, name=name) for name in self.input_names}]
+        signature = [{t.name: tf.TensorSpec([None, *t.shape[1:]], t.dtype, name=t.name) for t in keras_model.inputs}]
         self._run = tf.function(run, input_signature=signature)
         self._oom_error = tf.errors.ResourceExhaustedError
 

@@ -77,7 +77,9 @@ class ScoreSummary:
             f"sentiscore: {self.rows:,} rows in {self.seconds:.1f} s ({self.rows_per_second:,.0f} rows/s); "
             f"{counts}, no label {self.unlabelled:,}; model {self.model_name}@{self.model_hash} "
             f"segmenter {self.provenance.get('sentiscore.segmenter', '?')} "
-            f"sentiscore {__version__} tensorflow {self.provenance.get('sentiscore.tensorflow_version', '?')} "
+            + (f"embedder {emb} torch {self.provenance.get('sentiscore.torch_version')} "
+               if (emb := self.provenance.get("sentiscore.embedder", "vocab")) != "vocab" else "")
+            + f"sentiscore {__version__} tensorflow {self.provenance.get('sentiscore.tensorflow_version', '?')} "
             f"keras {self.provenance.get('sentiscore.keras_version', '?')} -> {self.output}"
             + (f"; skipped {self.skipped_lines:,} bad CSV lines" + (f" (listed in {self.bad_lines_file})" if self.bad_lines_file else "")
                if self.skipped_lines else "")
@@ -135,17 +137,21 @@ class Scorer:
             "sentiscore.model_hash": loaded.hash,
             "sentiscore.model_path": str(loaded.path),
             "sentiscore.segmenter": f"jieba_fast {segmenter_version()}",
-            "sentiscore.embedder": str(meta["embedder"]["type"]),
+            "sentiscore.embedder": _embedder_line(meta["embedder"], getattr(self.embedder, "device", None)),
             "sentiscore.tensorflow_version": versions["tensorflow"],
             "sentiscore.keras_version": versions["keras"],
         }
+        if getattr(self.embedder, "torch_version", None):
+            self.provenance["sentiscore.torch_version"] = self.embedder.torch_version
 
     @classmethod
-    def from_model(cls, model=None, *, workers=None, batch_size=256, top_k=3, expect: dict | None = None) -> "Scorer":
+    def from_model(cls, model=None, *, workers=None, batch_size=256, top_k=3, expect: dict | None = None,
+                   device: str = "auto") -> "Scorer":
         """``expect`` holds settings the caller asked for (``maxlen``,
-        ``user_dict``, ``stopwords``); any that differ from the model's
-        training settings raise :class:`SettingsMismatchError`."""
-        loaded = load_model_dir(model)
+        ``user_dict``, ``stopwords``, ``layer_mix``); any that differ from the
+        model's training settings raise :class:`SettingsMismatchError`.
+        ``device`` is where an ELMo embedder runs (auto, cpu, cuda)."""
+        loaded = load_model_dir(model, device=device, log=_log_stderr)
         check_expected_settings(loaded, expect or {})
         return cls(loaded, workers=workers, batch_size=batch_size, top_k=top_k)
 
@@ -348,6 +354,20 @@ def _is_int(value: str) -> bool:
         return False
 
 
+def _embedder_line(settings: dict, device: str | None) -> str:
+    """``vocab``, or ``elmo zh-small 256-d average on cpu``."""
+    if settings.get("type") != "elmo":
+        return str(settings.get("type"))
+    source = (settings.get("elmo") or {}).get("source", "?")
+    return f"elmo {source} {settings.get('dim')}-d {settings.get('layer_mix')} on {device}"
+
+
+def _log_stderr(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
+
+
 def check_expected_settings(loaded: LoadedModel, expect: dict) -> None:
     meta = loaded.meta
     problems = []
@@ -364,6 +384,10 @@ def check_expected_settings(loaded: LoadedModel, expect: dict) -> None:
 
         if load_stopwords(expect["stopwords"]) != load_stopwords(str(loaded.path / STOPWORDS_FILE)):
             problems.append(f"stopwords {expect['stopwords']} (model: its own stopwords.txt)")
+    if expect.get("layer_mix") and expect["layer_mix"] != meta["embedder"].get("layer_mix"):
+        problems.append(f"ELMo layer mix {expect['layer_mix']} (model: {meta['embedder'].get('layer_mix') or 'no ELMo'})")
+    if expect.get("embedder") and expect["embedder"] != meta["embedder"].get("type"):
+        problems.append(f"embedder {expect['embedder']} (model: {meta['embedder'].get('type')})")
     if problems:
         raise SettingsMismatchError(
             f"model {loaded.name} was trained with other settings: {'; '.join(problems)}. "
@@ -399,7 +423,8 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
         raise InputError(f"--keep-columns: no column {', '.join(missing)} in {input_path}; its columns are: {', '.join(names)}")
     own_scorer = scorer is None
     if own_scorer:
-        scorer = Scorer.from_model(model, workers=config.workers, batch_size=config.batch_size, top_k=config.top_k, expect=expect)
+        scorer = Scorer.from_model(model, workers=config.workers, batch_size=config.batch_size, top_k=config.top_k, expect=expect,
+                                   device=config.device)
     try:
         added = output_column_names(scorer.labels, prefix)
         clashes = [c for c in added if c in keep]

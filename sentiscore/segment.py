@@ -68,21 +68,27 @@ def load_stopwords(spec: str) -> frozenset[str]:
     return parse_word_list(path.read_text(encoding="utf-8"))
 
 
-def jieba_cache_dir() -> Path:
-    """A per-user cache folder for jieba's parsed dictionary (never a shared
-    /tmp/jieba.cache that another user can own or poison)."""
+def cache_dir(kind: str) -> Path:
+    """A per-user cache folder (``$SENTISCORE_CACHE_DIR/kind`` or
+    ``~/.cache/sentiscore/kind``); never a shared /tmp path that another
+    user can own or poison. Falls back to a fresh temp folder."""
     explicit = os.environ.get("SENTISCORE_CACHE_DIR")
     if explicit:
-        path = Path(explicit) / "jieba"
+        path = Path(explicit) / kind
     else:
-        path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sentiscore" / "jieba"
+        path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sentiscore" / kind
     try:
         path.mkdir(parents=True, exist_ok=True)
         if os.access(path, os.W_OK):
             return path
     except OSError:
         pass
-    return Path(tempfile.mkdtemp(prefix="sentiscore-jieba-"))
+    return Path(tempfile.mkdtemp(prefix=f"sentiscore-{kind}-"))
+
+
+def jieba_cache_dir() -> Path:
+    """Where jieba keeps its parsed dictionary."""
+    return cache_dir("jieba")
 
 
 @dataclass

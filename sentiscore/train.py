@@ -90,19 +90,22 @@ def _padded(flat: np.ndarray, offsets: np.ndarray, rows: np.ndarray, width_step:
 
 class BucketedBatches:
     """Length-bucketed batches padded to their own longest text, reshuffled
-    every pass when ``shuffle``. ``to_tf()`` gives a tf.data pipeline whose
-    signature leaves batch size and width free (Keras' own adapters fix the
-    width from the first batch)."""
+    every pass when ``shuffle``. ``rows`` are the subset's indices into the
+    full data; the deep inputs come from ``embedder.encode(features, …)`` (ids
+    or ELMo vectors). ``to_tf()`` gives a tf.data pipeline whose signature
+    leaves batch size and width free (Keras' own adapters fix the width from
+    the first batch)."""
 
-    def __init__(self, token_ids, token_offsets, ngram_ids, ngram_offsets, y, weights, batch_size, shuffle, seed, maxlen,
-                 wide_offset=None):
-        self.token_ids, self.token_offsets = token_ids, token_offsets
-        self.ngram_ids, self.ngram_offsets = ngram_ids, ngram_offsets
-        self.wide_offset = wide_offset  # (N, classes) fixed wide-path logits, instead of n-gram ids
+    def __init__(self, embedder, features, rows, ngram_ids, ngram_offsets, y, weights, batch_size, shuffle, seed, maxlen,
+                 wide_offset=None, input_specs=None):
+        self.embedder, self.features, self.rows = embedder, features, rows
+        self.ngram_ids, self.ngram_offsets = ngram_ids, ngram_offsets  # over the full data
+        self.wide_offset = wide_offset  # (N, classes) fixed wide-path logits for the subset, instead of n-gram ids
         self.y, self.weights = y, weights
         self.batch_size, self.shuffle, self.maxlen = batch_size, shuffle, maxlen
+        self.input_specs = input_specs  # {name: (shape after batch, dtype)} of the deep inputs
         self.rng = np.random.default_rng(seed)
-        self.lengths = np.diff(token_offsets)
+        self.lengths = np.minimum(features.lengths[rows], maxlen)
         self.batches = self._plan()
 
     def _plan(self) -> list[np.ndarray]:
@@ -116,12 +119,18 @@ class BucketedBatches:
     def __len__(self) -> int:
         return len(self.batches)
 
+    def deep_inputs(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        width = int(min(self.maxlen, max(1, -(-int(self.lengths[rows].max()) // _WIDTH_STEP) * _WIDTH_STEP)))
+        x = self.embedder.encode(self.features, self.rows[rows], width)
+        x.pop("mask")
+        return x
+
     def inputs(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        x = {"token_ids": _padded(self.token_ids, self.token_offsets, rows, _WIDTH_STEP, self.maxlen)}
+        x = self.deep_inputs(rows)
         if self.wide_offset is not None:
             x["wide_offset"] = self.wide_offset[rows]
         elif self.ngram_ids is not None:
-            x["ngram_ids"] = _padded(self.ngram_ids, self.ngram_offsets, rows, 64, 1 << 30)
+            x["ngram_ids"] = _padded(self.ngram_ids, self.ngram_offsets, self.rows[rows], 64, 1 << 30)
         return x
 
     def __iter__(self):
@@ -133,7 +142,7 @@ class BucketedBatches:
     def to_tf(self):
         import tensorflow as tf
 
-        x_spec = {"token_ids": tf.TensorSpec([None, None], tf.int32)}
+        x_spec = {name: tf.TensorSpec([None, *shape], dtype) for name, (shape, dtype) in self.input_specs.items()}
         if self.wide_offset is not None:
             x_spec["wide_offset"] = tf.TensorSpec([None, self.wide_offset.shape[1]], tf.float32)
         elif self.ngram_ids is not None:
@@ -188,18 +197,12 @@ def fit_wide_path(matrix, y: np.ndarray, sample_weight: np.ndarray, n_classes: i
     return table, bias
 
 
-def _rebase(flat: np.ndarray, offsets: np.ndarray, rows: np.ndarray):
-    lens = offsets[rows + 1] - offsets[rows]
-    new_flat = np.concatenate([flat[offsets[i] : offsets[i + 1]] for i in rows]) if rows.size else flat[:0]
-    return new_flat, np.concatenate([[0], np.cumsum(lens)])
-
-
-def _inference_inputs(data: "BucketedBatches", rows: np.ndarray, subset_idx: np.ndarray, ngram_ids, ngram_offsets) -> dict:
-    """The saved model's inputs for some rows of a subset: token ids, and the
-    n-gram ids (not the training-time offsets) for the wide path."""
-    x = {"token_ids": data.inputs(rows)["token_ids"]}
+def _inference_inputs(data: "BucketedBatches", rows: np.ndarray, ngram_ids, ngram_offsets) -> dict:
+    """The saved model's inputs for some rows of a subset: the deep inputs,
+    and the n-gram ids (not the training-time offsets) for the wide path."""
+    x = data.deep_inputs(rows)
     if ngram_ids is not None:
-        x["ngram_ids"] = _padded(ngram_ids, ngram_offsets, subset_idx[rows], 64, 1 << 30)
+        x["ngram_ids"] = _padded(ngram_ids, ngram_offsets, data.rows[rows], 64, 1 << 30)
     return x
 
 
@@ -262,17 +265,8 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
     emb_cfg = config.embedder
     with ParallelSegmenter(config.segmenter, emb_cfg.maxlen, workers) as segmenter:
         segmented = segmenter.segment(texts)
-    offsets = segmented.offsets
-    train_tokens = SegmentedBatch(
-        [t for i in train_idx for t in segmented.tokens[offsets[i] : offsets[i + 1]]],
-        segmented.lengths[train_idx],
-        segmented.truncated[train_idx],
-    )
-    from .embed.vocab import VocabEmbedder
-
-    embedder = VocabEmbedder.build(train_tokens, emb_cfg.min_count, emb_cfg.max_vocab)
-    token_ids = embedder.token_ids(segmented.tokens)
-    log(f"segmented with jieba_fast ({workers} workers); vocabulary {embedder.size - 2:,} words; "
+    embedder, features, embedder_card = _embed(config, segmented, train_idx, log)
+    log(f"segmented with jieba_fast ({workers} workers); {embedder_card['summary']}; "
         f"{segmented.truncated.mean():.1%} of texts truncated at maxlen {emb_cfg.maxlen}")
 
     ngram_ids = ngram_offsets = None
@@ -286,7 +280,8 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
     weights_per_class = class_weights(y[train_idx], n_classes) if config.class_weights else np.ones(n_classes)
     sample_weights = weights_per_class[y].astype(np.float32)
 
-    model = build_classifier(config.model, emb_cfg, config.wide, embedder.size, n_classes)
+    model = build_classifier(config.model, emb_cfg, config.wide, getattr(embedder, "size", 0), n_classes,
+                             elmo_shape=(embedder.n_layers, embedder.dim) if emb_cfg.type == "elmo" else None)
     names = [name for _, name in labels]
     prefit = config.model.arch == "wide-deep" and config.model.wide_training == "prefit"
     wide_offset = None
@@ -301,11 +296,13 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
         wide_only_metrics = classification_metrics(y[val_idx], wide_offset[val_idx].argmax(axis=1), names)
         log(f"wide path (logistic regression on hashed char n-grams): validation macro-F1 {wide_only_metrics['macro_f1']:.4f}")
 
+    input_specs = {t.name: (tuple(t.shape[1:]), t.dtype) for t in model.inputs if t.name != "ngram_ids"}
+
     def subset(rows, shuffle):
-        tok, tok_off = _rebase(token_ids, offsets, rows)
-        ng, ng_off = _rebase(ngram_ids, ngram_offsets, rows) if ngram_ids is not None and not prefit else (None, None)
-        return BucketedBatches(tok, tok_off, ng, ng_off, y[rows], sample_weights[rows], config.batch_size, shuffle, config.seed,
-                               emb_cfg.maxlen, wide_offset=wide_offset[rows] if prefit else None)
+        ng, ng_off = (ngram_ids, ngram_offsets) if ngram_ids is not None and not prefit else (None, None)
+        return BucketedBatches(embedder, features, rows, ng, ng_off, y[rows], sample_weights[rows], config.batch_size, shuffle,
+                               config.seed, emb_cfg.maxlen, wide_offset=wide_offset[rows] if prefit else None,
+                               input_specs=input_specs)
 
     train_data = subset(train_idx, shuffle=True)
     val_data = subset(val_idx, shuffle=False)
@@ -329,7 +326,7 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
     order = np.concatenate(val_data.batches)
     val_true = y[val_idx][order]
     to_logits = logits_model(model)
-    val_logits = np.concatenate([to_logits(_inference_inputs(val_data, rows, val_idx, ngram_ids, ngram_offsets), training=False).numpy()
+    val_logits = np.concatenate([to_logits(_inference_inputs(val_data, rows, ngram_ids, ngram_offsets), training=False).numpy()
                                  for rows in val_data.batches])
     temperature, bias, val_metrics, calibration = _calibrate(val_logits, val_true, names, config.calibrate)
     log(f"validation: accuracy {val_metrics['accuracy']:.4f}, macro-F1 {val_metrics['macro_f1']:.4f} (best epoch {best_epoch}; "
@@ -342,7 +339,7 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "labels": [{"value": v, "name": n} for v, n in labels],
         "segmenter": _segmenter_card(seg_cfg),
-        "embedder": {**emb_cfg.to_dict(), "vocab_size": embedder.size},
+        "embedder": {**emb_cfg.to_dict(), **embedder_card["settings"]},
         "wide": config.wide.to_dict(),
         "model": config.model.to_dict(),
         "training": {
@@ -382,6 +379,49 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
         log(f"dev: accuracy {dev['accuracy']:.4f}, macro-F1 {dev['macro_f1']:.4f} on {dev['rows']:,} rows")
         _rewrite_meta(out_dir, meta)
     return meta
+
+
+def _embed(config: TrainConfig, segmented: SegmentedBatch, train_idx: np.ndarray, log):
+    """The embedder (a vocabulary built on the training rows, or the given
+    ELMo biLM), its features for every row, and what the card says of it."""
+    emb_cfg = config.embedder
+    if emb_cfg.type == "elmo":
+        if not config.elmo_model:
+            raise TrainingError("--embedder elmo needs --elmo-model DIR (a folder from 'sentiscore elmo pretrain', or HIT-SCIR's zhs.model)")
+        from .embed.elmo import ElmoEmbedder, cached_features, elmo_card
+
+        embedder = ElmoEmbedder(resolve_elmo_dir(config.elmo_model), layer_mix=emb_cfg.layer_mix, device=config.device, log=log)
+        features = cached_features(embedder, segmented, log)
+        card = elmo_card(embedder)
+        summary = f"ELMo {Path(config.elmo_model).name}: {embedder.dim}-d, {embedder.n_layers} layers, mix {emb_cfg.layer_mix}"
+        return embedder, features, {"settings": {**embedder.settings(), "elmo": card}, "summary": summary}
+    from .embed.vocab import VocabEmbedder
+
+    offsets = segmented.offsets
+    train_tokens = SegmentedBatch(
+        [t for i in train_idx for t in segmented.tokens[offsets[i] : offsets[i + 1]]],
+        segmented.lengths[train_idx],
+        segmented.truncated[train_idx],
+    )
+    embedder = VocabEmbedder.build(train_tokens, emb_cfg.min_count, emb_cfg.max_vocab)
+    return embedder, embedder.featurize(segmented), {"settings": {"vocab_size": embedder.size},
+                                                      "summary": f"vocabulary {embedder.size - 2:,} words"}
+
+
+def resolve_elmo_dir(spec: str) -> Path:
+    """A biLM folder, or a sentiscore model (directory or built-in name)
+    whose biLM to reuse."""
+    from .artifacts import builtin_models
+    from .embed.elmo import ELMO_SUBDIR
+
+    path = Path(spec)
+    if not path.is_dir() and spec in builtin_models():
+        path = builtin_models()[spec]
+    if (path / ELMO_SUBDIR / "config.json").is_file():
+        return path / ELMO_SUBDIR
+    if (path / "config.json").is_file():
+        return path
+    raise TrainingError(f"--elmo-model {spec}: not a biLM folder (no config.json) nor a model with an ELMo embedder")
 
 
 def _calibrate(val_logits: np.ndarray, val_true: np.ndarray, names: list[str], enabled: bool):

@@ -69,3 +69,40 @@ def tiny_scorer(tiny_model):
     scorer = Scorer.from_model(tiny_model, workers=1, batch_size=16, top_k=3)
     yield scorer
     scorer.close()
+
+
+def tiny_elmo_config(**overrides):
+    from sentiscore.config import ElmoPretrainConfig
+
+    base = dict(filters=((1, 8), (2, 8)), char_dim=8, n_highway=1, lstm_dim=32, projection_dim=8, epochs=1,
+                batch_size=16, max_sent_len=20, min_count=1, n_samples=64, valid_fraction=0.05)
+    base.update(overrides)
+    return ElmoPretrainConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def tiny_elmo(tmp_path_factory) -> Path:
+    """A biLM pretrained for one epoch on 200 sample texts (seconds)."""
+    import pandas as pd
+
+    pytest.importorskip("elmoformanylangs")
+    from sentiscore.embed.elmo_pretrain import pretrain
+
+    corpus = tmp_path_factory.mktemp("corpus") / "corpus.csv"
+    pd.read_csv(SAMPLE / "labelled.csv", dtype=str).head(200)[["txt"]].to_csv(corpus, index=False)
+    out = tmp_path_factory.mktemp("elmo") / "tiny-elmo"
+    pretrain([corpus], out, tiny_elmo_config(), workers=1, log=lambda m: None, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_elmo_model(tmp_path_factory, tiny_elmo) -> Path:
+    """An attention classifier on the tiny biLM's vectors (learned layer mix)."""
+    from sentiscore.config import EmbedderConfig, ModelConfig
+    from sentiscore.train import train
+
+    out = tmp_path_factory.mktemp("models") / "tiny-elmo-clf"
+    config = tiny_config(embedder=EmbedderConfig(type="elmo", maxlen=48, layer_mix="scalar"), elmo_model=str(tiny_elmo),
+                         model=ModelConfig(arch="wide-deep", lstm_units=8))
+    train(SAMPLE / "labelled.csv", out, config, log=lambda m: None, verbose=0)
+    return out

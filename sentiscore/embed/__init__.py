@@ -34,12 +34,21 @@ def padded_positions(lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.nd
     return rows, cols, flat_index
 
 
-def load_embedder(directory, settings: dict):
+def load_embedder(directory, settings: dict, device: str = "auto", log=None):
     kind = settings.get("type")
     if kind == "vocab":
         from .vocab import VocabEmbedder
 
         return VocabEmbedder.load(directory, settings)
+    if kind == "elmo":
+        try:
+            from .elmo import ElmoEmbedder
+        except ImportError as exc:  # torch / elmoformanylangs not installed
+            from ..errors import ModelError
+
+            raise ModelError(f"{directory} embeds with ELMo, which needs torch and elmoformanylangs ({exc}); "
+                             "install them with: pip install 'sentiscore[elmo]'") from exc
+        return ElmoEmbedder.load(directory, settings, device=device, log=log)
     from ..errors import ModelError
 
     raise ModelError(f"this sentiscore does not know the embedder {kind!r} named in meta.json")

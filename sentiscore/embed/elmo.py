@@ -1,0 +1,401 @@
+"""ELMo front end: tokens → contextual vectors from an elmoformanylangs biLM
+(ours from ``sentiscore elmo pretrain``, or HIT-SCIR's released models).
+
+With :mod:`.elmo_pretrain` the only code that imports torch. Differences
+from ``elmoformanylangs.Embedder.sents2elmo``, each on purpose:
+
+- runs under ``torch.inference_mode`` (the plain call builds autograd
+  graphs: ~20× slower on CPU);
+- resets the biLM's recurrent state before every batch: ``ElmobiLm`` is
+  stateful, so a sentence's vectors otherwise depend on the batches before it;
+- builds the id tensors with NumPy (the package fills them element by element);
+- batches texts of similar length; padding never enters the LSTMs (they
+  are packed by the mask) and its vectors are never returned;
+- loads weights with ``torch.load(weights_only=True)``, from the model
+  directory only (no fallback to config paths elsewhere on disk).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ModelError, UsageError
+from ..segment import SegmentedBatch
+from . import padded_positions
+
+ELMO_SUBDIR = "elmo"  # inside a sentiscore model directory
+LAYER_MIXES = ("average", "top", "scalar")
+ELMO_FILES = ("config.json", "char.dic", "word.dic", "token_embedder.pkl", "encoder.pkl")
+# elmoformanylangs starts every token's characters with the id of '<eow>' and
+# ends them with '<bow>' (both its trainer and its Embedder swap the two).
+# Weights trained either way expect it, so we do the same.
+_TOKEN_START, _TOKEN_END = "<eow>", "<bow>"
+
+
+def resolve_device(requested: str, log: Callable[[str], None] | None = None) -> str:
+    """``auto``/``cuda`` → ``cuda`` when torch sees a GPU, else ``cpu``
+    (saying so when ``cuda`` was asked for)."""
+    import torch
+
+    if requested not in ("auto", "cpu", "cuda"):
+        raise UsageError("--device must be auto, cpu or cuda")
+    if requested == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if requested == "cuda" and log is not None:
+        log("sentiscore: --device cuda: torch sees no CUDA device (CPU build of torch, or no GPU); running ELMo on the CPU")
+    return "cpu"
+
+
+def read_lexicon(path: Path) -> dict[str, int]:
+    """``token<TAB>id`` lines, read as elmoformanylangs reads them (a line
+    whose token was stripped away is the ideographic space)."""
+    lexicon: dict[str, int] = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            parts = line.strip().split("\t")
+            if len(parts) == 1:
+                parts.insert(0, "\u3000")
+            token, index = parts
+            lexicon[token] = int(index)
+    return lexicon
+
+
+def write_lexicon(path: Path, lexicon: dict[str, int]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for token, index in lexicon.items():
+            handle.write(f"{token}\t{index}\n")
+
+
+def read_network_config(directory: Path) -> dict:
+    """The biLM's shape, from the JSON that ``config.json`` names; only files
+    inside ``directory`` are read."""
+    directory = Path(directory)
+    top = directory / "config.json"
+    if not top.is_file():
+        raise ModelError(f"{directory} is not an ELMo directory: config.json is missing")
+    try:
+        name = Path(json.loads(top.read_text(encoding="utf-8"))["config_path"]).name
+    except (ValueError, KeyError) as exc:
+        raise ModelError(f"{top}: cannot read config_path ({exc})") from exc
+    path = directory / name
+    if not path.is_file():
+        raise ModelError(f"{top} names {name}, which is not in {directory}; copy the biLM's network config there")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+class BatchTensors:
+    """Builds elmoformanylangs' batch inputs (word ids, char ids, masks) for
+    lists of tokens with NumPy; ``create_one_batch(sort=False)`` gives the same
+    tensors (a test holds them equal)."""
+
+    def __init__(self, network: dict, word_lexicon: dict[str, int] | None, char_lexicon: dict[str, int] | None):
+        self.word_lexicon = word_lexicon
+        self.char_lexicon = char_lexicon
+        embedder = network["token_embedder"]
+        self.cnn = embedder["name"].lower() == "cnn"
+        self.max_chars = int(embedder.get("max_characters_per_token") or 0) if self.cnn else None
+        self._char_rows: dict[str, np.ndarray] = {}
+        self._word_ids: dict[str, int] = {}
+
+    def _truncate(self, token: str) -> str:
+        if self.cnn and len(token) + 2 > self.max_chars:
+            return token[: self.max_chars - 2]
+        return token
+
+    def _char_row(self, token: str, width: int) -> np.ndarray:
+        row = self._char_rows.get(token)
+        if row is None or row.size != width:
+            chars = self.char_lexicon
+            row = np.full(width, chars["<pad>"], np.int64)
+            row[0] = chars[_TOKEN_START]
+            if token in ("<bos>", "<eos>"):
+                inner = [chars[token]]
+            else:
+                oov = chars["<oov>"]
+                inner = [chars.get(ch, oov) for ch in token]
+            row[1 : 1 + len(inner)] = inner
+            row[1 + len(inner)] = chars[_TOKEN_END]
+            if len(self._char_rows) < 500_000:
+                self._char_rows[token] = row
+        return row
+
+    def build(self, sentences: list[list[str]]):
+        """NumPy arrays for a batch: word ids (B, L) or None, char ids
+        (B, L, C) or None, mask (B, L), and the flat positions with a next
+        and with a previous token. ``<bos>``/``<eos>`` are added here."""
+        lengths = np.array([len(s) + 2 for s in sentences], np.int64)
+        width = int(lengths.max())
+        flat = []
+        for s in sentences:
+            flat.append("<bos>")
+            flat.extend(self._truncate(t) for t in s)
+            flat.append("<eos>")
+        rows, cols, _ = padded_positions(lengths, width)
+        words = None
+        if self.word_lexicon is not None:
+            lex = self.word_lexicon
+            oov, pad = lex["<oov>"], lex["<pad>"]
+            words = np.full((len(sentences), width), pad, np.int64)
+            words[rows, cols] = np.fromiter((lex.get(t, oov) for t in flat), np.int64, len(flat))
+        chars = None
+        if self.char_lexicon is not None:
+            char_width = self.max_chars if self.cnn else max(len(t) for t in flat) + 2
+            chars = np.full((len(sentences), width, char_width), self.char_lexicon["<pad>"], np.int64)
+            chars[rows, cols] = np.stack([self._char_row(t, char_width) for t in flat])
+        mask = np.zeros((len(sentences), width), np.int64)
+        mask[rows, cols] = 1
+        position = rows * width + cols
+        has_next = position[cols < lengths[rows] - 1]
+        has_previous = position[cols > 0]
+        return words, chars, mask, has_next, has_previous
+
+
+def load_bilm(directory: Path, device: str, training: bool = False):
+    """elmoformanylangs' inference ``Model`` with the directory's weights, plus
+    its lexicons and network config."""
+    import torch
+    from elmoformanylangs.frontend import Model
+    from elmoformanylangs.modules.embedding_layer import EmbeddingLayer
+
+    directory = Path(directory)
+    network = read_network_config(directory)
+    embedder = network["token_embedder"]
+    char_lexicon = word_lexicon = None
+    char_layer = word_layer = None
+    if embedder["char_dim"] > 0:
+        char_lexicon = read_lexicon(directory / "char.dic")
+        char_layer = EmbeddingLayer(embedder["char_dim"], char_lexicon, fix_emb=False, embs=None)
+    if embedder["word_dim"] > 0:
+        word_lexicon = read_lexicon(directory / "word.dic")
+        word_layer = EmbeddingLayer(embedder["word_dim"], word_lexicon, fix_emb=False, embs=None)
+    model = Model(network, word_layer, char_layer, use_cuda=device == "cuda")
+    for part, name in ((model.token_embedder, "token_embedder.pkl"), (model.encoder, "encoder.pkl")):
+        path = directory / name
+        if not path.is_file():
+            raise ModelError(f"{path} is missing")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            part.load_state_dict(state)
+        except Exception as exc:  # unpickling refused, or shapes differ from the config
+            raise ModelError(f"{path}: cannot load ELMo weights ({exc.__class__.__name__}: {exc})") from exc
+    model.to(device)
+    model.train(training)
+    return model, network, word_lexicon, char_lexicon
+
+
+@dataclass
+class ElmoFeatures:
+    vectors: np.ndarray  # (tokens, dim) for average/top, (tokens, layers, dim) for scalar; flat over texts
+    offsets: np.ndarray
+    lengths: np.ndarray
+
+
+class ElmoEmbedder:
+    """Contextual vectors for segmented texts. ``layer_mix``: ``average`` of
+    all biLM layers (the prototype's choice), ``top`` layer, or ``scalar``
+    (all layers, mixed by learned weights inside the Keras model)."""
+
+    kind = "elmo"
+
+    def __init__(self, directory: Path, layer_mix: str = "average", device: str = "auto", batch_size: int = 64,
+                 log: Callable[[str], None] | None = None):
+        import torch
+
+        if layer_mix not in LAYER_MIXES:
+            raise UsageError(f"--layer-mix must be one of {', '.join(LAYER_MIXES)}")
+        self.directory = Path(directory)
+        self.layer_mix = layer_mix
+        self.device = resolve_device(device, log)
+        self.batch_size = batch_size
+        threads = os.environ.get("SENTISCORE_TORCH_THREADS")
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.model, self.network, word_lexicon, char_lexicon = load_bilm(self.directory, self.device)
+        self.tensors = BatchTensors(self.network, word_lexicon, char_lexicon)
+        self.torch_version = torch.__version__
+        self.n_layers = int(self.network["encoder"]["n_layers"]) + 1  # + the token layer
+        self.dim = 2 * int(self.network["encoder"]["projection_dim"])
+
+    @property
+    def input_name(self) -> str:
+        return "elmo_layers" if self.layer_mix == "scalar" else "elmo_vectors"
+
+    def settings(self) -> dict:
+        return {"type": self.kind, "layer_mix": self.layer_mix, "dim": self.dim, "layers": self.n_layers}
+
+    def _run(self, sentences: list[list[str]]) -> np.ndarray:
+        """(layers, B, L, dim) float32 for one batch, ``<bos>``/``<eos>`` included."""
+        import torch
+
+        words, chars, mask, has_next, has_previous = self.tensors.build(sentences)
+        device = self.device
+
+        def tensor(a):
+            return None if a is None else torch.from_numpy(a).to(device)
+
+        # The frontend moves masks to the GPU itself when use_cuda is set.
+        masks = [torch.from_numpy(mask), torch.from_numpy(has_next), torch.from_numpy(has_previous)]
+        self.model.encoder.reset_states()
+        output = self.model.forward(tensor(words), tensor(chars), masks)
+        return output.float().cpu().numpy()
+
+    def _run_with_retry(self, sentences: list[list[str]]) -> np.ndarray:
+        import torch
+
+        try:
+            return self._run(sentences)
+        except torch.cuda.OutOfMemoryError:
+            if len(sentences) <= 1:
+                raise
+            torch.cuda.empty_cache()
+            half = len(sentences) // 2
+            first, second = self._run_with_retry(sentences[:half]), self._run_with_retry(sentences[half:])
+            width = max(first.shape[2], second.shape[2])
+            pad = lambda a: np.pad(a, ((0, 0), (0, 0), (0, width - a.shape[2]), (0, 0)))  # noqa: E731
+            return np.concatenate([pad(first), pad(second)], axis=1)
+
+    def _mix(self, layers: np.ndarray) -> np.ndarray:
+        """(layers, N, dim) → what the model consumes."""
+        if self.layer_mix == "average":
+            return layers.mean(axis=0)
+        if self.layer_mix == "top":
+            return layers[-1]
+        return np.ascontiguousarray(layers.transpose(1, 0, 2))
+
+    def embed(self, token_lists: list[list[str]], progress: Callable[[int], None] | None = None,
+              dtype=np.float32, out: np.ndarray | None = None) -> np.ndarray:
+        """Vectors of every token of every text, flat in text order (texts
+        with no tokens contribute nothing). ``out`` may be a memory map."""
+        import torch
+
+        lengths = np.array([len(t) for t in token_lists], np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        shape = (int(offsets[-1]), self.n_layers, self.dim) if self.layer_mix == "scalar" else (int(offsets[-1]), self.dim)
+        result = np.zeros(shape, dtype) if out is None else out
+        order = np.argsort(lengths, kind="stable")
+        order = order[lengths[order] > 0]
+        with torch.inference_mode():
+            for start in range(0, order.size, self.batch_size):
+                batch = order[start : start + self.batch_size]
+                layers = self._run_with_retry([token_lists[i] for i in batch])
+                rows, cols, _ = padded_positions(lengths[batch], layers.shape[2] - 2)
+                flat = offsets[batch[rows]] + cols
+                result[flat] = self._mix(layers[:, rows, cols + 1]).astype(dtype)  # +1 skips <bos>
+                if progress is not None:
+                    progress(batch.size)
+        return result
+
+    def featurize(self, batch: SegmentedBatch) -> ElmoFeatures:
+        offsets = batch.offsets
+        token_lists = [batch.tokens[offsets[i] : offsets[i + 1]] for i in range(batch.lengths.size)]
+        return ElmoFeatures(self.embed(token_lists), offsets, batch.lengths)
+
+    def encode(self, features: ElmoFeatures, rows: np.ndarray, width: int) -> dict[str, np.ndarray]:
+        return encode_vectors(features.vectors, features.offsets, features.lengths, rows, width, self.input_name)
+
+    def save(self, directory: Path) -> list[str]:
+        """Copies the biLM's files into ``directory/elmo``."""
+        target = Path(directory) / ELMO_SUBDIR
+        target.mkdir(parents=True, exist_ok=True)
+        network_name = Path(json.loads((self.directory / "config.json").read_text(encoding="utf-8"))["config_path"]).name
+        names = [*ELMO_FILES, network_name]
+        for name in names:
+            source = self.directory / name
+            if source.is_file():
+                shutil.copyfile(source, target / name)
+        # config_path relative to the folder, so the copy loads anywhere.
+        top = json.loads((target / "config.json").read_text(encoding="utf-8"))
+        top["config_path"] = network_name
+        (target / "config.json").write_text(json.dumps(top, ensure_ascii=False), encoding="utf-8")
+        return [f"{ELMO_SUBDIR}/{n}" for n in names if (target / n).is_file()]
+
+    @classmethod
+    def load(cls, directory: Path, settings: dict, device: str = "auto", log=None) -> "ElmoEmbedder":
+        path = Path(directory) / ELMO_SUBDIR
+        if not path.is_dir():
+            raise ModelError(f"{path} is missing: this model's ELMo embedder needs it")
+        embedder = cls(path, layer_mix=settings.get("layer_mix", "average"), device=device, log=log)
+        if settings.get("dim") not in (None, embedder.dim):
+            raise ModelError(f"{path}: the biLM gives {embedder.dim}-d vectors but the model was trained on {settings['dim']}-d")
+        return embedder
+
+
+def encode_vectors(vectors, offsets, lengths, rows: np.ndarray, width: int, name: str) -> dict[str, np.ndarray]:
+    """Rows of a flat vector store, padded to ``(len(rows), width, ...)``,
+    float32, with the mask."""
+    r, c, _ = padded_positions(lengths[rows], width)
+    flat = offsets[rows][r] + c
+    matrix = np.zeros((rows.size, width, *vectors.shape[1:]), np.float32)
+    matrix[r, c] = vectors[flat]
+    mask = np.zeros((rows.size, width), bool)
+    mask[r, c] = True
+    return {name: matrix, "mask": mask}
+
+
+def cached_features(embedder: ElmoEmbedder, batch: SegmentedBatch, log: Callable[[str], None],
+                    cache_root: Path | None = None) -> ElmoFeatures:
+    """ELMo vectors of a training set, computed once and kept as a float16
+    memory map keyed by the biLM's files, the layer mix and the tokens, so
+    later epochs and later runs on the same data cost only the classifier."""
+    import hashlib
+
+    from ..io import sha256_of
+    from ..segment import cache_dir
+
+    key = hashlib.sha256()
+    for name in sorted(p.name for p in embedder.directory.iterdir() if p.name in ELMO_FILES or p.suffix == ".json"):
+        key.update(f"{name}={sha256_of(embedder.directory / name)}\n".encode())
+    key.update(f"mix={embedder.layer_mix}\n".encode())
+    key.update(batch.lengths.astype(np.int64).tobytes())
+    key.update("\x1f".join(batch.tokens).encode("utf-8", "surrogatepass"))
+    root = Path(cache_root) if cache_root else cache_dir("elmo")
+    path = root / f"{key.hexdigest()[:32]}.npy"
+    offsets = batch.offsets
+    if path.is_file():
+        log(f"ELMo vectors: cache hit {path}")
+        return ElmoFeatures(np.load(path, mmap_mode="r"), offsets, batch.lengths)
+    token_lists = [batch.tokens[offsets[i] : offsets[i + 1]] for i in range(batch.lengths.size)]
+    tokens = int(offsets[-1])
+    shape = (tokens, embedder.n_layers, embedder.dim) if embedder.layer_mix == "scalar" else (tokens, embedder.dim)
+    log(f"ELMo vectors: computing {tokens:,} tokens of {len(token_lists):,} texts on {embedder.device} "
+        f"(cached at {path}, {np.prod(shape) * 2 / 2**20:,.0f} MiB)")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+    try:
+        from tqdm import tqdm
+
+        with tqdm(total=len(token_lists), unit="text", desc="ELMo", leave=False, mininterval=2,
+                  disable=None) as bar:
+            embedder.embed(token_lists, progress=bar.update, dtype=np.float16, out=out)
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ElmoFeatures(np.load(path, mmap_mode="r"), offsets, batch.lengths)
+
+
+def elmo_card(embedder: ElmoEmbedder) -> dict:
+    """What a model card records of the biLM it was trained on."""
+    card_path = embedder.directory / "sentiscore_elmo.json"
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    return {
+        "source": embedder.directory.name,
+        "path": ELMO_SUBDIR,
+        "size": card.get("size"),
+        "pretrained_by": f"sentiscore {card['sentiscore_version']}" if card else "unknown (not made by sentiscore elmo pretrain)",
+        "corpus": card.get("corpus"),
+        "epochs": len(card.get("history", [])) or None,
+        "perplexity": (card.get("history") or [{}])[-1].get("valid_perplexity"),
+        "segmenter": card.get("segmenter"),
+    }

@@ -1,0 +1,222 @@
+"""The ELMo embedder and its pretraining loop (embed/elmo.py, embed/elmo_pretrain.py)."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("elmoformanylangs")
+
+from sentiscore.embed.elmo import BatchTensors, ElmoEmbedder, cached_features, read_lexicon, read_network_config, resolve_device  # noqa: E402
+from sentiscore.errors import UsageError  # noqa: E402
+
+from .conftest import SAMPLE, tiny_elmo_config  # noqa: E402
+
+SENTENCES = [["这", "手机", "很", "好"], ["不", "喜欢"], ["物流", "太", "慢", "了", "但是", "东西", "还", "可以", "用"]]
+
+
+def test_pretrained_folder_loads_in_elmoformanylangs_unchanged(tiny_elmo):
+    from elmoformanylangs import Embedder
+
+    for name in ("config.json", "network.json", "char.dic", "word.dic", "token_embedder.pkl", "encoder.pkl", "sentiscore_elmo.json"):
+        assert (tiny_elmo / name).is_file(), name
+    reference = Embedder(str(tiny_elmo), batch_size=8).sents2elmo(SENTENCES)  # average of layers, like the prototype
+    ours = ElmoEmbedder(tiny_elmo, layer_mix="average", device="cpu")
+    flat = ours.embed(SENTENCES)
+    start = 0
+    for sentence, expected in zip(SENTENCES, reference):
+        assert expected.shape == (len(sentence), ours.dim)
+        np.testing.assert_allclose(flat[start : start + len(sentence)], expected, atol=1e-5)
+        start += len(sentence)
+
+
+def test_card_records_corpus_and_perplexity(tiny_elmo):
+    card = json.loads((tiny_elmo / "sentiscore_elmo.json").read_text(encoding="utf-8"))
+    assert card["corpus"][0]["sentences"] == 200
+    assert len(card["history"]) == 1 and np.isfinite(card["history"][0]["train_perplexity"])
+    assert card["output_dim"] == 16 and card["layers"] == 3
+
+
+def test_batch_tensors_match_elmoformanylangs(tiny_elmo):
+    import torch
+    from elmoformanylangs.frontend import create_one_batch
+
+    network = read_network_config(tiny_elmo)
+    words, chars = read_lexicon(tiny_elmo / "word.dic"), read_lexicon(tiny_elmo / "char.dic")
+    ours = BatchTensors(network, words, chars).build(SENTENCES + [["超长的一个词语" * 4]])
+    with_markers = [["<bos>", *s, "<eos>"] for s in SENTENCES + [[("超长的一个词语" * 4)[:18]]]]
+    w, c, _lens, masks = create_one_batch(with_markers, words, chars, network, sort=False)
+    np.testing.assert_array_equal(ours[0], w.numpy())
+    np.testing.assert_array_equal(ours[1], c.numpy())
+    np.testing.assert_array_equal(ours[2], masks[0].numpy())
+    np.testing.assert_array_equal(ours[3], masks[1].numpy())
+    np.testing.assert_array_equal(ours[4], masks[2].numpy())
+    assert isinstance(masks[1], torch.Tensor)
+
+
+def test_vectors_do_not_depend_on_batch_mates_or_earlier_batches(tiny_elmo):
+    embedder = ElmoEmbedder(tiny_elmo, layer_mix="scalar", device="cpu", batch_size=2)
+    alone = embedder.embed([SENTENCES[1]])
+    embedder.embed([SENTENCES[2], SENTENCES[0]])  # leaves state behind in a stateful biLM
+    batched = embedder.embed([SENTENCES[2], SENTENCES[1], SENTENCES[0]])
+    assert alone.shape == (2, 3, embedder.dim)
+    np.testing.assert_allclose(batched[9:11], alone, atol=1e-5)
+
+
+def test_texts_without_tokens_contribute_nothing(tiny_elmo):
+    embedder = ElmoEmbedder(tiny_elmo, device="cpu")
+    out = embedder.embed([[], SENTENCES[1], []])
+    assert out.shape == (2, embedder.dim)
+    np.testing.assert_allclose(out, embedder.embed([SENTENCES[1]]), atol=1e-6)
+
+
+def test_feature_cache_hit_and_miss(tiny_elmo, tmp_path, monkeypatch):
+    from sentiscore.segment import SegmentedBatch
+
+    batch = SegmentedBatch([t for s in SENTENCES for t in s], np.array([len(s) for s in SENTENCES], np.int32),
+                           np.zeros(3, bool))
+    embedder = ElmoEmbedder(tiny_elmo, device="cpu")
+    messages = []
+    first = cached_features(embedder, batch, messages.append, cache_root=tmp_path)
+    assert "computing" in messages[-1] and len(list(tmp_path.glob("*.npy"))) == 1
+    monkeypatch.setattr(embedder, "embed", lambda *a, **k: pytest.fail("a cache hit must not run the biLM"))
+    second = cached_features(embedder, batch, messages.append, cache_root=tmp_path)
+    assert "cache hit" in messages[-1]
+    np.testing.assert_array_equal(np.asarray(first.vectors), np.asarray(second.vectors))
+    assert second.vectors.dtype == np.float16
+    other = ElmoEmbedder(tiny_elmo, layer_mix="top", device="cpu")
+    cached_features(other, batch, messages.append, cache_root=tmp_path)  # another mix is another entry
+    assert "computing" in messages[-1] and len(list(tmp_path.glob("*.npy"))) == 2
+
+
+def test_device_falls_back_to_cpu_with_a_log_line():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    lines = []
+    assert resolve_device("cuda", lines.append) == "cpu"
+    assert "no CUDA device" in lines[0] and "CPU" in lines[0]
+    assert resolve_device("auto", lines.append) == "cpu" and len(lines) == 1
+    with pytest.raises(UsageError):
+        resolve_device("tpu")
+
+
+def test_n_samples_is_raised_above_a_batch_of_words(tmp_path):
+    from sentiscore.embed.elmo_pretrain import pretrain
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(f"词{i}_{j}" for j in range(20)) for i in range(40)) + "\n", encoding="utf-8")
+    lines = []
+    # 16 windows x 22 tokens, all distinct: the package's own sampled softmax would spin forever at 64 samples.
+    card = pretrain([corpus], tmp_path / "lm", tiny_elmo_config(n_samples=64), log=lines.append, progress=False)
+    assert card["settings"]["n_samples"] == 16 * 22 + 1
+    assert any("n_samples raised" in line for line in lines)
+
+
+def test_resume_continues_from_the_last_epoch_and_refuses_other_settings(tmp_path):
+    from sentiscore.embed.elmo_pretrain import pretrain
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text((SAMPLE / "reviews.csv").read_text(encoding="utf-8").replace(",", " "), encoding="utf-8")
+    out = tmp_path / "lm"
+    pretrain([corpus], out, tiny_elmo_config(epochs=1), log=lambda m: None, progress=False)
+    with pytest.raises(UsageError, match="not empty"):
+        pretrain([corpus], out, tiny_elmo_config(epochs=2), log=lambda m: None, progress=False)
+    lines = []
+    card = pretrain([corpus], out, tiny_elmo_config(epochs=2), resume=True, log=lines.append, progress=False)
+    assert [h["epoch"] for h in card["history"]] == [1, 2]
+    assert any("resuming" in line and "after epoch 1" in line for line in lines)
+    with pytest.raises(UsageError, match="other settings"):
+        pretrain([corpus], out, tiny_elmo_config(epochs=3, lstm_dim=16), resume=True, log=lambda m: None, progress=False)
+
+
+def test_only_the_elmo_modules_import_torch():
+    root = Path(__file__).resolve().parent.parent / "sentiscore"
+    importers = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n == "torch" or n.startswith("torch.") or n.startswith("elmoformanylangs") for n in names):
+                importers.add(str(path.relative_to(root)))
+    assert importers == {"embed/elmo.py", "embed/elmo_pretrain.py"}, importers
+
+
+def test_train_and_score_end_to_end_with_elmo(tiny_elmo_model, tmp_path):
+    import pyarrow.parquet as pq
+
+    from sentiscore.artifacts import read_meta
+    from sentiscore.config import ScoreConfig
+    from sentiscore.pipeline import score_file
+
+    meta = read_meta(tiny_elmo_model)
+    assert meta["embedder"]["type"] == "elmo" and meta["embedder"]["layer_mix"] == "scalar"
+    assert meta["embedder"]["dim"] == 16 and meta["embedder"]["elmo"]["epochs"] == 1
+    manifest = json.loads((tiny_elmo_model / "manifest.json").read_text())["files"]
+    assert {"elmo/encoder.pkl", "elmo/token_embedder.pkl", "elmo/char.dic", "elmo/config.json", "elmo/network.json"} <= set(manifest)
+    out = tmp_path / "scored.parquet"
+    summary = score_file(SAMPLE / "reviews.parquet", out, model=tiny_elmo_model, config=ScoreConfig(workers=1, quiet=True))
+    table = pq.read_table(out)
+    assert table.num_rows == 300 and summary.rows == 300
+    assert set(table.column("label").to_pylist()) <= {"负评", "中评", "正评"}
+    probs = np.stack([table.column(f"prob_{n}").to_numpy() for n in ("负评", "中评", "正评")], axis=1)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+    metadata = table.schema.metadata
+    assert metadata[b"sentiscore.embedder"].startswith(b"elmo tiny-elmo 16-d scalar on cpu")
+    assert metadata[b"sentiscore.torch_version"]
+    assert "embedder elmo tiny-elmo" in summary.line() and " torch " in summary.line()
+    # Top words are real tokens of their own text.
+    for text, words in zip(table.column("txt").to_pylist()[:50], table.column("top_words").to_pylist()[:50]):
+        assert all(w in text.lower() for w in words)
+
+
+def test_scoring_checks_the_layer_mix(tiny_elmo_model, tmp_path):
+    from click.testing import CliRunner
+
+    from sentiscore.cli import cli
+
+    result = CliRunner().invoke(cli, ["score", str(SAMPLE / "reviews.csv"), str(tmp_path / "o.parquet"), "-m", str(tiny_elmo_model),
+                                      "--layer-mix", "average", "--workers", "1"])
+    assert result.exit_code == 2
+    assert "ELMo layer mix average (model: scalar)" in result.output
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_tampered_elmo_weights_are_refused(tiny_elmo_model, tmp_path):
+    import shutil
+
+    from sentiscore.artifacts import load_model_dir
+    from sentiscore.errors import ModelError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_elmo_model, copy)
+    with open(copy / "elmo" / "encoder.pkl", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ModelError, match="elmo/encoder.pkl does not match its sha256"):
+        load_model_dir(copy)
+
+
+def test_train_cli_needs_an_elmo_model(tmp_path):
+    from click.testing import CliRunner
+
+    from sentiscore.cli import cli
+
+    result = CliRunner().invoke(cli, ["train", str(SAMPLE / "labelled.csv"), "--out", str(tmp_path / "m"), "--embedder", "elmo",
+                                      "--workers", "1", "-q"])
+    assert result.exit_code == 2
+    assert "--embedder elmo needs --elmo-model DIR" in result.output
+
+
+def test_pretrain_cli_refuses_a_missing_corpus_and_has_help(tmp_path):
+    from click.testing import CliRunner
+
+    from sentiscore.cli import cli
+
+    result = CliRunner().invoke(cli, ["elmo", "pretrain", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "lm")])
+    assert result.exit_code == 2 and "corpus" in result.output and "does not exist" in result.output
+    help_text = CliRunner().invoke(cli, ["elmo", "pretrain", "--help"]).output
+    assert "elmoformanylangs.Embedder" in help_text and "--resume" in help_text
