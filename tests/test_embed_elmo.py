@@ -220,3 +220,22 @@ def test_pretrain_cli_refuses_a_missing_corpus_and_has_help(tmp_path):
     assert result.exit_code == 2 and "corpus" in result.output and "does not exist" in result.output
     help_text = CliRunner().invoke(cli, ["elmo", "pretrain", "--help"]).output
     assert "elmoformanylangs.Embedder" in help_text and "--resume" in help_text
+
+
+def test_out_of_memory_halves_the_batch(tiny_elmo, monkeypatch):
+    import torch
+
+    embedder = ElmoEmbedder(tiny_elmo, layer_mix="top", device="cpu", batch_size=4)
+    expected = embedder.embed(SENTENCES)
+    real_run = embedder._run
+    sizes = []
+
+    def run_small_batches_only(sentences):
+        sizes.append(len(sentences))
+        if len(sentences) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_run(sentences)
+
+    monkeypatch.setattr(embedder, "_run", run_small_batches_only)
+    np.testing.assert_allclose(embedder.embed(SENTENCES), expected, atol=1e-5)
+    assert sizes[0] == 3 and sizes.count(1) == 3
