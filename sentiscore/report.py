@@ -9,6 +9,16 @@ def _metric_line(name: str, m: dict) -> str:
     return f"  {name:<12} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  ({m.get('rows', 0):,} rows)"
 
 
+def _embedder_line(emb: dict) -> str:
+    if emb.get("type") == "elmo":
+        elmo = emb.get("elmo") or {}
+        corpus = ", ".join(f"{c['path']} ({c['tokens']:,} tokens)" for c in elmo.get("corpus") or []) or "unknown corpus"
+        return (f"  embedder: ELMo {elmo.get('source')} ({emb.get('dim')}-d, {emb.get('layers')} layers, mix {emb.get('layer_mix')}, "
+                f"maxlen {emb['maxlen']}; pretrained by {elmo.get('pretrained_by')} on {corpus}, {elmo.get('epochs')} epochs, "
+                f"held-out perplexity {elmo.get('perplexity')})")
+    return f"  embedder: {emb['type']} (maxlen {emb['maxlen']}, dim {emb.get('embed_dim')}, vocabulary {emb.get('vocab_size', '?'):,})"
+
+
 def format_card(meta: dict, path: Path, hash_: str) -> str:
     emb, seg, model = meta["embedder"], meta["segmenter"], meta["model"]
     lines = [
@@ -17,7 +27,7 @@ def format_card(meta: dict, path: Path, hash_: str) -> str:
         "  labels: " + ", ".join(f"{item['value']}={item['name']}" for item in meta["labels"]),
         f"  architecture: {model['arch']} (BiLSTM {model['lstm_units']}×2 + feed-forward attention"
         + (", + hashed char 1-3-gram linear path)" if model["arch"] == "wide-deep" else ")"),
-        f"  embedder: {emb['type']} (maxlen {emb['maxlen']}, dim {emb.get('embed_dim')}, vocabulary {emb.get('vocab_size', '?'):,})",
+        _embedder_line(emb),
         f"  segmenter: {seg['name']} {seg.get('version')} (HMM {seg.get('hmm')}, stopwords {seg.get('stopwords_source')}, "
         f"user dictionary {'yes' if seg.get('user_dict') else 'none'})",
         f"  trained on: {meta['data'].get('path')} ({meta['data'].get('train_rows', 0):,} train / {meta['data'].get('val_rows', 0):,} validation rows)",

@@ -239,3 +239,32 @@ def test_out_of_memory_halves_the_batch(tiny_elmo, monkeypatch):
     monkeypatch.setattr(embedder, "_run", run_small_batches_only)
     np.testing.assert_allclose(embedder.embed(SENTENCES), expected, atol=1e-5)
     assert sizes[0] == 3 and sizes.count(1) == 3
+
+
+def test_network_config_falls_back_to_the_configs_elmoformanylangs_ships(tiny_elmo, tmp_path):
+    """HIT-SCIR's released folders name a config that lives in the package."""
+    import shutil
+
+    from sentiscore.embed.elmo import network_config_path
+    from sentiscore.errors import ModelError
+
+    folder = tmp_path / "zhs.model"
+    shutil.copytree(tiny_elmo, folder)
+    (folder / "network.json").unlink()
+    (folder / "config.json").write_text(json.dumps({"config_path": "../configs/cnn_50_100_512_4096_sample.json"}))
+    found = network_config_path(folder)
+    assert found.parent.name == "configs" and json.loads(found.read_text())["encoder"]["projection_dim"] == 512
+    (folder / "config.json").write_text(json.dumps({"config_path": "/elsewhere/mine.json"}))
+    with pytest.raises(ModelError, match="mine.json, which is neither in"):
+        network_config_path(folder)
+
+
+def test_info_card_describes_the_elmo_embedder(tiny_elmo_model):
+    from click.testing import CliRunner
+
+    from sentiscore.cli import cli
+
+    result = CliRunner().invoke(cli, ["info", str(tiny_elmo_model)])
+    assert result.exit_code == 0, result.output
+    assert "embedder: ELMo tiny-elmo (16-d, 3 layers, mix scalar" in result.output
+    assert "corpus.csv" in result.output and "1 epochs" in result.output

@@ -88,21 +88,33 @@ def write_lexicon(path: Path, lexicon: dict[str, int]) -> None:
             handle.write(f"{token}\t{index}\n")
 
 
-def read_network_config(directory: Path) -> dict:
-    """The biLM's shape, from the JSON that ``config.json`` names; only files
-    inside ``directory`` are read."""
+def network_config_path(directory: Path) -> Path:
+    """The biLM's network JSON that ``config.json`` names: looked up in the
+    folder, then (like ``Embedder``, for HIT-SCIR's released models) among
+    the configs elmoformanylangs ships."""
     directory = Path(directory)
     top = directory / "config.json"
     if not top.is_file():
         raise ModelError(f"{directory} is not an ELMo directory: config.json is missing")
     try:
-        name = Path(json.loads(top.read_text(encoding="utf-8"))["config_path"]).name
-    except (ValueError, KeyError) as exc:
+        name = Path(str(json.loads(top.read_text(encoding="utf-8"))["config_path"]).replace("\\", "/")).name
+    except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"{top}: cannot read config_path ({exc})") from exc
-    path = directory / name
-    if not path.is_file():
-        raise ModelError(f"{top} names {name}, which is not in {directory}; copy the biLM's network config there")
-    return json.loads(path.read_text(encoding="utf-8"))
+    if (directory / name).is_file():
+        return directory / name
+    try:
+        from importlib import resources
+
+        bundled = Path(str(resources.files("elmoformanylangs"))) / "configs" / name
+    except ModuleNotFoundError:
+        bundled = None
+    if bundled is not None and bundled.is_file():
+        return bundled
+    raise ModelError(f"{top} names {name}, which is neither in {directory} nor among elmoformanylangs' configs")
+
+
+def read_network_config(directory: Path) -> dict:
+    return json.loads(network_config_path(directory).read_text(encoding="utf-8"))
 
 
 class BatchTensors:
@@ -317,12 +329,14 @@ class ElmoEmbedder:
         """Copies the biLM's files into ``directory/elmo``."""
         target = Path(directory) / ELMO_SUBDIR
         target.mkdir(parents=True, exist_ok=True)
-        network_name = Path(json.loads((self.directory / "config.json").read_text(encoding="utf-8"))["config_path"]).name
+        network = network_config_path(self.directory)
+        network_name = network.name
         names = [*ELMO_FILES, network_name]
-        for name in names:
+        for name in ELMO_FILES:
             source = self.directory / name
             if source.is_file():
                 shutil.copyfile(source, target / name)
+        shutil.copyfile(network, target / network_name)
         # config_path relative to the folder, so the copy loads anywhere.
         top = json.loads((target / "config.json").read_text(encoding="utf-8"))
         top["config_path"] = network_name

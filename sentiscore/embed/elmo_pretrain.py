@@ -20,7 +20,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from .. import __version__
 from ..config import ElmoPretrainConfig, SegmenterConfig, default_workers
