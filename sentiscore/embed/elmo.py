@@ -219,9 +219,14 @@ def load_bilm(directory: Path, device: str, training: bool = False):
 
 @dataclass
 class ElmoFeatures:
-    vectors: np.ndarray  # (tokens, dim) for average/top, (tokens, layers, dim) for scalar; flat over texts
+    """Either precomputed vectors (training: the cache) or the tokens, whose
+    vectors ``encode`` computes one model batch at a time (scoring: a whole
+    chunk's vectors would take ~250 MB per 10,000 texts)."""
+
+    vectors: np.ndarray | None  # (tokens, dim) for average/top, (tokens, layers, dim) for scalar; flat over texts
     offsets: np.ndarray
     lengths: np.ndarray
+    tokens: list[str] | None = None
 
 
 class ElmoEmbedder:
@@ -318,12 +323,16 @@ class ElmoEmbedder:
         return result
 
     def featurize(self, batch: SegmentedBatch) -> ElmoFeatures:
-        offsets = batch.offsets
-        token_lists = [batch.tokens[offsets[i] : offsets[i + 1]] for i in range(batch.lengths.size)]
-        return ElmoFeatures(self.embed(token_lists), offsets, batch.lengths)
+        return ElmoFeatures(None, batch.offsets, batch.lengths, batch.tokens)
 
     def encode(self, features: ElmoFeatures, rows: np.ndarray, width: int) -> dict[str, np.ndarray]:
-        return encode_vectors(features.vectors, features.offsets, features.lengths, rows, width, self.input_name)
+        if features.vectors is not None:
+            return encode_vectors(features.vectors, features.offsets, features.lengths, rows, width, self.input_name)
+        lengths = np.minimum(features.lengths[rows], width)
+        starts = features.offsets[rows]
+        vectors = self.embed([features.tokens[start : start + n] for start, n in zip(starts, lengths)])
+        local = np.concatenate([[0], np.cumsum(lengths)])
+        return encode_vectors(vectors, local, lengths, np.arange(rows.size), width, self.input_name)
 
     def save(self, directory: Path) -> list[str]:
         """Copies the biLM's files into ``directory/elmo``."""
