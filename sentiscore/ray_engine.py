@@ -49,6 +49,7 @@ TOKENS_COLUMN = "__sentiscore_tokens"
 TRUNCATED_COLUMN = "__sentiscore_truncated"
 PATH_COLUMN = "path"  # what Ray's include_paths adds: names the file of a failing block
 INSTALL_HINT = "pip install 'sentiscore[ray]'"
+ACTOR_MEMORY_BYTES = 1 << 30  # a scoring actor with zh-fast, 10,000-row chunks: ~1.1 GB peak RSS (TensorFlow CPU)
 
 
 @dataclass(frozen=True)
@@ -574,9 +575,14 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
         dataset = _read(ray, files, fmt, config.encoding, include_paths, csv_names)
         dataset = dataset.map_batches(segment_block, fn_kwargs={"plan": plan}, batch_format="pyarrow",
                                       batch_size=config.chunk_size, num_cpus=1)
+        # Each actor reserves the memory a loaded model takes, so Ray does not
+        # crowd one node with actors. The differing requests also keep Ray Data
+        # from fusing segmentation into the actors (it fuses stages with equal
+        # requests only): the next block is segmented while an actor runs the
+        # model on this one (11% faster on 20k rows here than fused).
         dataset = dataset.map_batches(
             ScoreActor, fn_constructor_kwargs={"plan": plan}, batch_format="pyarrow", batch_size=config.chunk_size,
-            compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=1,
+            compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=1, memory=ACTOR_MEMORY_BYTES,
             **({"num_gpus": options.gpus_per_worker} if options.gpus_per_worker else {}),
         )
         try:
