@@ -237,3 +237,12 @@ def test_number_of_scoring_actors(resources, options, expected):
     else:
         with pytest.raises(UsageError, match=expected):
             ray_engine._num_workers(_FakeRay(**resources), options)
+
+
+def test_score_help_lists_the_ray_options():
+    result = CliRunner().invoke(cli, ["score", "--help"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0
+    for phrase in ("--engine [local|ray]", "--ray-address auto|ray://HOST:PORT", "--num-workers", "--gpus-per-worker",
+                   "With --engine ray (pip install 'sentiscore[ray]'), IN may also be a directory or glob"):
+        assert phrase in text, phrase
