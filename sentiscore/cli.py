@@ -109,6 +109,19 @@ def device_option(func):
     )(func)
 
 
+def engine_options(func):
+    """Where ``score`` runs: this machine, or a Ray cluster (sentiscore.ray_engine)."""
+    func = click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None,
+                        help="--engine ray: GPUs per scoring actor (e.g. 1, or 0.5 to share one GPU between two).")(func)
+    func = click.option("--num-workers", type=click.IntRange(min=1), default=None,
+                        help="--engine ray: scoring actors, each loading the model once. Default: one per GPU share, else half the cluster's CPUs.")(func)
+    func = click.option("--ray-address", default=None, metavar="auto|ray://HOST:PORT",
+                        help="--engine ray: the cluster to use. Default: a local Ray started for this run.")(func)
+    func = click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                        help="local: this machine; ray: Ray Data on a cluster (IN a file, directory or glob; OUT a directory of Parquet parts).")(func)
+    return func
+
+
 def input_options(func):
     func = click.option("--input-format", type=INPUT_FORMAT_CHOICES, default=None, help="Input format; default from the extension (needed for '-').")(func)
     func = click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CSV/TSV input (e.g. gb18030).")(func)
@@ -151,19 +164,29 @@ def cli():
 @click.option("--resume", is_flag=True, help="OUT is a directory of Parquet parts, one per chunk; rerun the same command after a crash to finish.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
+@engine_options
 @_errors_to_exit
 def score(input_path, output_path, model, text_column, input_format, encoding, output_format, chunk_size, batch_size,
           top_k, keep_columns, prefix, maxlen, user_dict, stopwords, layer_mix, device, workers, on_bad_lines, resume, overwrite,
-          quiet):
+          quiet, engine, ray_address, num_workers, gpus_per_worker):
     """Score IN (CSV/TSV/Parquet/JSONL, or '-' for stdin) into OUT (Parquet,
     CSV, TSV or JSONL, or '-' for stdout).
 
     Every input row comes out, in order, with label, label_id, confidence,
-    prob_<label>, top_words, top_weights and status added."""
+    prob_<label>, top_words, top_weights and status added.
+
+    With --engine ray (pip install 'sentiscore[ray]'), IN may also be a
+    directory or glob of such files and OUT is a directory of Parquet parts."""
     from .pipeline import score_file
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _stop_at_next_chunk)
+    ray_flags = {"--ray-address": ray_address, "--num-workers": num_workers, "--gpus-per-worker": gpus_per_worker}
+    if engine != "ray" and any(v is not None for v in ray_flags.values()):
+        from .errors import UsageError
+
+        raise UsageError(f"{', '.join(k for k, v in ray_flags.items() if v is not None)} need --engine ray")
+    if engine == "local":  # Ray stops its own tasks on Ctrl-C; the local engine finishes the chunk in hand
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _stop_at_next_chunk)
     config = ScoreConfig(
         text_column=text_column, chunk_size=chunk_size, batch_size=batch_size, top_k=top_k, workers=workers,
         input_format=input_format, output_format=output_format, encoding=encoding,
@@ -171,6 +194,14 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
         overwrite=overwrite, quiet=quiet, on_bad_lines=on_bad_lines, resume=resume, device=device,
     )
     expect = {"maxlen": maxlen, "user_dict": user_dict, "stopwords": stopwords, "layer_mix": layer_mix}
+    if engine == "ray":
+        from .ray_engine import RayOptions, score_with_ray
+
+        options = RayOptions(address=ray_address, num_workers=num_workers, gpus_per_worker=gpus_per_worker or 0.0)
+        summary = score_with_ray(input_path, output_path, model=model, config=config, options=options, prefix=prefix, expect=expect)
+        if not quiet:
+            click.echo(summary.line(), err=True)
+        return
     bar = None
     if not quiet and sys.stderr.isatty():
         from tqdm import tqdm

@@ -1,0 +1,703 @@
+"""``sentiscore score --engine ray``: the same scoring on a Ray cluster.
+
+    ray.data.read_parquet / read_csv / read_json      IN: a file, a directory or a glob
+      → map_batches(segment_block)    CPU tasks: jieba_fast, each distinct text once
+      → map_batches(ScoreActor)       actor pool (--num-workers; GPUs with --gpus-per-worker):
+                                      the model is loaded once per actor; Scorer.score_batch
+      → write_parquet                 OUT: a directory of Parquet parts, renamed into place
+
+Segmentation runs as its own CPU stage rather than inside the scoring actors:
+the actors then spend their time (and their GPU) on the model, and Ray runs as
+many segmentation tasks as there are free CPUs in the cluster. The tokens
+travel to the actors as an Arrow list column; an actor looks each distinct
+text up there and segments only what it cannot find (so a mismatch between
+the stages costs time, never correctness).
+
+The model reaches the workers by path: a directory on storage that every node
+mounts at the same place (or, with ``ray job submit --working-dir``, a path
+relative to the job's working directory), or a built-in model name that each
+node resolves in its own sentiscore install. Every worker checks the model's
+manifest hash against the driver's.
+
+Only this module imports ray, and only when ``--engine ray`` is used.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .artifacts import STOPWORDS_FILE, USER_DICT_FILE, LoadedModel, model_hash, resolve_model_path, verify
+from .config import ScoreConfig, SegmenterConfig
+from .errors import InputError, ModelError, OutputError, SentiscoreError, SettingsMismatchError, UsageError, WorkerError
+from .io import INPUT_FORMATS, RESUME_MANIFEST, SUCCESS_MARKER, detect_format, is_stdio, open_input
+
+TOKENS_COLUMN = "__sentiscore_tokens"
+TRUNCATED_COLUMN = "__sentiscore_truncated"
+PATH_COLUMN = "path"  # what Ray's include_paths adds: names the file of a failing block
+INSTALL_HINT = "pip install 'sentiscore[ray]'"
+ACTOR_MEMORY_BYTES = 1 << 30  # a scoring actor with zh-fast, 10,000-row chunks: ~1.1 GB peak RSS (TensorFlow CPU)
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str | None = None  # None: a local Ray for this run (or the cluster in RAY_ADDRESS); "auto"; "ray://host:port"
+    num_workers: int | None = None  # scoring actors; default: one per GPU share, or half the CPUs
+    gpus_per_worker: float = 0.0
+
+    def __post_init__(self):
+        if self.num_workers is not None and self.num_workers < 1:
+            raise UsageError("--num-workers must be at least 1")
+        if self.gpus_per_worker < 0:
+            raise UsageError("--gpus-per-worker must be 0 or more")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every task and actor needs; small and picklable."""
+
+    model_candidates: tuple[str, ...]  # tried in order on each node
+    model_hash: str
+    text_column: str
+    keep: tuple[str, ...]
+    prefix: str
+    batch_size: int
+    top_k: int
+    provenance: tuple[tuple[str, str], ...] = ()
+
+
+def import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(f"--engine ray needs Ray Data, which is not installed: {INSTALL_HINT}") from exc
+    return ray
+
+
+# --- inputs ------------------------------------------------------------------
+
+
+def _is_glob(path: str) -> bool:
+    return any(ch in path for ch in "*?[")
+
+
+def input_files(input_path, input_format: str | None) -> tuple[list[str], str]:
+    """IN as a sorted list of absolute file paths, and their one format. A
+    directory contributes its files (recursively) whose extension names a
+    format, skipping hidden and ``_``-prefixed files (``_SUCCESS``...)."""
+    text = str(input_path)
+    if is_stdio(text):
+        raise UsageError("--engine ray reads files, directories or globs, not stdin: write the input to a file first")
+    if "://" in text:
+        raise UsageError(f"--engine ray reads paths on a file system every node mounts, not URLs ({text})")
+    if _is_glob(text):
+        found = sorted(p for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        where = f"no files match {text}"
+    elif Path(text).is_dir():
+        found = sorted(
+            str(p) for p in Path(text).rglob("*")
+            if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(text).parts)
+        )
+        where = f"the directory {text} holds no input files"
+    elif Path(text).is_file():
+        found = [text]
+        where = ""
+    else:
+        raise InputError(f"input {text} does not exist")
+    files, formats = [], {}
+    for path in found:
+        try:
+            fmt = detect_format(path, input_format, INPUT_FORMATS, "--input-format")
+        except UsageError:
+            if len(found) == 1:
+                raise
+            continue  # a directory may hold other files (README, .crc...)
+        files.append(str(Path(path).resolve()))
+        formats.setdefault(fmt, path)
+    if not files:
+        raise InputError(f"{where}; give CSV, TSV, Parquet or JSONL files (or pass --input-format)")
+    if len(formats) > 1:
+        examples = ", ".join(f"{fmt} ({path})" for fmt, path in formats.items())
+        raise UsageError(f"{text} mixes formats: {examples}; score one format at a time or pass --input-format")
+    return files, next(iter(formats))
+
+
+def file_columns(files: list[str], fmt: str, encoding: str) -> list[list[str]]:
+    """Each file's column names, read cheaply on the driver (CSV headers,
+    Parquet footers; JSONL's first file only, its keys vary by row anyway).
+    Ray fills a column that one file lacks with nulls, so a file without the
+    text column would be scored as empty rows: this check stops that."""
+    from .io import _HEAD_BYTES, _csv_header, _open_binary
+
+    columns = []
+    for path in files if fmt != "jsonl" else files[:1]:
+        if fmt in ("csv", "tsv"):
+            with _open_binary(path) as raw:
+                head = raw.read(_HEAD_BYTES)
+            if not head.strip(b"\xef\xbb\xbf \r\n\t"):
+                raise InputError(f"{path} is empty: a CSV needs at least a header line")
+            columns.append(_csv_header(head, encoding, "\t" if fmt == "tsv" else ","))
+        elif fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            try:
+                columns.append(pq.read_schema(path).names)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputError(f"cannot read {path} as Parquet: {exc}") from exc
+        else:
+            columns.append(open_input(path, fmt, 1, encoding).schema.names)
+    return columns
+
+
+def _read(ray, files: list[str], fmt: str, encoding: str, include_paths: bool, csv_names: list[str]):
+    if fmt == "parquet":
+        return ray.data.read_parquet(files, include_paths=include_paths, file_extensions=None)
+    if fmt == "jsonl":
+        return ray.data.read_json(files, lines=True, include_paths=include_paths, file_extensions=None)
+    import pyarrow.csv as pacsv
+
+    return ray.data.read_csv(
+        files, include_paths=include_paths, file_extensions=None,
+        read_options=pacsv.ReadOptions(encoding=encoding),
+        parse_options=pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in csv_names}, strings_can_be_null=False, quoted_strings_can_be_null=False
+        ),
+    )
+
+
+# --- the model on the workers -------------------------------------------------
+
+
+def _model_dir(plan: _Plan) -> Path:
+    for candidate in plan.model_candidates:
+        try:
+            path = resolve_model_path(candidate)
+        except ModelError:
+            continue
+        found = model_hash(path)
+        if found != plan.model_hash:
+            raise ModelError(
+                f"the model at {path} on {socket.gethostname()} is not the driver's (hash {found}, expected "
+                f"{plan.model_hash}); every node must see the same model directory"
+            )
+        return path
+    raise ModelError(
+        f"model directory {plan.model_candidates[0]} is not visible on Ray node {socket.gethostname()}: put it on storage "
+        "that every node mounts at the same path, or ship it with the job (ray job submit --working-dir DIR) "
+        "and pass --model as a path relative to DIR"
+    )
+
+
+def segmenter_setup(model_dir: Path) -> tuple[SegmenterConfig, int]:
+    """The segmenter settings and maxlen a model was trained with, from its
+    card alone (no TensorFlow): what the segmentation tasks use. The scoring
+    actors check that their Scorer agrees."""
+    from .segment import segmenter_version
+
+    meta = json.loads((model_dir / "meta.json").read_text(encoding="utf-8"))
+    seg = dict(meta["segmenter"])
+    if seg.get("name") != "jieba_fast":
+        raise SettingsMismatchError(f"{model_dir}: segmenter {seg.get('name')!r} is not available here (jieba_fast is)")
+    if seg.get("version") and seg["version"] != segmenter_version():
+        raise SettingsMismatchError(
+            f"{model_dir} was trained with jieba_fast {seg['version']} but {segmenter_version()} is installed on "
+            f"{socket.gethostname()}; tokens would differ. Install jieba_fast=={seg['version']} on every node"
+        )
+    config = SegmenterConfig(
+        name="jieba_fast",
+        hmm=bool(seg["hmm"]),
+        stopwords=str(model_dir / STOPWORDS_FILE),
+        user_dict=str(model_dir / USER_DICT_FILE) if seg.get("user_dict") else None,
+        max_chars=int(seg["max_chars"]),
+    )
+    return config, int(meta["embedder"]["maxlen"])
+
+
+def _as_text(column) -> pa.Array | None:
+    """The text column as strings, coerced as ``Scorer.preprocess`` does
+    (numbers, dates, booleans → their text; null column → nulls); None when
+    it holds no text (lists, structs: those rows become ``not_text``)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_null(column.type):
+        return pa.nulls(len(column), pa.string())
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column
+    try:
+        return pc.cast(column, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def _where(table: pa.Table) -> str:
+    """Which input a block came from, for error messages."""
+    if PATH_COLUMN in table.column_names and table.num_rows:
+        files = sorted(set(table.column(PATH_COLUMN).to_pylist()) - {None})
+        if files:
+            return "a block of " + ", ".join(files[:3]) + (f" and {len(files) - 3} more files" if len(files) > 3 else "")
+    return f"a block of {table.num_rows:,} input rows"
+
+
+def _check_columns(table: pa.Table, plan: _Plan) -> None:
+    missing = [c for c in dict.fromkeys((plan.text_column, *plan.keep)) if c not in table.column_names]
+    if missing:
+        shown = [c for c in table.column_names if c not in (TOKENS_COLUMN, TRUNCATED_COLUMN, PATH_COLUMN)]
+        raise InputError(
+            f"{_where(table)}: no column {', '.join(map(repr, missing))}; its columns are: {', '.join(shown)}. "
+            "Every input file needs the text column and the columns kept from the first file"
+        )
+
+
+_SEGMENTERS: dict = {}  # per worker process: model directory → Segmenter (jieba loads once)
+
+
+def segment_block(table: pa.Table, plan: _Plan) -> pa.Table:
+    """Ray task: add each row's tokens and truncation flag (null where the row
+    has no text). Each distinct text in the block is segmented once."""
+    from .segment import Segmenter
+
+    try:
+        _check_columns(table, plan)
+        model_dir = _model_dir(plan)
+        segmenter = _SEGMENTERS.get(model_dir)
+        if segmenter is None:
+            config, maxlen = segmenter_setup(model_dir)
+            segmenter = _SEGMENTERS[model_dir] = Segmenter(config, maxlen)
+        texts = _as_text(table.column(plan.text_column))
+        if texts is None:
+            tokens = pa.nulls(table.num_rows, pa.list_(pa.string()))
+            truncated = pa.nulls(table.num_rows, pa.bool_())
+        else:
+            encoded = pc.dictionary_encode(texts)
+            results = [segmenter.tokenize(text) for text in encoded.dictionary.to_pylist()]
+            tokens = pc.take(pa.array([words for words, _ in results], pa.list_(pa.string())), encoded.indices)
+            truncated = pc.take(pa.array([cut for _, cut in results], pa.bool_()), encoded.indices)
+        return table.append_column(TOKENS_COLUMN, tokens).append_column(TRUNCATED_COLUMN, truncated)
+    except SentiscoreError as exc:
+        raise type(exc)(_in_block(table, exc)) from None
+    except Exception as exc:
+        raise WorkerError(f"segmentation failed on {_where(table)}: {type(exc).__name__}: {exc}") from None
+
+
+def _in_block(table: pa.Table, exc: Exception) -> str:
+    message = str(exc)
+    return message if message.startswith("a block of ") else f"{_where(table)}: {message}"
+
+
+class _Presegmented:
+    """Stands in for the Scorer's segmenter inside an actor: the tokens come
+    from the segmentation stage (``lookup``); a text not found there is
+    segmented here. ``misses`` counts those (0 when the stages agree)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.lookup: dict[str, tuple[list[str], bool]] = {}
+        self.misses = 0
+
+    def submit(self, texts: list[str]):
+        from .segment import SegmentedBatch
+
+        found = [self.lookup.get(t) for t in texts]
+        missing = [t for t, f in zip(texts, found) if f is None]
+        if missing:
+            self.misses += len(missing)
+            extra = self.inner.segment(missing)
+            offsets = extra.offsets
+            more = iter((extra.tokens[offsets[i]:offsets[i + 1]], bool(extra.truncated[i])) for i in range(len(missing)))
+            found = [f if f is not None else next(more) for f in found]
+        tokens: list[str] = []
+        for words, _ in found:
+            tokens.extend(words)
+        batch = SegmentedBatch(
+            tokens,
+            pa.array([len(w) for w, _ in found], pa.int32()).to_numpy(zero_copy_only=False),
+            pa.array([c for _, c in found], pa.bool_()).to_numpy(zero_copy_only=False),
+        )
+        return lambda: batch
+
+    def segment(self, texts: list[str]):
+        return self.submit(texts)()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class ScoreActor:
+    """Ray actor: loads the model once, then scores blocks with
+    :meth:`Scorer.score_batch` (same columns and statuses as the local engine)."""
+
+    def __init__(self, plan: _Plan):
+        from .pipeline import Scorer
+
+        self.plan = plan
+        model_dir = _model_dir(plan)
+        self.scorer = Scorer.from_model(model_dir, workers=1, batch_size=plan.batch_size, top_k=plan.top_k)
+        config, maxlen = segmenter_setup(model_dir)
+        if (self.scorer.segmenter_config, self.scorer.maxlen) != (config, maxlen):
+            raise ModelError(
+                f"sentiscore's Ray engine and its Scorer disagree on how {model_dir} segments text "
+                f"({config}, maxlen {maxlen} vs {self.scorer.segmenter_config}, maxlen {self.scorer.maxlen}); this is a bug"
+            )
+        self.segmenter = _Presegmented(self.scorer.segmenter)
+        self.scorer.segmenter = self.segmenter
+        self.metadata = {k.encode(): v.encode() for k, v in {**self.scorer.provenance, **dict(plan.provenance)}.items()}
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        try:
+            _check_columns(table, self.plan)
+            texts = _as_text(table.column(self.plan.text_column))
+            if texts is not None and TOKENS_COLUMN in table.column_names:
+                tokens = table.column(TOKENS_COLUMN).to_pylist()
+                cut = table.column(TRUNCATED_COLUMN).to_pylist()
+                self.segmenter.lookup = {
+                    t: (w, bool(c)) for t, w, c in zip(texts.to_pylist(), tokens, cut) if w is not None and t is not None
+                }
+            batch = table.combine_chunks().to_batches()
+            batch = batch[0] if batch else pa.RecordBatch.from_pylist([], schema=table.schema)
+            out = self.scorer.score_batch(batch, self.plan.text_column, keep_columns=list(self.plan.keep), prefix=self.plan.prefix)
+            self.segmenter.lookup = {}
+            return pa.Table.from_batches([out]).replace_schema_metadata(self.metadata)
+        except SentiscoreError as exc:
+            raise type(exc)(_in_block(table, exc)) from None
+        except Exception as exc:
+            raise WorkerError(f"scoring failed on {_where(table)}: {type(exc).__name__}: {exc}") from None
+
+
+# --- errors from the cluster ---------------------------------------------------
+
+
+def _as_sentiscore_error(ray, exc: BaseException, files: list[str], fmt: str, encoding: str) -> SentiscoreError:
+    """A failure inside Ray as one typed error naming what failed, instead of
+    the worker's traceback. A file that Ray could not read is read again here
+    with the local engine's reader, for its message (line, encoding hint)."""
+    cause = exc
+    for _ in range(10):  # RayTaskError → the exception raised in the worker
+        inner = getattr(cause, "cause", None)
+        if not isinstance(cause, ray.exceptions.RayTaskError) or inner is None:
+            break
+        cause = inner
+    if isinstance(cause, SentiscoreError):
+        return type(cause)(str(cause))
+    text = str(cause).strip()
+    # An actor whose __init__ raised reaches the driver as ActorDiedError,
+    # holding the worker's traceback only as text: find our error's line.
+    raised = re.findall(r"^sentiscore\.errors\.(\w+): (.+)$", text, re.MULTILINE)
+    if raised:
+        from . import errors
+
+        kind = getattr(errors, raised[-1][0], None)
+        if isinstance(kind, type) and issubclass(kind, SentiscoreError):
+            return kind(raised[-1][1])
+    first = text.splitlines()[0] if text else type(cause).__name__
+    named = [f for f in files if f in text]
+    if named:
+        return _diagnose(named[0], fmt, encoding) or InputError(f"cannot read {named[0]} as {fmt}: {first}")
+    if isinstance(cause, (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError)):
+        return InputError(f"cannot read the input as {fmt}: {first}")
+    if isinstance(cause, ray.exceptions.RayError):
+        return WorkerError(
+            f"a Ray worker failed ({type(cause).__name__}: {first}); no output was written. "
+            "The workers' logs are in /tmp/ray/session_latest/logs on each node"
+        )
+    return WorkerError(f"the Ray run failed: {type(cause).__name__}: {first}; no output was written")
+
+
+def _diagnose(path: str, fmt: str, encoding: str) -> InputError | None:
+    try:
+        for _ in open_input(path, fmt, 1 << 16, encoding).batches:
+            pass
+    except InputError as exc:
+        message = str(exc)
+        if "--on-bad-lines skip" in message:  # the local engine's hint; Ray cannot list skipped rows
+            message = message.rsplit("; ", 1)[0] + "; fix the row, or score this file with --engine local --on-bad-lines skip"
+        return InputError(message)
+    except Exception:  # the local reader fails differently: Ray's own message will do
+        return None
+    return None
+
+
+# --- output ------------------------------------------------------------------
+
+
+def _check_output_dir(out: Path, input_files_: list[str], overwrite: bool) -> None:
+    if "://" in str(out):
+        raise UsageError(f"--engine ray writes to a path on a file system every node mounts, not a URL ({out})")
+    if not out.parent.exists():
+        raise OutputError(f"the folder {out.parent} does not exist; create it first")
+    if not os.access(out.parent, os.W_OK):
+        raise OutputError(f"cannot write to the folder {out.parent} (permission denied)")
+    resolved = out.resolve()
+    for f in input_files_:
+        if Path(f) == resolved or resolved in Path(f).parents:
+            raise OutputError(f"OUT {out} holds the input {f}; write the results elsewhere")
+    if out.exists():
+        if not overwrite:
+            raise OutputError(f"{out} already exists; pass --overwrite to replace it")
+        if out.is_dir() and any(out.iterdir()) and not (out / RESUME_MANIFEST).is_file():
+            raise OutputError(f"{out} is a directory that holds no sentiscore output; refusing to replace it with --overwrite")
+
+
+def _temp_dir_for(out: Path) -> Path:
+    return out.with_name(f".{out.name}.sentiscore-{os.getpid()}.tmp")
+
+
+def _remove_stale_temp_dirs(out: Path) -> None:
+    for path in out.parent.glob(f".{out.name}.sentiscore-*.tmp"):
+        pid = path.name[len(f".{out.name}.sentiscore-"):-len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid() or not path.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # that run is still going
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            continue
+
+
+def _part_name_provider(ray):
+    from ray.data.datasource import FilenameProvider
+
+    class PartNames(FilenameProvider):
+        def get_filename_for_task(self, write_uuid, task_index):
+            return f"part-{task_index:05d}-{{i}}.parquet"
+
+    return PartNames()
+
+
+def _check_inputs(files: list[str], fmt: str, config: ScoreConfig, labels, prefix: str):
+    """Every file's columns against the options, on the driver. Returns the
+    columns to keep, the CSV column names (all read as strings) and whether
+    Ray may add its ``path`` column (to name the file of a failing block)."""
+    from .pipeline import output_column_names
+
+    columns = file_columns(files, fmt, config.encoding)
+    names = columns[0]
+    keep = list(config.keep_columns) if config.keep_columns is not None else list(names)
+    for path, file_names in zip(files, columns):
+        missing = [c for c in dict.fromkeys([config.text_column, *keep]) if c not in file_names]
+        if config.text_column in missing:
+            raise InputError(
+                f"no text column {config.text_column!r} in {path}; its columns are: {', '.join(file_names)}. "
+                "Pick one with --text-column" + (" (every input file needs it)" if len(files) > 1 else "")
+            )
+        if missing and config.keep_columns is not None:
+            raise InputError(f"--keep-columns: no column {', '.join(missing)} in {path}; its columns are: {', '.join(file_names)}")
+        if missing:
+            raise InputError(
+                f"{path} lacks column(s) {', '.join(missing)} that {files[0]} has; its columns are: {', '.join(file_names)}. "
+                "Score files with other columns separately, or pass the shared ones with --keep-columns"
+            )
+    clashes = [c for c in output_column_names(labels, prefix) if c in keep]
+    if clashes:
+        raise InputError(
+            f"the input already has column(s) {', '.join(clashes)}; pass --prefix (e.g. --prefix ss_) or leave them out with --keep-columns"
+        )
+    csv_names = list(dict.fromkeys(n for file_names in columns for n in file_names)) if fmt in ("csv", "tsv") else []
+    include_paths = all(PATH_COLUMN not in file_names for file_names in columns)
+    return keep, csv_names, include_paths
+
+
+# --- the run -----------------------------------------------------------------
+
+
+def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | None = None, options: RayOptions | None = None,
+                   prefix: str = "", expect: dict | None = None):
+    """Score IN (a file, directory or glob) into the directory OUT on Ray.
+    Returns a :class:`sentiscore.pipeline.ScoreSummary`."""
+    from .pipeline import ScoreSummary, _tally, check_expected_settings
+
+    config = config or ScoreConfig()
+    options = options or RayOptions()
+    for flag, used in (("--resume", config.resume), ("--on-bad-lines skip", config.on_bad_lines == "skip"),
+                       ("--workers", config.workers is not None)):
+        if used:
+            hint = " (use --num-workers for the scoring actors)" if flag == "--workers" else ""
+            raise UsageError(f"{flag} is for the local engine, not --engine ray{hint}")
+    if config.output_format not in (None, "parquet"):
+        raise UsageError("--engine ray writes a directory of Parquet parts; drop --output-format")
+    if is_stdio(output_path):
+        raise UsageError("--engine ray writes a directory of Parquet parts, not stdout")
+    started = time.perf_counter()
+    files, fmt = input_files(input_path, config.input_format)
+    out = Path(output_path)
+    _check_output_dir(out, files, config.overwrite)
+
+    # Fail here, before any cluster work, on what the driver can see.
+    model_dir = resolve_model_path(model)
+    meta = verify(model_dir)
+    loaded = LoadedModel(path=model_dir, meta=meta, keras_model=None, embedder=None, hash=model_hash(model_dir))
+    check_expected_settings(loaded, expect or {})
+    segmenter_setup(model_dir)
+    keep, csv_names, include_paths = _check_inputs(files, fmt, config, loaded.labels, prefix)
+
+    ray = import_ray()
+    own_ray = not ray.is_initialized()
+    if own_ray:
+        try:
+            ray.init(address=options.address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = options.address or "a new local Ray instance"
+            raise UsageError(f"cannot start or reach Ray at {where}: {exc}. "
+                             "Start a cluster with `ray start --head`, or drop --ray-address for a local Ray") from exc
+    tmp = _temp_dir_for(out)
+    restore = []
+    try:
+        num_workers = _num_workers(ray, options)
+        if model is None or not Path(str(model)).is_dir():
+            candidates = (model_dir.name,)  # a built-in model: each node resolves it in its own install
+        else:  # a directory: the same absolute path on every node, else relative to the job's working directory
+            candidates = tuple(dict.fromkeys([str(model_dir.resolve()), str(model)]))
+        plan = _Plan(
+            model_candidates=candidates, model_hash=loaded.hash, text_column=config.text_column, keep=tuple(keep),
+            prefix=prefix, batch_size=config.batch_size, top_k=config.top_k,
+            provenance=(("sentiscore.engine", f"ray {ray.__version__}"),),
+        )
+        restore = _quiet_ray(ray, progress=not config.quiet and sys.stderr.isatty())
+        _remove_stale_temp_dirs(out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        dataset = _read(ray, files, fmt, config.encoding, include_paths, csv_names)
+        dataset = dataset.map_batches(segment_block, fn_kwargs={"plan": plan}, batch_format="pyarrow",
+                                      batch_size=config.chunk_size, num_cpus=1)
+        # Each actor reserves the memory a loaded model takes, so Ray does not
+        # crowd one node with actors. The differing requests also keep Ray Data
+        # from fusing segmentation into the actors (it fuses stages with equal
+        # requests only): the next block is segmented while an actor runs the
+        # model on this one (11% faster on 20k rows here than fused).
+        dataset = dataset.map_batches(
+            ScoreActor, fn_constructor_kwargs={"plan": plan}, batch_format="pyarrow", batch_size=config.chunk_size,
+            compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=1, memory=ACTOR_MEMORY_BYTES,
+            **({"num_gpus": options.gpus_per_worker} if options.gpus_per_worker else {}),
+        )
+        try:
+            with warnings.catch_warnings():  # an input with no rows leaves the actor pool idle: nothing to warn about
+                warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
+                dataset.write_parquet(str(tmp), filename_provider=_part_name_provider(ray), compression="zstd",
+                                      mode=ray.data.SaveMode.OVERWRITE)  # tmp is this run's own new directory
+        except Exception as exc:
+            raise _as_sentiscore_error(ray, exc, files, fmt, config.encoding) from None
+        parts = sorted(tmp.glob("part-*.parquet"))
+        if not parts:  # no rows at all: still one valid, empty part with the full schema
+            parts = [_write_empty_part(tmp, files[0], fmt, config, keep, prefix, model_dir, plan)]
+        rows, counts, unlabelled, provenance = _summarise(parts, prefix + "label", loaded.labels, _tally)
+        run = {
+            "engine": f"ray {ray.__version__}",
+            "inputs": files,
+            "input_format": fmt,
+            "model_hash": loaded.hash,
+            "options": {"text_column": config.text_column, "chunk_size": config.chunk_size, "batch_size": config.batch_size,
+                        "top_k": config.top_k, "keep_columns": keep, "prefix": prefix, "encoding": config.encoding,
+                        "num_workers": num_workers, "gpus_per_worker": options.gpus_per_worker},
+            "rows": rows,
+            "provenance": provenance,
+        }
+        (tmp / RESUME_MANIFEST).write_text(json.dumps({"run": run}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / SUCCESS_MARKER).write_text("", encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        for undo in reversed(restore):
+            undo()
+        if own_ray:
+            ray.shutdown()
+    return ScoreSummary(
+        rows=rows,
+        seconds=time.perf_counter() - started,
+        label_counts={name: int(c) for (_, name), c in zip(loaded.labels, counts)},
+        unlabelled=unlabelled,
+        model_name=loaded.name,
+        model_hash=loaded.hash,
+        output=str(output_path),
+        provenance=provenance,
+    )
+
+
+def _num_workers(ray, options: RayOptions) -> int:
+    resources = ray.cluster_resources()
+    cpus, gpus = int(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+    if options.gpus_per_worker:
+        if gpus < options.gpus_per_worker:
+            raise UsageError(f"--gpus-per-worker {options.gpus_per_worker:g}: the Ray cluster has {gpus:g} GPUs")
+        wanted = options.num_workers or max(1, int(gpus // options.gpus_per_worker))
+    else:
+        wanted = options.num_workers or max(1, cpus // 2)
+    if wanted >= cpus:
+        raise UsageError(
+            f"--num-workers {wanted}: the Ray cluster has {cpus} CPUs, and besides one per scoring actor the "
+            f"segmentation and write tasks need at least one; use --num-workers {max(1, cpus - 1)} or fewer"
+            if cpus >= 2 else f"the Ray cluster has {cpus} CPUs; --engine ray needs at least 2"
+        )
+    return wanted
+
+
+def _quiet_ray(ray, progress: bool) -> list:
+    """Ray Data settings for this run (restored afterwards): rows keep their
+    input order; errors raised in our tasks reach the driver as themselves;
+    Ray Data's console log stays quiet (its log file keeps everything)."""
+    context = ray.data.DataContext.get_current()
+    undo = []
+    for owner, name, value in ((context.execution_options, "preserve_order", True),
+                               (context, "raise_original_map_exception", True),
+                               (context, "enable_progress_bars", progress)):
+        old = getattr(owner, name)
+        setattr(owner, name, value)
+        undo.append(lambda owner=owner, name=name, old=old: setattr(owner, name, old))
+    for handler in logging.getLogger("ray.data").handlers:
+        if type(handler).__name__ != "SessionFileHandler":
+            old_level = handler.level
+            handler.setLevel(logging.CRITICAL)
+            undo.append(lambda handler=handler, old_level=old_level: handler.setLevel(old_level))
+    return undo
+
+
+def _summarise(parts: list[Path], label_column: str, labels, tally):
+    """Rows, label counts and provenance, read back from what was written
+    (one column at a time: memory stays bounded)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    counts = np.zeros(len(labels), np.int64)
+    rows = unlabelled = 0
+    for part in parts:
+        pf = pq.ParquetFile(part)
+        rows += pf.metadata.num_rows
+        for batch in pf.iter_batches(columns=[label_column]):
+            unlabelled += tally(batch.column(0), labels, counts)
+    metadata = pq.read_schema(parts[0]).metadata or {}
+    provenance = {k.decode(): v.decode() for k, v in metadata.items() if k.startswith(b"sentiscore.")}
+    return rows, counts, unlabelled, provenance
+
+
+def _write_empty_part(directory: Path, first_file: str, fmt: str, config: ScoreConfig, keep, prefix, model_dir, plan) -> Path:
+    import pyarrow.parquet as pq
+
+    from .pipeline import Scorer
+
+    schema = open_input(first_file, fmt, 1, config.encoding).schema
+    empty = pa.RecordBatch.from_pylist([], schema=schema)
+    with Scorer.from_model(model_dir, workers=1) as scorer:
+        out = scorer.score_batch(empty, config.text_column, keep_columns=keep, prefix=prefix)
+        metadata = {**scorer.provenance, **dict(plan.provenance)}
+    path = directory / "part-00000-0.parquet"
+    pq.write_table(pa.Table.from_batches([out]).replace_schema_metadata(metadata), path, compression="zstd")
+    return path
