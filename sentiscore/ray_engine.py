@@ -77,6 +77,7 @@ class _Plan:
     batch_size: int
     top_k: int
     provenance: tuple[tuple[str, str], ...] = ()
+    device: str = "auto"  # where an ELMo embedder runs inside each actor
 
 
 def import_ray():
@@ -346,7 +347,7 @@ class ScoreActor:
 
         self.plan = plan
         model_dir = _model_dir(plan)
-        self.scorer = Scorer.from_model(model_dir, workers=1, batch_size=plan.batch_size, top_k=plan.top_k)
+        self.scorer = Scorer.from_model(model_dir, workers=1, batch_size=plan.batch_size, top_k=plan.top_k, device=plan.device)
         config, maxlen = segmenter_setup(model_dir)
         if (self.scorer.segmenter_config, self.scorer.maxlen) != (config, maxlen):
             raise ModelError(
@@ -565,7 +566,7 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
             candidates = tuple(dict.fromkeys([str(model_dir.resolve()), str(model)]))
         plan = _Plan(
             model_candidates=candidates, model_hash=loaded.hash, text_column=config.text_column, keep=tuple(keep),
-            prefix=prefix, batch_size=config.batch_size, top_k=config.top_k,
+            prefix=prefix, batch_size=config.batch_size, top_k=config.top_k, device=config.device,
             provenance=(("sentiscore.engine", f"ray {ray.__version__}"),),
         )
         restore = _quiet_ray(ray, progress=not config.quiet and sys.stderr.isatty())
