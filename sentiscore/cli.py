@@ -228,6 +228,10 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @click.option("--arch", type=click.Choice(["wide-deep", "attention"]), default="wide-deep", show_default=True,
               help="attention: BiLSTM + attention; wide-deep: plus a linear char 1-3-gram path.")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Stratified validation share for early stopping.")
+@click.option("--val-source", default=None, metavar="GROUP",
+              help="Validate on every row of this source group (the part of --group-column before ':') instead of a random split: "
+                   "early stopping and calibration then favour what transfers to unseen sources.")
+@click.option("--group-column", default="source", show_default=True, help="Source column for --val-source and the --dev breakdown.")
 @click.option("--dev", "dev_path", default=None, help="Held-out labelled file to evaluate after training (recorded in the card).")
 @click.option("--seed", type=int, default=13, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True)
@@ -258,7 +262,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @workers_option
 @click.option("--quiet", "-q", is_flag=True)
 @_errors_to_exit
-def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch, val_fraction, dev_path, seed, epochs,
+def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch, val_fraction, val_source, group_column, dev_path, seed, epochs,
           batch_size, learning_rate, patience, maxlen, embedder, elmo_model, layer_mix, device, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_c, wide_l2, no_class_weights, no_calibration,
           user_dict, stopwords, workers, quiet):
     """Train a model on DATA (CSV/TSV/Parquet/JSONL with text and label
@@ -269,7 +273,7 @@ def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch
 
     config = TrainConfig(
         text_column=text_column, label_column=label_column, labels=parse_labels(labels_spec),
-        val_fraction=val_fraction, seed=seed, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+        val_fraction=val_fraction, val_source=val_source, seed=seed, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         patience=patience, class_weights=not no_class_weights, calibrate=not no_calibration, workers=workers, name=name or Path(out_dir).name,
         segmenter=SegmenterConfig(stopwords=stopwords, user_dict=user_dict),
         embedder=EmbedderConfig(type=embedder, maxlen=maxlen, embed_dim=embed_dim, min_count=min_count, layer_mix=layer_mix),
@@ -278,7 +282,7 @@ def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch
         model=ModelConfig(arch=arch, lstm_units=lstm_units, dropout=dropout, token_dropout=token_dropout, wide_training=wide_training, wide_c=wide_c, wide_l2=wide_l2),
     )
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
-    meta = run_training(data_path, out_dir, config, dev_path=dev_path, log=log, verbose=0 if quiet else 2)
+    meta = run_training(data_path, out_dir, config, dev_path=dev_path, group_column=group_column, log=log, verbose=0 if quiet else 2)
     val = meta["metrics"]["validation"]
     click.echo(f"wrote {out_dir}: validation accuracy {val['accuracy']:.4f}, macro-F1 {val['macro_f1']:.4f}")
 

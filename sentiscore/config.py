@@ -97,7 +97,7 @@ class ElmoPretrainConfig:
     cell_clip: float = 3.0
     proj_clip: float = 3.0
     dropout: float = 0.1
-    max_chars_per_token: int = 20  # the CNN's window: longer tokens are cut
+    max_chars_per_token: int = 10  # the CNN window (2 + 8 chars): longer tokens are cut; Chinese words rarely are
     max_sent_len: int = 40  # training windows (tokens); texts longer are split
     min_count: int = 3  # words rarer than this are <oov> as softmax targets
     max_vocab: int = 100_000
@@ -153,6 +153,7 @@ class TrainConfig:
     label_column: str = "label"
     labels: tuple[tuple[str, str], ...] = DEFAULT_LABELS
     val_fraction: float = 0.1
+    val_source: str | None = None  # hold out this source group (not a random split) for early stopping and calibration
     seed: int = 13
     epochs: int = 6
     batch_size: int = 64

@@ -242,14 +242,13 @@ def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
 
 def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, group_column: str = "source", log: Callable[[str], None] = print, verbose: int = 1) -> dict:
     """Train a model and write it to ``out_dir``. Returns its meta dict."""
-    from sklearn.model_selection import train_test_split
-
     from .evaluate import classification_metrics
     from .model import build_classifier, calibrated, framework_versions, import_tensorflow, logits_model, stacked_training_model
 
     config = config or TrainConfig()
     labels = config.labels
-    texts, y, dropped, _ = load_labelled(data_path, config.text_column, config.label_column, labels)
+    texts, y, dropped, extras = load_labelled(data_path, config.text_column, config.label_column, labels,
+                                              extra_columns=(group_column,) if config.val_source else ())
     n_classes = len(labels)
     present = np.bincount(y, minlength=n_classes)
     if len(texts) < 10:
@@ -259,8 +258,7 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
         raise TrainingError(f"{data_path}: classes {', '.join(missing)} have fewer than 2 rows; add data or drop them from --labels")
     log(f"read {len(texts):,} labelled rows from {data_path} ({dropped:,} dropped: empty text or label)")
 
-    idx = np.arange(len(texts))
-    train_idx, val_idx = train_test_split(idx, test_size=config.val_fraction, random_state=config.seed, stratify=y)
+    train_idx, val_idx = _split(y, extras, config, group_column, data_path)
     workers = config.workers or default_workers()
     emb_cfg = config.embedder
     with ParallelSegmenter(config.segmenter, emb_cfg.maxlen, workers) as segmenter:
@@ -349,7 +347,8 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
             "batch_size": config.batch_size,
             "learning_rate": config.learning_rate,
             "seed": config.seed,
-            "val_fraction": config.val_fraction,
+            "val_fraction": None if config.val_source else config.val_fraction,
+            "val_source": config.val_source,
             "class_weights": [round(float(w), 4) for w in weights_per_class] if config.class_weights else None,
             "calibration": calibration,
             "python": platform.python_version(),
@@ -379,6 +378,25 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
         log(f"dev: accuracy {dev['accuracy']:.4f}, macro-F1 {dev['macro_f1']:.4f} on {dev['rows']:,} rows")
         _rewrite_meta(out_dir, meta)
     return meta
+
+
+def _split(y: np.ndarray, extras: dict, config: TrainConfig, group_column: str, data_path):
+    """Training and validation rows: a stratified random split, or (with
+    ``val_source``) every row of one source group held out, so early
+    stopping and calibration reward what transfers to unseen sources."""
+    from sklearn.model_selection import train_test_split
+
+    if not config.val_source:
+        return train_test_split(np.arange(y.size), test_size=config.val_fraction, random_state=config.seed, stratify=y)
+    if group_column not in extras:
+        raise TrainingError(f"--val-source needs a {group_column!r} column in {data_path} (--group-column)")
+    groups = np.array([str(g).split(":")[0] if g is not None else "" for g in extras[group_column]])
+    held_out = groups == config.val_source
+    if held_out.sum() < 10 or (~held_out).sum() < 10:
+        known = ", ".join(sorted(set(groups.tolist())))
+        raise TrainingError(f"--val-source {config.val_source}: {int(held_out.sum())} rows have it and {int((~held_out).sum())} "
+                            f"do not; both need at least 10 (groups in {group_column}: {known})")
+    return np.flatnonzero(~held_out), np.flatnonzero(held_out)
 
 
 def _embed(config: TrainConfig, segmented: SegmentedBatch, train_idx: np.ndarray, log):
