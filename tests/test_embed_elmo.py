@@ -268,3 +268,16 @@ def test_info_card_describes_the_elmo_embedder(tiny_elmo_model):
     assert result.exit_code == 0, result.output
     assert "embedder: ELMo tiny-elmo (16-d, 3 layers, mix scalar" in result.output
     assert "corpus.csv" in result.output and "1 epochs" in result.output
+
+
+def test_token_cache_is_exact_and_survives_overflow(tiny_elmo):
+    texts = [["好", "手机", "不", "喜欢"], ["手机", "很", "好"], ["物流", "手机"], ["从来", "没有", "见过", "这么", "差", "的"]] * 3
+    embedder = ElmoEmbedder(tiny_elmo, layer_mix="scalar", device="cpu", batch_size=3)
+    cached = embedder.embed(texts)
+    assert 0 < len(embedder._token_index) <= 15  # distinct tokens + <bos>/<eos>, computed once
+    embedder._token_cache_size = 6  # smaller than one batch's distinct tokens: the table restarts each batch
+    restarted = embedder.embed(texts)
+    embedder.cache_tokens = False  # elmoformanylangs' own forward over the whole padded batch
+    reference = embedder.embed(texts)
+    np.testing.assert_allclose(cached, reference, atol=1e-6)
+    np.testing.assert_allclose(restarted, reference, atol=1e-6)
