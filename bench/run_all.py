@@ -145,7 +145,17 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="Quick check on at most N rows per split.")
+    parser.add_argument("--render-only", action="store_true", help="Rewrite OUT/report.md and OUT/speed.png from OUT/results.json.")
     args = parser.parse_args(argv)
+
+    if args.render_only:
+        results = json.loads((args.out / "results.json").read_text())
+        if "speed" in results:
+            speed.plot(results["speed"], Path(results["plot"]),
+                       title=f"sentiscore vs peers, {results['machine']['date'][:10]}, {results['machine']['cpus']} CPUs")
+        (args.out / "report.md").write_text(report(results))
+        print(report(results))
+        return
 
     for group in (args.peers, args.speed_peers):
         unknown = [p for p in group.split(",") if p and p not in quality.PEERS]

@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peer_runner import PEERS, PRETRAINED, runner_command  # noqa: E402
 
 POLL_SECONDS = 0.1
-MB = 1024 * 1024
+MB = 1024 * 1024  # RSS is reported in MiB (the JSON keys say _mb)
 DEFAULT_ROWS = (10_000, 100_000, 1_000_000)
 DEFAULT_PEERS = ("snownlp", "pysenti", "tfidf-char-lr")
 # SnowNLP predicts ~150-300 texts/s here (a Python loop per text): 100k rows would take 6-10 minutes
@@ -235,7 +235,7 @@ def run_speed(models: dict[str, str], rows_list, peers, caps: tuple[int | None, 
             check_rows(out, rows)
             runs.append({"system": name, "model": model, "kind": "sentiscore", "rows": rows, "distinct_texts": distinct, **m,
                          "rows_per_s": round(rows / m["seconds"], 1)})
-            log(f"  {rows:,} rows: {m['seconds']:.1f} s, {rows / m['seconds']:,.0f} rows/s, peak RSS {m['peak_rss_tree_mb']:,.0f} MB")
+            log(f"  {rows:,} rows: {m['seconds']:.1f} s, {rows / m['seconds']:,.0f} rows/s, peak RSS {m['peak_rss_tree_mb']:,.0f} MiB")
         for peer in peers:
             cap = per_peer.get(peer, default_cap)
             if cap is not None and rows > cap:
@@ -253,7 +253,7 @@ def run_speed(models: dict[str, str], rows_list, peers, caps: tuple[int | None, 
                          "predict_seconds": info["predict_seconds"],
                          "predict_rows_per_s": round(rows / info["predict_seconds"], 1) if info["predict_seconds"] else None,
                          "errors": info["errors"]})
-            log(f"  {rows:,} rows: {m['seconds']:.1f} s, {rows / m['seconds']:,.0f} rows/s, peak RSS {m['peak_rss_tree_mb']:,.0f} MB")
+            log(f"  {rows:,} rows: {m['seconds']:.1f} s, {rows / m['seconds']:,.0f} rows/s, peak RSS {m['peak_rss_tree_mb']:,.0f} MiB")
     reference = next(iter(models), None)
     ref_speed = {r["rows"]: r["rows_per_s"] for r in runs if r["system"] == reference}
     for r in runs:
@@ -291,14 +291,14 @@ def render(result: dict) -> str:
         f"runs on the same resampled files ({result['source']}), one after the other in one run"
         + (f"; peers capped: {cap_text}" if cap_text else "") + ".",
         "",
-        f"| rows | system | seconds | rows/s | rows/s vs {ref} | peak RSS (MB) | peers: predict-only rows/s |",
+        f"| rows | system | seconds | rows/s | rows/s vs {ref} | peak RSS (MiB) | peers: predict-only rows/s |",
         "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(result["runs"], key=lambda r: (r["rows"], r["kind"] != "sentiscore")):
         predict = f"{r['predict_rows_per_s']:,.0f}" if r.get("predict_rows_per_s") else ""
         lines.append(f"| {r['rows']:,} | {r['system']} | {r['seconds']:.1f} | {r['rows_per_s']:,.0f} | {_ratio(r)} | "
                      f"{r['peak_rss_tree_mb']:,.0f} | {predict} |")
-    lines += ["", "Peak RSS is summed over the process and its children (sentiscore's segmentation workers)."]
+    lines += ["", "Peak RSS (MiB) is summed over the process and its children (sentiscore's segmentation workers)."]
     by_system: dict[str, dict[int, dict]] = {}
     for r in result["runs"]:
         by_system.setdefault(r["system"], {})[r["rows"]] = r
@@ -307,9 +307,11 @@ def render(result: dict) -> str:
         sizes = sorted(by_rows)
         if len(sizes) >= 2 and by_rows[sizes[0]]["kind"] == "sentiscore":
             a, b = by_rows[sizes[-2]], by_rows[sizes[-1]]
-            growth.append(f"- {system}: peak RSS {a['peak_rss_tree_mb']:,.0f} MB at {sizes[-2]:,} rows → "
-                          f"{b['peak_rss_tree_mb']:,.0f} MB at {sizes[-1]:,} rows "
-                          f"({(b['peak_rss_tree_mb'] / a['peak_rss_tree_mb'] - 1) * 100:+.1f}%); "
+            growth.append(f"- {system}, {sizes[-2]:,} → {sizes[-1]:,} rows: peak RSS with workers "
+                          f"{a['peak_rss_tree_mb']:,.0f} → {b['peak_rss_tree_mb']:,.0f} MiB "
+                          f"({(b['peak_rss_tree_mb'] / a['peak_rss_tree_mb'] - 1) * 100:+.1f}%), main process alone "
+                          f"{a['peak_rss_main_mb']:,.0f} → {b['peak_rss_main_mb']:,.0f} MiB "
+                          f"({(b['peak_rss_main_mb'] / a['peak_rss_main_mb'] - 1) * 100:+.1f}%); "
                           f"rows/s {a['rows_per_s']:,.0f} → {b['rows_per_s']:,.0f}")
     if growth:
         lines += ["", "Growth from the second-largest to the largest file:", ""] + growth
@@ -338,7 +340,7 @@ def plot(result: dict, path: Path, title: str = "") -> Path:
         ax.grid(True, which="both", alpha=0.3)
     ax_speed.set_yscale("log")
     ax_speed.set_ylabel("rows/s, end to end (log)")
-    ax_mem.set_ylabel("peak RSS incl. worker processes (MB)")
+    ax_mem.set_ylabel("peak RSS incl. worker processes (MiB)")
     ax_mem.set_ylim(bottom=0)
     ax_speed.legend(fontsize=8)
     if title:
