@@ -277,12 +277,13 @@ def _name(name: str, r: dict) -> str:
 def render(peers: dict, systems: dict) -> str:
     rows = {**peers, **systems}
     lines = [
-        f"| system | dev acc | dev macro-F1 | dev w/o {SEEN_BY_PRETRAINED} macro-F1 | weibo-LOSO macro-F1 | douban-LOSO macro-F1 |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| system | dev acc | dev macro-F1 | dev w/o {SEEN_BY_PRETRAINED} acc | dev w/o {SEEN_BY_PRETRAINED} macro-F1 | "
+        + " | ".join(f"{g}-LOSO acc | {g}-LOSO macro-F1" for g in LOSO_GROUPS) + " |",
+        "|---|" + "---:|" * (4 + 2 * len(LOSO_GROUPS)),
     ]
     for name, r in rows.items():
-        cells = [_get(r, "dev", "accuracy"), _get(r, "dev", "macro_f1"), _get(r, "dev_unseen", "macro_f1")]
-        cells += [_get(r, "loso", g, "macro_f1") for g in LOSO_GROUPS]
+        cells = [_get(r, "dev", "accuracy"), _get(r, "dev", "macro_f1"), _get(r, "dev_unseen", "accuracy"), _get(r, "dev_unseen", "macro_f1")]
+        cells += [_get(r, "loso", g, k) for g in LOSO_GROUPS for k in ("accuracy", "macro_f1")]
         lines.append(f"| {_name(name, r)} | " + " | ".join(_cell(c) for c in cells) + " |")
     if any(_name(n, r) != n for n, r in rows.items()):
         lines += ["", PRETRAINED_NOTE]
@@ -290,12 +291,14 @@ def render(peers: dict, systems: dict) -> str:
     groups = sorted({g for r in rows.values() for g in r.get("dev_by_group", {})})
     if groups:
         counts = next(r["dev_by_group"] for r in rows.values() if r.get("dev_by_group"))
-        lines += ["", "Dev macro-F1 per source group (over the labels present in the group):", ""]
-        lines.append("| system | " + " | ".join(f"{g} (n={counts.get(g, {}).get('rows', '?')})" for g in groups) + " |")
-        lines.append("|---|" + "---:|" * len(groups))
-        for name, r in rows.items():
-            if r.get("dev_by_group"):
-                lines.append(f"| {_name(name, r)} | " + " | ".join(_cell(_get(r, "dev_by_group", g, "macro_f1")) for g in groups) + " |")
+        for key, title in (("macro_f1", "Dev macro-F1 per source group (over the labels present in the group):"),
+                           ("accuracy", "Dev accuracy per source group:")):
+            lines += ["", title, ""]
+            lines.append("| system | " + " | ".join(f"{g} (n={counts.get(g, {}).get('rows', '?')})" for g in groups) + " |")
+            lines.append("|---|" + "---:|" * len(groups))
+            for name, r in rows.items():
+                if r.get("dev_by_group"):
+                    lines.append(f"| {_name(name, r)} | " + " | ".join(_cell(_get(r, "dev_by_group", g, key)) for g in groups) + " |")
 
     if systems and peers:
         lines += ["", "Macro-F1 gap of each sentiscore model vs the best outside peer in each column, i.e. not counting "
