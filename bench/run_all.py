@@ -1,0 +1,204 @@
+"""The whole benchmark harness in one command: quality against the peers
+(dev, per source, leave-one-source-out), calibration, and speed and memory
+of ``sentiscore score`` against the peers' prediction throughput. Prints
+markdown, writes OUT/report.md, OUT/results.json and OUT/speed.png.
+
+    python scripts/split_data.py ../shared/data/sentiment_train.tsv build/splits
+    python -m venv build/bench-venv && build/bench-venv/bin/pip install snownlp pysenti pyarrow
+    python bench/run_all.py --splits build/splits --out build/bench
+
+Options pass through to bench/quality.py, bench/calibration.py and
+bench/speed.py, which can also be run alone. sentiscore models: every
+built-in model by default (``--model NAME`` or ``--model NAME=DIR`` to
+choose). Their leave-one-source-out numbers need models trained without
+that source: ``--loso-model weibo:NAME=DIR``, or ``--train-loso`` to train
+any missing one into OUT/loso/NAME-minus-GROUP with the settings recorded
+in the model's card (about 10-15 minutes each for zh-fast on 2 cores;
+reused when it exists).
+
+``--limit N`` runs everything on at most N rows of each split (written to
+OUT/splits-limit-N) and smaller speed files: a quick check that the harness
+works, not numbers to report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import quality  # noqa: E402
+import speed  # noqa: E402
+from peer_runner import PEERS  # noqa: E402
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def limited_splits(splits: Path, out: Path, limit: int, seed: int = 13) -> Path:
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    for f in sorted(splits.glob("*.parquet")):
+        df = pd.read_parquet(f)
+        df.sample(min(limit, len(df)), random_state=seed).to_parquet(out / f.name, index=False)
+    return out
+
+
+def parse_models(specs) -> dict[str, str]:
+    """``NAME`` (a built-in model) or ``NAME=DIR``; default every built-in model."""
+    if not specs:
+        return {name: name for name in speed.builtin_model_names()}
+    models = {}
+    for spec in specs:
+        name, sep, model_dir = spec.partition("=")
+        models[name] = model_dir if sep else name
+    return models
+
+
+def train_flags(meta: dict, model_dir: Path) -> list[str]:
+    """``sentiscore train`` options that reproduce a model's recorded settings."""
+    model, emb, training, seg = meta["model"], meta["embedder"], meta.get("training", {}), meta["segmenter"]
+    flags = ["--arch", model["arch"], "--lstm-units", model["lstm_units"], "--dropout", model["dropout"],
+             "--token-dropout", model["token_dropout"], "--maxlen", emb["maxlen"]]
+    if model["arch"] == "wide-deep":
+        flags += ["--wide-training", model["wide_training"], "--wide-c", model["wide_c"], "--wide-l2", model["wide_l2"]]
+    if emb["type"] == "vocab":
+        flags += ["--embed-dim", emb["embed_dim"], "--min-count", emb["min_count"]]
+    elif emb["type"] == "elmo":
+        flags += ["--embedder", "elmo", "--elmo-model", model_dir, "--layer-mix", emb.get("layer_mix", "average")]
+    for key, flag in (("epochs", "--epochs"), ("batch_size", "--batch-size"), ("learning_rate", "--learning-rate"),
+                      ("seed", "--seed"), ("val_fraction", "--val-fraction")):
+        if key in training:
+            flags += [flag, training[key]]
+    if not training.get("class_weights"):
+        flags.append("--no-class-weights")
+    if not training.get("calibration"):
+        flags.append("--no-calibration")
+    stopwords = seg.get("stopwords_source", "builtin")
+    flags += ["--stopwords", stopwords if stopwords in ("builtin", "none") else str(model_dir / "stopwords.txt")]
+    if seg.get("user_dict"):
+        flags += ["--user-dict", str(model_dir / "userdict.txt")]
+    return [str(f) for f in flags]
+
+
+def train_missing_loso(models: dict[str, str], loso: dict, splits: Path, out: Path) -> dict:
+    """Train (or reuse) OUT/loso/NAME-minus-GROUP for every model and group
+    that has no --loso-model."""
+    from sentiscore.artifacts import read_meta, resolve_model_path
+
+    loso = dict(loso)
+    for name, model in models.items():
+        model_dir = resolve_model_path(model)
+        for group in quality.LOSO_GROUPS:
+            if (group, name) in loso:
+                continue
+            target = out / "loso" / f"{name}-minus-{group}"
+            if not (target / "meta.json").exists():
+                cmd = [sys.executable, "-m", "sentiscore", "train", str(splits / f"train-minus-{group}.parquet"),
+                       "--out", str(target), "--name", f"{name}-minus-{group}", *train_flags(read_meta(model_dir), model_dir)]
+                log(f"training: {' '.join(cmd)}")
+                started = time.perf_counter()
+                subprocess.run(cmd, check=True)
+                log(f"trained {target} in {time.perf_counter() - started:.0f} s")
+            loso[(group, name)] = str(target)
+    return loso
+
+
+def report(results: dict) -> str:
+    lines = ["# sentiscore benchmarks", "", *speed.machine_lines(results["machine"], results.get("speed", {}).get("peer_versions"))]
+    if "quality" in results:
+        q = results["quality"]
+        lines += ["", "## Quality and calibration", "", quality.render(q["peers"], q["sentiscore"])]
+    if "speed" in results:
+        lines += ["", "## Speed and memory", "", speed.render(results["speed"])]
+        if results.get("plot"):
+            lines += ["", f"![rows/s and peak RSS against rows]({Path(results['plot']).name})"]
+    if results.get("limit"):
+        lines += ["", f"**--limit {results['limit']}: a check of the harness on subsets, not numbers to report.**"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--splits", type=Path, default=Path("build/splits"), help="Folder from scripts/split_data.py.")
+    parser.add_argument("--out", type=Path, default=Path("build/bench"), help="Folder for inputs, outputs and the report.")
+    parser.add_argument("--model", action="append", default=None, metavar="NAME[=DIR]",
+                        help="sentiscore model (repeatable; default: every built-in model). Speed ratios are to the first.")
+    parser.add_argument("--loso-model", action="append", default=[], metavar="GROUP:NAME=DIR",
+                        help="A model NAME trained without GROUP (weibo, douban), measured on GROUP.")
+    parser.add_argument("--train-loso", action="store_true", help="Train missing LOSO models with each model's recorded settings.")
+    parser.add_argument("--peers", default=",".join(quality.PEERS), help="Quality peers (comma-separated).")
+    parser.add_argument("--speed-peers", default=",".join(speed.DEFAULT_PEERS), help="Speed peers (comma-separated).")
+    parser.add_argument("--peer-python", type=Path, default=quality.DEFAULT_PEER_PYTHON,
+                        help=f"Python of the bench environment with snownlp and pysenti (default: {quality.DEFAULT_PEER_PYTHON}).")
+    parser.add_argument("--rows", type=int, nargs="+", default=list(speed.DEFAULT_ROWS), help="Speed row counts (default: 10k 100k 1M).")
+    parser.add_argument("--peer-max-rows", action="append", default=None, metavar="[NAME=]ROWS",
+                        help=f"Largest speed file a peer runs (default: {' '.join(speed.DEFAULT_PEER_CAPS)}).")
+    parser.add_argument("--workers", type=int, default=None, help="sentiscore score --workers (default: its own).")
+    parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="Quick check on at most N rows per split.")
+    parser.add_argument("--render-only", action="store_true", help="Rewrite OUT/report.md and OUT/speed.png from OUT/results.json.")
+    args = parser.parse_args(argv)
+
+    if args.render_only:
+        results = json.loads((args.out / "results.json").read_text())
+        if "speed" in results:
+            speed.plot(results["speed"], Path(results["plot"]),
+                       title=f"sentiscore vs peers, {results['machine']['date'][:10]}, {results['machine']['cpus']} CPUs")
+        (args.out / "report.md").write_text(report(results))
+        print(report(results))
+        return
+
+    for group in (args.peers, args.speed_peers):
+        unknown = [p for p in group.split(",") if p and p not in quality.PEERS]
+        if unknown:
+            raise SystemExit(f"unknown peers {', '.join(unknown)} (known: {', '.join(quality.PEERS)})")
+    speed_peers = [p for p in args.speed_peers.split(",") if p]
+    not_runnable = [p for p in speed_peers if p not in PEERS]
+    if not_runnable:
+        raise SystemExit(f"--speed-peers: {', '.join(not_runnable)} cannot be run by bench/peer_runner.py (can: {', '.join(PEERS)})")
+    quality_peers = [p for p in args.peers.split(",") if p]
+    quality.check_peer_python(args.peer_python, quality_peers + speed_peers)
+    if not (args.splits / "train.parquet").exists():
+        raise SystemExit(f"no {args.splits / 'train.parquet'}: run python scripts/split_data.py ../shared/data/sentiment_train.tsv {args.splits}")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    splits, rows = args.splits, args.rows
+    if args.limit:
+        splits = limited_splits(args.splits, args.out / f"splits-limit-{args.limit}", args.limit)
+        rows = [r for r in rows if r <= args.limit] or [args.limit]
+    models = parse_models(args.model)
+    results: dict = {"machine": speed.machine_info(), "limit": args.limit, "models": models}
+    started = time.perf_counter()
+    peer_models = args.out / "peer-models" / splits.name  # never a model fitted on other splits
+    if not args.skip_quality:
+        loso = quality.parse_loso(args.loso_model)
+        if args.train_loso:
+            loso = train_missing_loso(models, loso, splits, args.out)
+        results["quality"] = quality.run_quality(splits, models, loso, quality_peers, args.peer_python, model_dir=peer_models)
+        (args.out / "quality.json").write_text(json.dumps(results["quality"], indent=2, ensure_ascii=False) + "\n")
+    if not args.skip_speed:
+        results["speed"] = speed.run_speed(models, rows, speed_peers, speed.parse_caps(args.peer_max_rows or speed.DEFAULT_PEER_CAPS),
+                                           splits / "train.parquet", args.out, args.peer_python, peer_models,
+                                           splits / "train.parquet", args.workers)
+        results["plot"] = str(speed.plot(results["speed"], args.out / "speed.png",
+                                         title=f"sentiscore vs peers, {results['machine']['date'][:10]}, {results['machine']['cpus']} CPUs"))
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    text = report(results)
+    (args.out / "report.md").write_text(text)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    print(text)
+    log(f"wrote {args.out / 'report.md'}, {args.out / 'results.json'}" + (f", {results['plot']}" if results.get("plot") else "")
+        + f" ({results['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
