@@ -148,9 +148,9 @@ def test_default_model_smoke(runner, sample_dir, tmp_path):
     assert result.exit_code == 0, result.output
     frame = pq.read_table(out).to_pandas()
     assert len(frame) == 300 and (frame.status == "ok").mean() > 0.95
-    assert "model zh-fast@" in result.stderr
+    assert "model zh-elmo@" in result.stderr and "embedder elmo zh-small" in result.stderr
     easy = runner.invoke(cli, ["info"])
-    assert easy.exit_code == 0 and "zh-fast" in easy.stdout
+    assert easy.exit_code == 0 and "zh-elmo" in easy.stdout
 
 
 @pytest.mark.parametrize("sig,code", [("SIGTERM", 143), ("SIGINT", 130)])
