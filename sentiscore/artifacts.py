@@ -145,6 +145,32 @@ def save_model_dir(out_dir: Path, keras_model, meta: dict, embedder, stopwords_t
     return out_dir
 
 
+def trained_segmenter_config(model_dir: Path, meta: dict, host: str | None = None):
+    """The segmenter settings a model was trained with, pointing at its own
+    stopword and user-dictionary files; an error when this machine (``host``,
+    for cluster workers) cannot segment as it did."""
+    from .config import SegmenterConfig
+    from .errors import SettingsMismatchError
+    from .segment import segmenter_version
+
+    seg = dict(meta["segmenter"])
+    if seg.get("name") != "jieba_fast":
+        raise SettingsMismatchError(f"{model_dir}: segmenter {seg.get('name')!r} is not available here (jieba_fast is)")
+    if seg.get("version") and seg["version"] != segmenter_version():
+        where, scope = (f" on {host}", " on every node") if host else ("", "")
+        raise SettingsMismatchError(
+            f"{model_dir} was trained with jieba_fast {seg['version']} but {segmenter_version()} is installed{where}; "
+            f"tokens would differ. Install jieba_fast=={seg['version']}{scope}"
+        )
+    return SegmenterConfig(
+        name="jieba_fast",
+        hmm=bool(seg["hmm"]),
+        stopwords=str(Path(model_dir) / STOPWORDS_FILE),
+        user_dict=str(Path(model_dir) / USER_DICT_FILE) if seg.get("user_dict") else None,
+        max_chars=int(seg["max_chars"]),
+    )
+
+
 @dataclass
 class LoadedModel:
     path: Path

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import __version__
-from .artifacts import STOPWORDS_FILE, USER_DICT_FILE, LoadedModel, load_model_dir
-from .config import ScoreConfig, SegmenterConfig, WideConfig, default_workers
+from .artifacts import STOPWORDS_FILE, LoadedModel, load_model_dir, trained_segmenter_config
+from .config import ScoreConfig, WideConfig, default_workers
 from .errors import InputError, OutputError, RunStopped, SettingsMismatchError, UsageError, WorkerError
 from .io import (
     INPUT_FORMATS,
@@ -107,22 +107,7 @@ class Scorer:
         meta = loaded.meta
         self.labels = loaded.labels
         self.maxlen = int(meta["embedder"]["maxlen"])
-        seg = dict(meta["segmenter"])
-        if seg.get("name") != "jieba_fast":
-            raise SettingsMismatchError(f"{loaded.path}: segmenter {seg.get('name')!r} is not available here (jieba_fast is)")
-        if seg.get("version") and seg["version"] != segmenter_version():
-            raise SettingsMismatchError(
-                f"{loaded.path} was trained with jieba_fast {seg['version']} but {segmenter_version()} is installed; "
-                f"tokens would differ. Install jieba_fast=={seg['version']}"
-            )
-        user_dict = loaded.path / USER_DICT_FILE if seg.get("user_dict") else None
-        self.segmenter_config = SegmenterConfig(
-            name="jieba_fast",
-            hmm=bool(seg["hmm"]),
-            stopwords=str(loaded.path / STOPWORDS_FILE),
-            user_dict=str(user_dict) if user_dict else None,
-            max_chars=int(seg["max_chars"]),
-        )
+        self.segmenter_config = trained_segmenter_config(loaded.path, meta)
         self.workers = workers or default_workers()
         self.segmenter = ParallelSegmenter(self.segmenter_config, self.maxlen, self.workers)
         self.embedder = loaded.embedder

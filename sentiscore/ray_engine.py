@@ -40,9 +40,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .artifacts import STOPWORDS_FILE, USER_DICT_FILE, LoadedModel, model_hash, resolve_model_path, verify
+from .artifacts import LoadedModel, model_hash, resolve_model_path, trained_segmenter_config, verify
 from .config import ScoreConfig, SegmenterConfig
-from .errors import InputError, ModelError, OutputError, SentiscoreError, SettingsMismatchError, UsageError, WorkerError
+from .errors import InputError, ModelError, OutputError, SentiscoreError, UsageError, WorkerError
 from .io import INPUT_FORMATS, RESUME_MANIFEST, SUCCESS_MARKER, detect_format, is_stdio, open_input
 
 TOKENS_COLUMN = "__sentiscore_tokens"
@@ -208,24 +208,8 @@ def segmenter_setup(model_dir: Path) -> tuple[SegmenterConfig, int]:
     """The segmenter settings and maxlen a model was trained with, from its
     card alone (no TensorFlow): what the segmentation tasks use. The scoring
     actors check that their Scorer agrees."""
-    from .segment import segmenter_version
-
     meta = json.loads((model_dir / "meta.json").read_text(encoding="utf-8"))
-    seg = dict(meta["segmenter"])
-    if seg.get("name") != "jieba_fast":
-        raise SettingsMismatchError(f"{model_dir}: segmenter {seg.get('name')!r} is not available here (jieba_fast is)")
-    if seg.get("version") and seg["version"] != segmenter_version():
-        raise SettingsMismatchError(
-            f"{model_dir} was trained with jieba_fast {seg['version']} but {segmenter_version()} is installed on "
-            f"{socket.gethostname()}; tokens would differ. Install jieba_fast=={seg['version']} on every node"
-        )
-    config = SegmenterConfig(
-        name="jieba_fast",
-        hmm=bool(seg["hmm"]),
-        stopwords=str(model_dir / STOPWORDS_FILE),
-        user_dict=str(model_dir / USER_DICT_FILE) if seg.get("user_dict") else None,
-        max_chars=int(seg["max_chars"]),
-    )
+    config = trained_segmenter_config(model_dir, meta, host=socket.gethostname())
     return config, int(meta["embedder"]["maxlen"])
 
 

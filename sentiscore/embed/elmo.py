@@ -288,8 +288,6 @@ class ElmoEmbedder:
         the rows of tokens not seen yet. The char-CNN is context-free, so a
         token's output is the same in every text: computing it once per
         distinct token is exact, and took 40% of the biLM's time per token."""
-        import torch
-
         index = self._token_index
         missing = [t for t in dict.fromkeys(flat) if t not in index]
         if len(index) + len(missing) > self._token_cache_size:
@@ -298,13 +296,26 @@ class ElmoEmbedder:
             self._token_table = None
         if missing:
             words, chars = self.tensors.token_inputs(missing)
-            tensor = lambda a: None if a is None else torch.from_numpy(a).to(self.device)  # noqa: E731
-            rows = self.model.token_embedder(tensor(words), tensor(chars), (len(missing), 1))[:, 0]
-            start = 0 if self._token_table is None else self._token_table.shape[0]
-            self._token_table = rows if self._token_table is None else torch.cat([self._token_table, rows])
+            rows = self.model.token_embedder(self._tensor(words), self._tensor(chars), (len(missing), 1))[:, 0]
+            start, needed = len(index), len(index) + len(missing)
+            table = self._token_table
+            if table is None or needed > table.shape[0]:
+                # Grow by doubling (up to the cache size): appending with
+                # torch.cat would copy the whole table for every batch.
+                capacity = max(needed, min(2 * (0 if table is None else table.shape[0]), self._token_cache_size), 4096)
+                grown = rows.new_empty((capacity, rows.shape[1]))
+                if table is not None:
+                    grown[:start] = table[:start]
+                table = self._token_table = grown
+            table[start:needed] = rows
             for offset, token in enumerate(missing):
                 index[token] = start + offset
-        return torch.from_numpy(np.fromiter((index[t] for t in flat), np.int64, len(flat))).to(self.device)
+        return self._tensor(np.fromiter((index[t] for t in flat), np.int64, len(flat)))
+
+    def _tensor(self, array):
+        import torch
+
+        return None if array is None else torch.from_numpy(array).to(self.device)
 
     def _run(self, sentences: list[list[str]]) -> np.ndarray:
         """(layers, B, L, dim) float32 for one batch, ``<bos>``/``<eos>`` included."""
@@ -314,24 +325,19 @@ class ElmoEmbedder:
             flat, lengths, width, rows, cols = self.tensors.layout(sentences)
             vectors = self._token_rows(flat)
             tokens = torch.zeros((len(sentences), width, self._token_table.shape[1]), device=self.device)
-            tokens[torch.from_numpy(rows).to(self.device), torch.from_numpy(cols).to(self.device)] = self._token_table[vectors]
+            tokens[self._tensor(rows), self._tensor(cols)] = self._token_table[vectors]
             mask = np.zeros((len(sentences), width), np.int64)
             mask[rows, cols] = 1
             self.model.encoder.reset_states()
-            encoded = self.model.encoder(tokens, torch.from_numpy(mask).to(self.device))
+            encoded = self.model.encoder(tokens, self._tensor(mask))
             # As frontend.Model.forward: layer 0 is the token layer, doubled to the encoder's width.
             output = torch.cat([torch.cat([tokens, tokens], dim=2).unsqueeze(0), encoded], dim=0)
             return output.float().cpu().numpy()
         words, chars, mask, has_next, has_previous = self.tensors.build(sentences)
-        device = self.device
-
-        def tensor(a):
-            return None if a is None else torch.from_numpy(a).to(device)
-
         # The frontend moves masks to the GPU itself when use_cuda is set.
         masks = [torch.from_numpy(mask), torch.from_numpy(has_next), torch.from_numpy(has_previous)]
         self.model.encoder.reset_states()
-        output = self.model.forward(tensor(words), tensor(chars), masks)
+        output = self.model.forward(self._tensor(words), self._tensor(chars), masks)
         return output.float().cpu().numpy()
 
     def _run_with_retry(self, sentences: list[list[str]]) -> np.ndarray:

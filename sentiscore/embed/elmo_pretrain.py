@@ -127,8 +127,7 @@ def _evaluate(model, tensors, pieces, batches) -> float:
 
     model.eval()
     total, count = 0.0, 0
-    with torch.inference_mode():
-        model.classify_layer.update_embedding_matrix()
+    with torch.inference_mode():  # the model's forward refreshes the softmax columns itself
         for batch in batches:
             loss_forward, loss_backward, n = _forward_loss(model, tensors, [pieces[i] for i in batch])
             total += (loss_forward.item() + loss_backward.item()) / 2
