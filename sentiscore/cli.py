@@ -237,6 +237,8 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--learning-rate", type=float, default=2e-3, show_default=True)
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
+              help="cosine: the learning rate decays to 5% of --learning-rate over --epochs.")
 @click.option("--patience", type=click.IntRange(min=0), default=2, show_default=True, help="Epochs without val-loss gain before stopping.")
 @click.option("--maxlen", type=click.IntRange(min=1), default=128, show_default=True, help="Tokens per text.")
 @click.option("--embedder", type=click.Choice(["vocab", "elmo"]), default="vocab", show_default=True,
@@ -263,7 +265,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @click.option("--quiet", "-q", is_flag=True)
 @_errors_to_exit
 def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch, val_fraction, val_source, group_column, dev_path, seed, epochs,
-          batch_size, learning_rate, patience, maxlen, embedder, elmo_model, layer_mix, device, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_c, wide_l2, no_class_weights, no_calibration,
+          batch_size, learning_rate, lr_schedule, patience, maxlen, embedder, elmo_model, layer_mix, device, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_c, wide_l2, no_class_weights, no_calibration,
           user_dict, stopwords, workers, quiet):
     """Train a model on DATA (CSV/TSV/Parquet/JSONL with text and label
     columns) and write it to --out."""
@@ -274,7 +276,7 @@ def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch
     config = TrainConfig(
         text_column=text_column, label_column=label_column, labels=parse_labels(labels_spec),
         val_fraction=val_fraction, val_source=val_source, seed=seed, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-        patience=patience, class_weights=not no_class_weights, calibrate=not no_calibration, workers=workers, name=name or Path(out_dir).name,
+        lr_schedule=lr_schedule, patience=patience, class_weights=not no_class_weights, calibrate=not no_calibration, workers=workers, name=name or Path(out_dir).name,
         segmenter=SegmenterConfig(stopwords=stopwords, user_dict=user_dict),
         embedder=EmbedderConfig(type=embedder, maxlen=maxlen, embed_dim=embed_dim, min_count=min_count, layer_mix=layer_mix),
         elmo_model=elmo_model, device=device,

@@ -12,6 +12,7 @@ from .errors import UsageError
 
 DEFAULT_LABELS = (("-1", "负评"), ("0", "中评"), ("1", "正评"))
 ARCHITECTURES = ("attention", "wide-deep")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,7 @@ class TrainConfig:
     epochs: int = 6
     batch_size: int = 64
     learning_rate: float = 2e-3
+    lr_schedule: str = "constant"  # "constant", or "cosine": decays to 5% over the epoch budget
     patience: int = 2
     class_weights: bool = True
     calibrate: bool = True  # temperature + class thresholds fitted on the validation split
@@ -175,6 +177,8 @@ class TrainConfig:
             raise UsageError("--val-fraction must be between 0 and 0.5")
         if len(self.labels) < 2:
             raise UsageError("--labels needs at least two classes")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UsageError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
 
 
 @dataclass(frozen=True)

@@ -309,7 +309,7 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
     # text rather than on text it has memorised.
     fit_model = stacked_training_model(model, n_classes) if prefit else model
     fit_model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=5.0),
+        optimizer=keras.optimizers.Adam(_learning_rate(config, len(train_data)), clipnorm=5.0),
         loss="sparse_categorical_crossentropy",
         weighted_metrics=["accuracy"],
     )
@@ -346,6 +346,7 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
             "best_epoch": best_epoch,
             "batch_size": config.batch_size,
             "learning_rate": config.learning_rate,
+            "lr_schedule": config.lr_schedule,
             "seed": config.seed,
             "val_fraction": None if config.val_source else config.val_fraction,
             "val_source": config.val_source,
@@ -440,6 +441,16 @@ def resolve_elmo_dir(spec: str) -> Path:
     if (path / "config.json").is_file():
         return path
     raise TrainingError(f"--elmo-model {spec}: not a biLM folder (no config.json) nor a model with an ELMo embedder")
+
+
+def _learning_rate(config: TrainConfig, steps_per_epoch: int):
+    """A float, or a Keras schedule decaying over the whole epoch budget
+    (early stopping may end training before it reaches the bottom)."""
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    import keras
+
+    return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch), alpha=0.05)
 
 
 def _calibrate(val_logits: np.ndarray, val_true: np.ndarray, names: list[str], enabled: bool):

@@ -117,3 +117,17 @@ def test_val_source_holds_out_a_whole_source(sample_dir):
         _split(y, {"source": frame.source.tolist()}, tiny_config(val_source="tvshows"), "source", "labelled.csv")
     with pytest.raises(TrainingError, match="needs a 'source' column"):
         _split(y, {}, tiny_config(val_source="douban"), "source", "labelled.csv")
+
+
+def test_cosine_schedule_decays_over_the_epoch_budget():
+    from sentiscore.errors import UsageError
+    from sentiscore.train import _learning_rate
+
+    assert _learning_rate(tiny_config(learning_rate=0.01), steps_per_epoch=10) == 0.01
+    schedule = _learning_rate(tiny_config(learning_rate=0.01, lr_schedule="cosine", epochs=3), steps_per_epoch=10)
+    rates = [float(schedule(step)) for step in (0, 15, 30, 45)]
+    assert rates[0] == pytest.approx(0.01)
+    assert rates[0] > rates[1] > rates[2]
+    assert rates[2] == pytest.approx(0.0005) and rates[3] == pytest.approx(0.0005)  # 5% floor, at the end of epoch 3
+    with pytest.raises(UsageError, match="--lr-schedule"):
+        tiny_config(lr_schedule="step")
