@@ -163,6 +163,25 @@ def input_names(keras_model) -> list[str]:
     return [t.name for t in keras_model.inputs]
 
 
+def padded_rows(rows: int, batch_size: int) -> int:
+    """Rows to run a batch of ``rows`` as: the next power of two, at most
+    ``batch_size`` (full batches run as they are). TensorFlow's CPU kernels
+    keep state per input shape, so a last batch of any size in every chunk
+    made memory grow with the file (~0.15 MiB per 1,000 rows); this bounds
+    the shapes to log2(batch_size) + 1 per width."""
+    if rows >= batch_size:
+        return rows
+    return min(batch_size, 1 << max(0, rows - 1).bit_length())
+
+
+def padded_width(width: int) -> int:
+    """``width`` rounded up to one of four steps per power of two (at most
+    25% padding): n-gram counts per batch take any value, and each distinct
+    shape costs memory for the rest of the run (see :func:`padded_rows`)."""
+    step = 1 << max(0, width.bit_length() - 3)
+    return -(-width // step) * step
+
+
 class Predictor:
     """Inference over padded batches: one traced function with a fixed input
     signature (no retracing per batch shape), no training-mode ops. Returns
@@ -172,7 +191,7 @@ class Predictor:
     The deep logits are Dense(Σ_t α_t h_t) = Σ_t α_t (W h_t) + b, so
     α_t (W h_t) is each token's exact additive contribution to them."""
 
-    def __init__(self, keras_model):
+    def __init__(self, keras_model, batch_size: int = 256):
         tf = import_tensorflow()
         import keras
 
@@ -194,6 +213,7 @@ class Predictor:
         signature = [{t.name: tf.TensorSpec([None, *t.shape[1:]], t.dtype, name=t.name) for t in keras_model.inputs}]
         self._run = tf.function(run, input_signature=signature)
         self._oom_error = tf.errors.ResourceExhaustedError
+        self.batch_size = batch_size
 
     def logit_parts(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Each path's logits before calibration: ``deep`` (attention BiLSTM)
@@ -215,13 +235,21 @@ class Predictor:
         (B, T, classes). On out-of-memory the batch is halved and retried,
         down to single rows."""
         feed = {name: inputs[name] for name in self.input_names}
+        if "ngram_ids" in feed:  # its width is any count of n-grams: bucket it too (0 = padding)
+            ngrams = feed["ngram_ids"]
+            feed["ngram_ids"] = np.pad(ngrams, ((0, 0), (0, padded_width(ngrams.shape[1]) - ngrams.shape[1])))
+        rows = next(iter(feed.values())).shape[0]
+        padded = padded_rows(rows, self.batch_size)
         try:
-            return tuple(t.numpy() for t in self._run(feed))
+            if padded == rows:
+                return tuple(t.numpy() for t in self._run(feed))
+            # All-zero rows are fully masked; they are computed and dropped.
+            feed = {k: np.concatenate([v, np.zeros((padded - rows, *v.shape[1:]), v.dtype)]) for k, v in feed.items()}
+            return tuple(t.numpy()[:rows] for t in self._run(feed))
         except self._oom_error:
-            rows = next(iter(feed.values())).shape[0]
             if rows <= 1:
                 raise
             half = rows // 2
             first = self({k: v[:half] for k, v in feed.items()})
-            second = self({k: v[half:] for k, v in feed.items()})
+            second = self({k: v[half:rows] for k, v in feed.items()})
             return tuple(np.concatenate([a, b]) for a, b in zip(first, second))

@@ -112,7 +112,7 @@ class Scorer:
         self.segmenter = ParallelSegmenter(self.segmenter_config, self.maxlen, self.workers)
         self.embedder = loaded.embedder
         self.hasher = CharNgramHasher(WideConfig(**meta["wide"])) if meta["model"]["arch"] == "wide-deep" else None
-        self.predictor = Predictor(loaded.keras_model)
+        self.predictor = Predictor(loaded.keras_model, batch_size=batch_size)
         self.batch_size = batch_size
         self.top_k = top_k
         versions = framework_versions()

@@ -288,3 +288,60 @@ def test_unwritable_output_folder_is_refused_before_any_work(tiny_scorer, sample
     monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(tmp_path) else real_access(path, mode))
     with pytest.raises(OutputError, match=f"cannot write to the folder {tmp_path} \\(permission denied\\)"):
         score_file(sample_dir / "reviews.csv", tmp_path / "out.parquet", scorer=tiny_scorer)
+
+
+def test_padded_rows_bound_the_batch_shapes():
+    from sentiscore.model import padded_rows
+
+    assert [padded_rows(n, 256) for n in (1, 2, 3, 5, 128, 129, 255, 256)] == [1, 2, 4, 8, 128, 256, 256, 256]
+    assert padded_rows(200, 100) == 200 and padded_rows(70, 100) == 100  # full batches run as they are
+    assert len({padded_rows(n, 256) for n in range(1, 257)}) == 9
+
+
+def test_padded_width_adds_at_most_a_quarter():
+    from sentiscore.model import padded_width
+
+    widths = [padded_width(w) for w in range(1, 2000)]
+    assert all(w <= p <= max(w + 3, 1.25 * w) for w, p in zip(range(1, 2000), widths))
+    assert [padded_width(w) for w in (1, 7, 8, 9, 100, 1536)] == [1, 7, 8, 10, 112, 1536]
+    assert len(set(widths)) <= 45
+
+
+def test_partial_batches_are_padded_to_few_shapes_with_the_same_results(tiny_model, sample_dir, monkeypatch):
+    """The last batch of every chunk has a size of its own; running each as
+    is kept a TensorFlow kernel state per shape and memory grew with the file."""
+    texts = pd.read_csv(sample_dir / "reviews.csv").txt.tolist()
+    with Scorer.from_model(tiny_model, workers=1, batch_size=16) as scorer:
+        seen = []
+        run = scorer.predictor._run
+        monkeypatch.setattr(scorer.predictor, "_run", lambda feed: seen.append(next(iter(feed.values())).shape[0]) or run(feed))
+        padded = scorer.predict(texts[:37])
+        unpadded = []
+        for text in texts[:37]:
+            unpadded.append(scorer.predict([text]))
+    assert set(seen) <= {1, 2, 4, 8, 16} and 37 % 16 not in seen
+    np.testing.assert_allclose(padded.prob_正评, pd.concat(unpadded).prob_正评, rtol=1e-4, atol=1e-6)
+    assert padded.top_words.apply(list).tolist() == pd.concat(unpadded).top_words.apply(list).tolist()
+
+
+def test_tensorflow_out_of_memory_halves_the_batch(tiny_model, sample_dir, monkeypatch):
+    import tensorflow as tf
+
+    texts = pd.read_csv(sample_dir / "reviews.csv").txt.tolist()[:40]
+    with Scorer.from_model(tiny_model, workers=1, batch_size=64) as scorer:
+        expected = scorer.predict(texts)
+        run = scorer.predictor._run
+        tried = []
+
+        def tight_memory(feed):
+            rows = next(iter(feed.values())).shape[0]
+            tried.append(rows)
+            if rows > 8:
+                raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor (simulated)")
+            return run(feed)
+
+        monkeypatch.setattr(scorer.predictor, "_run", tight_memory)
+        halved = scorer.predict(texts)
+    assert max(tried) > 8 and 8 in tried
+    np.testing.assert_allclose(halved.prob_正评, expected.prob_正评, rtol=1e-4, atol=1e-6)
+    assert halved.label.tolist() == expected.label.tolist()
