@@ -258,14 +258,17 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @click.option("--wide-c", type=float, default=4.0, show_default=True, help="Inverse L2 strength of the prefit char n-gram logistic regression.")
 @click.option("--wide-l2", type=float, default=1e-6, show_default=True, help="L2 penalty on the char n-gram weights (joint training).")
 @click.option("--no-class-weights", is_flag=True, help="Do not weight classes by rarity.")
-@click.option("--no-calibration", is_flag=True, help="Skip fitting temperature and class thresholds on the validation split.")
+@click.option("--no-calibration", is_flag=True, help="Skip fitting the temperature (and class biases) on the validation split.")
+@click.option("--class-bias/--no-class-bias", default=False, show_default=True,
+              help="Also fit per-class logit biases (thresholds) for validation macro-F1: better on the training "
+                   "sources, worse on new ones (they learn the training sources' share of neutral).")
 @click.option("--user-dict", type=click.Path(exists=True, dir_okay=False), default=None, help="jieba user dictionary (copied into the model).")
 @click.option("--stopwords", default="builtin", show_default=True, help="builtin, none, or a one-word-per-line file.")
 @workers_option
 @click.option("--quiet", "-q", is_flag=True)
 @_errors_to_exit
 def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch, val_fraction, val_source, group_column, dev_path, seed, epochs,
-          batch_size, learning_rate, lr_schedule, patience, maxlen, embedder, elmo_model, layer_mix, device, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_c, wide_l2, no_class_weights, no_calibration,
+          batch_size, learning_rate, lr_schedule, patience, maxlen, embedder, elmo_model, layer_mix, device, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_c, wide_l2, no_class_weights, no_calibration, class_bias,
           user_dict, stopwords, workers, quiet):
     """Train a model on DATA (CSV/TSV/Parquet/JSONL with text and label
     columns) and write it to --out."""
@@ -276,7 +279,7 @@ def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch
     config = TrainConfig(
         text_column=text_column, label_column=label_column, labels=parse_labels(labels_spec),
         val_fraction=val_fraction, val_source=val_source, seed=seed, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-        lr_schedule=lr_schedule, patience=patience, class_weights=not no_class_weights, calibrate=not no_calibration, workers=workers, name=name or Path(out_dir).name,
+        lr_schedule=lr_schedule, patience=patience, class_weights=not no_class_weights, calibrate=not no_calibration, class_bias=class_bias, workers=workers, name=name or Path(out_dir).name,
         segmenter=SegmenterConfig(stopwords=stopwords, user_dict=user_dict),
         embedder=EmbedderConfig(type=embedder, maxlen=maxlen, embed_dim=embed_dim, min_count=min_count, layer_mix=layer_mix),
         elmo_model=elmo_model, device=device,

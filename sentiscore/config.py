@@ -162,7 +162,8 @@ class TrainConfig:
     lr_schedule: str = "constant"  # "constant", or "cosine": decays to 5% over the epoch budget
     patience: int = 2
     class_weights: bool = True
-    calibrate: bool = True  # temperature + class thresholds fitted on the validation split
+    calibrate: bool = True  # temperature (and, with class_bias, class thresholds) fitted on the validation split
+    class_bias: bool = False  # per-class logit biases for validation macro-F1: they fit the training sources' class mix
     workers: int | None = None
     elmo_model: str | None = None  # biLM folder, for embedder type elmo (copied into the model)
     device: str = "auto"  # where ELMo runs: auto, cpu or cuda

@@ -211,7 +211,9 @@ def open_input(path, fmt: str, chunk_size: int, encoding: str = "utf-8", on_bad_
         else:
             source = str(path)
         try:
-            pf = pq.ParquetFile(source)
+            # Buffered, not pre-buffered: pages are read as the chunks need them, so
+            # a file written as one huge row group (pandas, Spark) is not held whole.
+            pf = pq.ParquetFile(source, buffer_size=1 << 20, pre_buffer=False)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"cannot read {path} as Parquet: {exc}") from exc
         batches = pf.iter_batches(batch_size=chunk_size)

@@ -34,3 +34,22 @@ def test_ece_of_a_perfectly_calibrated_toy():
     probs = np.array([[0.5, 0.5]] * 4)
     y = np.array([0, 1, 0, 1])
     assert expected_calibration_error(probs, y) == 0.0
+
+
+def test_class_biases_are_fitted_only_when_asked():
+    from sentiscore.train import _calibrate
+
+    rng = np.random.default_rng(1)
+    n = 2000
+    y = np.where(rng.uniform(size=n) < 0.1, 1, rng.integers(0, 2, n) * 2)
+    logits = rng.normal(scale=0.5, size=(n, 3))
+    logits[np.arange(n), y] += 1.0
+    logits[:, 1] -= 1.5
+    names = ["neg", "neu", "pos"]
+    temperature, bias, metrics, record = _calibrate(logits, y, names, enabled=True)
+    assert not bias.any() and record["class_bias"] is False and round(temperature, 4) == record["temperature"]
+    _, fitted, fitted_metrics, record = _calibrate(logits, y, names, enabled=True, class_bias=True)
+    assert fitted[1] > 0 and record["class_bias"] is True
+    assert fitted_metrics["macro_f1"] > metrics["macro_f1"]
+    temperature, bias, _, record = _calibrate(logits, y, names, enabled=False, class_bias=True)
+    assert temperature == 1.0 and not bias.any() and record["class_bias"] is False

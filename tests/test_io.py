@@ -140,3 +140,23 @@ def test_truncated_parquet_is_an_input_error(tmp_path, sample_dir):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match="as Parquet"):
         open_input(path, "parquet", 10)
+
+
+def test_a_parquet_file_of_one_huge_row_group_is_read_a_chunk_at_a_time(tmp_path):
+    """pandas and Spark write one row group of up to a million rows; reading
+    a chunk must not hold that whole group in memory."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    words = np.array(["很好", "质量", "一般", "物流", "太慢了", "满意", "不推荐", "还行"])
+    texts = ["".join(rng.choice(words, 12)) + str(i) for i in range(120_000)]  # distinct, ~9 MB of text
+    path = tmp_path / "one-group.parquet"
+    pq.write_table(pa.table({"txt": texts}), path, row_group_size=len(texts), compression="none", use_dictionary=False)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 1
+    before = pa.total_allocated_bytes()
+    source = open_input(path, "parquet", 1000)
+    first = next(iter(source.batches))
+    held = pa.total_allocated_bytes() - before
+    assert first.num_rows == 1000
+    group = pq.ParquetFile(path).metadata.row_group(0).total_byte_size
+    assert held < group / 3, f"{held:,} bytes held for a 1,000-row chunk of a {group:,}-byte row group"
