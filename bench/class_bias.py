@@ -2,8 +2,7 @@
 
     python bench/class_bias.py MODEL TRAINING_FILE TEST_FILE
 
-Recomputes the model's validation split (seed and fraction of its card's
-defaults), takes the temperature-scaled logits (log-probabilities minus the
+Recomputes the model's validation split (seed and fraction from its card), takes the temperature-scaled logits (log-probabilities minus the
 fitted biases: the softmax's per-row constant does not change an argmax),
 and prints one JSON line: accuracy, macro-F1 and neutral recall on TEST_FILE
 with the model's own biases ("validation-prior"), with none ("no-bias": what
@@ -31,7 +30,10 @@ def logits_of(scorer, texts):
     return z[np.maximum(rows, 0)], rows >= 0
 
 def main(model, train_path, test_path):
-    cfg = TrainConfig()
+    from sentiscore.artifacts import resolve_model_path
+
+    card = json.loads((resolve_model_path(model) / "meta.json").read_text())["training"]
+    cfg = TrainConfig(seed=card["seed"], val_fraction=card["val_fraction"])
     texts, y, _, extras = load_labelled(train_path, "txt", "label", cfg.labels)
     _, val_idx = _split(y, extras, cfg, "source", train_path)
     tt, ty, _, _ = load_labelled(test_path, "txt", "label", cfg.labels)
