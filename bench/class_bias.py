@@ -9,7 +9,7 @@ with the model's own biases ("validation-prior"), with none ("no-bias": what
 ``train`` writes without --class-bias), and with biases refitted on a
 class-balanced resample of the validation split ("balanced-prior")."""
 import json, sys
-import numpy as np, pandas as pd
+import numpy as np
 from sklearn.metrics import f1_score, accuracy_score
 from sentiscore.train import load_labelled, _split
 from sentiscore.config import TrainConfig
