@@ -9,7 +9,7 @@ data=${1:-../shared/data/sentiment_train.tsv}
 sentiscore elmo pretrain build/splits/train.parquet --out build/elmo/zh-small --size small --epochs 1 --seed 1 --threads 1 --workers 1 --resume
 sentiscore train build/splits/train.parquet --out build/models/zh-elmo --name zh-elmo \
   --dev build/splits/dev.parquet --embedder elmo --elmo-model build/elmo/zh-small --layer-mix scalar \
-  --arch wide-deep --epochs 4 --seed 13 --workers 1
+  --arch wide-deep --epochs 8 --seed 13 --workers 1
 rm -rf sentiscore/models/zh-elmo
 cp -r build/models/zh-elmo sentiscore/models/zh-elmo
 sentiscore info zh-elmo

@@ -16,13 +16,18 @@ def test_temperature_undoes_overconfidence():
     assert expected_calibration_error(softmax(true_logits * 3 / t), y) < expected_calibration_error(softmax(true_logits * 3), y)
 
 
-def test_class_bias_recovers_a_scarce_class():
+def scarce_class_logits(n: int = 2000):
+    """Labels where class 1 is 10% of rows, and logits that under-predict it."""
     rng = np.random.default_rng(1)
-    n = 2000
     y = np.where(rng.uniform(size=n) < 0.1, 1, rng.integers(0, 2, n) * 2)
     logits = rng.normal(scale=0.5, size=(n, 3))
     logits[np.arange(n), y] += 1.0
-    logits[:, 1] -= 1.5  # the model under-predicts class 1
+    logits[:, 1] -= 1.5
+    return logits, y
+
+
+def test_class_bias_recovers_a_scarce_class():
+    logits, y = scarce_class_logits()
     before = macro_f1(y, logits.argmax(axis=1), 3)
     bias = fit_class_bias(logits, y, 3)
     after = macro_f1(y, (logits + bias).argmax(axis=1), 3)
@@ -39,12 +44,7 @@ def test_ece_of_a_perfectly_calibrated_toy():
 def test_class_biases_are_fitted_only_when_asked():
     from sentiscore.train import _calibrate
 
-    rng = np.random.default_rng(1)
-    n = 2000
-    y = np.where(rng.uniform(size=n) < 0.1, 1, rng.integers(0, 2, n) * 2)
-    logits = rng.normal(scale=0.5, size=(n, 3))
-    logits[np.arange(n), y] += 1.0
-    logits[:, 1] -= 1.5
+    logits, y = scarce_class_logits()
     names = ["neg", "neu", "pos"]
     temperature, bias, metrics, record = _calibrate(logits, y, names, enabled=True)
     assert not bias.any() and record["class_bias"] is False and round(temperature, 4) == record["temperature"]
