@@ -19,6 +19,16 @@ def _embedder_line(emb: dict) -> str:
     return f"  embedder: {emb['type']} (maxlen {emb['maxlen']}, dim {emb.get('embed_dim')}, vocabulary {emb.get('vocab_size', '?'):,})"
 
 
+def _calibration_line(calibration: dict | None) -> str:
+    if not calibration:
+        return "  calibration: none"
+    biases = calibration.get("bias") or []
+    # Cards written before class biases became optional have no "class_bias" key.
+    fitted = calibration.get("class_bias", any(biases))
+    return (f"  calibration: temperature {calibration.get('temperature')}; class biases "
+            + (", ".join(f"{b:+.2f}" for b in biases) if fitted else "none (fitted only with train --class-bias)"))
+
+
 def format_card(meta: dict, path: Path, hash_: str) -> str:
     emb, seg, model = meta["embedder"], meta["segmenter"], meta["model"]
     lines = [
@@ -31,6 +41,7 @@ def format_card(meta: dict, path: Path, hash_: str) -> str:
         f"  segmenter: {seg['name']} {seg.get('version')} (HMM {seg.get('hmm')}, stopwords {seg.get('stopwords_source')}, "
         f"user dictionary {'yes' if seg.get('user_dict') else 'none'})",
         f"  trained on: {meta['data'].get('path')} ({meta['data'].get('train_rows', 0):,} train / {meta['data'].get('val_rows', 0):,} validation rows)",
+        _calibration_line(meta.get("training", {}).get("calibration")),
         "  metrics:",
     ]
     metrics = meta.get("metrics", {})

@@ -138,6 +138,7 @@ def test_info_prints_the_card(runner, tiny_model):
     result = runner.invoke(cli, ["info", str(tiny_model)])
     assert result.exit_code == 0
     assert result.stdout.startswith("tiny  (") and "architecture: wide-deep" in result.stdout
+    assert "class biases none (fitted only with train --class-bias)" in result.stdout
     as_json = runner.invoke(cli, ["info", str(tiny_model), "--json"])
     assert json.loads(as_json.stdout)["name"] == "tiny"
 
