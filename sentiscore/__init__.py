@@ -10,7 +10,7 @@ __all__ = ["__version__", "load", "score_file", "Scorer"]
 
 
 def load(model=None, **options):
-    """Load a model (a directory or a built-in name; default ``zh-elmo``) and
+    """Load a model (a directory or a built-in name; default ``zh-fast``) and
     return a :class:`sentiscore.pipeline.Scorer` ready for ``predict``."""
     from .pipeline import Scorer
 

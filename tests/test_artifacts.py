@@ -72,4 +72,6 @@ def test_unknown_name_lists_builtins(tmp_path):
 
 def test_default_model_resolves_to_the_shipped_one():
     path = resolve_model_path(None)
-    assert path.name == "zh-elmo" and (path / "meta.json").is_file() and (path / "elmo" / "encoder.pkl").is_file()
+    assert path.name == "zh-fast" and (path / "meta.json").is_file() and (path / "vocab.txt").is_file()
+    elmo = resolve_model_path("zh-elmo")
+    assert (elmo / "meta.json").is_file() and (elmo / "elmo" / "encoder.pkl").is_file()

@@ -150,9 +150,15 @@ def test_default_model_smoke(runner, sample_dir, tmp_path):
     assert result.exit_code == 0, result.output
     frame = pq.read_table(out).to_pandas()
     assert len(frame) == 300 and (frame.status == "ok").mean() > 0.95
-    assert "model zh-elmo@" in result.stderr and "embedder elmo zh-small" in result.stderr
+    assert "model zh-fast@" in result.stderr
     easy = runner.invoke(cli, ["info"])
-    assert easy.exit_code == 0 and "zh-elmo" in easy.stdout
+    assert easy.exit_code == 0 and "zh-fast" in easy.stdout
+    elmo_out = tmp_path / "scored-elmo.parquet"
+    elmo = runner.invoke(cli, ["score", str(sample_dir / "reviews.parquet"), str(elmo_out), "--model", "zh-elmo"])
+    assert elmo.exit_code == 0, elmo.output
+    assert "model zh-elmo@" in elmo.stderr and "embedder elmo zh-small" in elmo.stderr
+    elmo_frame = pq.read_table(elmo_out).to_pandas()
+    assert len(elmo_frame) == 300 and (elmo_frame.status == "ok").mean() > 0.95
 
 
 @pytest.mark.parametrize("sig,code", [("SIGTERM", 143), ("SIGINT", 130)])
