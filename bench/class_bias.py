@@ -22,9 +22,10 @@ def weighted_fit(z, y, k, weights):
     idx = np.repeat(np.arange(y.size), reps[y])
     return fit_class_bias(z[idx], y[idx], k)
 
-def logits_of(scorer, texts):
+def logits_of(scorer, texts, bias):
+    """Temperature-scaled logits per row (up to a per-row constant), and
+    which rows got a label (blank texts get none)."""
     prepared, segmented, probs, _, _ = scorer.analyse(texts)
-    bias = np.array(scorer.loaded.meta["training"]["calibration"]["bias"])
     z = np.log(np.clip(probs, 1e-12, 1)) - bias
     rows = prepared.row_to_unique
     return z[np.maximum(rows, 0)], rows >= 0
@@ -37,11 +38,11 @@ def main(model, train_path, test_path):
     texts, y, _, extras = load_labelled(train_path, "txt", "label", cfg.labels)
     _, val_idx = _split(y, extras, cfg, "source", train_path)
     tt, ty, _, _ = load_labelled(test_path, "txt", "label", cfg.labels)
+    old = np.array(card["calibration"]["bias"])
     with Scorer.from_model(model, workers=2) as s:
-        zv, okv = logits_of(s, [texts[i] for i in val_idx])
-        zt, okt = logits_of(s, tt)
-    yv = y[val_idx]
-    old = np.array(s.loaded.meta["training"]["calibration"]["bias"])
+        zv, okv = logits_of(s, [texts[i] for i in val_idx], old)
+        zt, okt = logits_of(s, tt, old)
+    zv, yv = zv[okv], y[val_idx][okv]
     counts = np.bincount(yv, minlength=3)
     w = counts.sum() / (3 * counts)
     new = weighted_fit(zv, yv, 3, w)

@@ -50,28 +50,33 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def result_path(out: Path, variant: str, test: str) -> Path:
+    return out / variant / f"{test}.json"
+
+
 def run_one(sentiscore: str, splits: Path, out: Path, variant: str, test: str) -> dict:
     run_dir = out / variant / test
-    result_file = run_dir.with_suffix(".json")
+    result_file = result_path(out, variant, test)
     if result_file.exists():
         return json.loads(result_file.read_text())
     train_split, test_split = TESTS[test]
     model_dir = run_dir / "model"
-    started = time.perf_counter()
+    train_seconds = None  # the model was trained by an earlier, interrupted run
     if not (model_dir / "meta.json").exists():
         run_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sentiscore, "train", str(splits / f"{train_split}.parquet"), "--out", str(model_dir), "--name", f"{variant}-{test}",
                *COMMON, *VARIANTS[variant], "-q"]
         log(f"[{variant} {test}] {' '.join(cmd[1:])}")
+        started = time.perf_counter()
         subprocess.run(cmd, check=True)
-    train_seconds = time.perf_counter() - started
+        train_seconds = round(time.perf_counter() - started)
     metrics_file = run_dir / "metrics.json"
     subprocess.run([sentiscore, "evaluate", str(splits / f"{test_split}.parquet"), "--model", str(model_dir), "--json", str(metrics_file)],
                    check=True, stdout=subprocess.DEVNULL)
     metrics = json.loads(metrics_file.read_text())
     meta = json.loads((model_dir / "meta.json").read_text())
     result = {"variant": variant, "test": test, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-              "best_epoch": meta["training"]["best_epoch"], "train_seconds": round(train_seconds)}
+              "best_epoch": meta["training"]["best_epoch"], "train_seconds": train_seconds}
     result_file.write_text(json.dumps(result, indent=1))
     return result
 
@@ -114,7 +119,7 @@ def main(argv=None) -> int:
     for variant in args.variant or list(VARIANTS):
         for test in TESTS:
             if args.table_only:
-                f = args.out / variant / f"{test}.json"
+                f = result_path(args.out, variant, test)
                 if f.exists():
                     results.append(json.loads(f.read_text()))
                 continue
