@@ -74,13 +74,15 @@ def train_flags(meta: dict, model_dir: Path) -> list[str]:
     elif emb["type"] == "elmo":
         flags += ["--embedder", "elmo", "--elmo-model", model_dir, "--layer-mix", emb.get("layer_mix", "average")]
     for key, flag in (("epochs", "--epochs"), ("batch_size", "--batch-size"), ("learning_rate", "--learning-rate"),
-                      ("seed", "--seed"), ("val_fraction", "--val-fraction")):
+                      ("lr_schedule", "--lr-schedule"), ("seed", "--seed"), ("val_fraction", "--val-fraction")):
         if key in training:
             flags += [flag, training[key]]
     if not training.get("class_weights"):
         flags.append("--no-class-weights")
     if not training.get("calibration"):
         flags.append("--no-calibration")
+    elif training["calibration"].get("class_bias"):
+        flags.append("--class-bias")
     stopwords = seg.get("stopwords_source", "builtin")
     flags += ["--stopwords", stopwords if stopwords in ("builtin", "none") else str(model_dir / "stopwords.txt")]
     if seg.get("user_dict"):
