@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,6 +116,7 @@ class Scorer:
         self.predictor = Predictor(loaded.keras_model, batch_size=batch_size)
         self.batch_size = batch_size
         self.top_k = top_k
+        self._encoder_thread = None
         versions = framework_versions()
         self.provenance = {
             "sentiscore.version": __version__,
@@ -185,11 +187,15 @@ class Scorer:
         offsets = segmented.offsets
         features = self.embedder.featurize(segmented)
         scorable = np.flatnonzero(segmented.lengths > 0)
-        for batch_idx in self._batches_of(scorable, segmented.lengths):
+
+        def encode(batch_idx: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
             width = int(-(-int(segmented.lengths[batch_idx].max()) // _WIDTH_STEP) * _WIDTH_STEP)
             inputs = self.embedder.encode(features, batch_idx, min(width, self.maxlen))
             if self.hasher is not None:
                 inputs["ngram_ids"] = self.hasher.transform([texts[i] for i in batch_idx])
+            return batch_idx, inputs
+
+        for batch_idx, inputs in self._encoded(encode, list(self._batches_of(scorable, segmented.lengths))):
             batch_probs, batch_alpha, token_logits = self.predictor(inputs)
             probs[batch_idx] = batch_probs
             # Write each token's numbers back at its flat position.
@@ -203,6 +209,26 @@ class Scorer:
                                           np.maximum((inputs["ngram_ids"] != 0).sum(axis=1), 1)[rows])
             contribution[flat] = share / self.predictor.temperature
         return probs, attention, contribution
+
+    def _encoded(self, encode, batches: list[np.ndarray]):
+        """``encode`` of every batch, in order. An embedder that does heavy
+        work of its own (ELMo's biLM, in torch) encodes the next batch on a
+        thread while Keras runs this one: both libraries release the GIL in
+        their kernels, so the two stages overlap on two cores."""
+        if not getattr(self.embedder, "encodes_in_background", False) or len(batches) < 2:
+            yield from map(encode, batches)
+            return
+        if self._encoder_thread is None:
+            self._encoder_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentiscore-encode")
+        pending = self._encoder_thread.submit(encode, batches[0])
+        try:
+            for following in batches[1:]:
+                ready = pending.result()
+                pending = self._encoder_thread.submit(encode, following)
+                yield ready
+            yield pending.result()
+        finally:
+            pending.cancel()
 
     def _wide_share(self, tokens: list[str], predicted: np.ndarray, text_ngrams: np.ndarray) -> np.ndarray:
         """Each token's own character n-grams, weighted as the wide layer
@@ -314,6 +340,9 @@ class Scorer:
 
     def close(self) -> None:
         self.segmenter.close()
+        if self._encoder_thread is not None:
+            self._encoder_thread.shutdown(wait=True, cancel_futures=True)
+            self._encoder_thread = None
 
     def __enter__(self):
         return self

@@ -282,3 +282,76 @@ def test_token_cache_is_exact_and_survives_overflow(tiny_elmo):
     reference = embedder.embed(texts)
     np.testing.assert_allclose(cached, reference, atol=1e-6)
     np.testing.assert_allclose(restarted, reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("go_forward", [True, False])
+@pytest.mark.parametrize("with_initial_state", [False, True])
+def test_fused_lstm_cell_matches_the_reference_clipping_included(go_forward, with_initial_state):
+    import torch
+    from elmoformanylangs.modules.lstm_cell_with_projection import LstmCellWithProjection
+
+    from sentiscore.embed.elmo import projected_lstm_inference
+
+    torch.manual_seed(0)
+    cell = LstmCellWithProjection(12, 8, 20, go_forward, recurrent_dropout_probability=0.1,
+                                  memory_cell_clip_value=1.5, state_projection_clip_value=0.8).eval()
+    with torch.no_grad():  # large weights, so that both clips are hit
+        for linear in (cell.input_linearity, cell.state_linearity, cell.state_projection):
+            linear.weight.mul_(6.0)
+    lengths = [9, 9, 7, 4, 4, 1]  # sorted longest first, as sort_and_run_forward passes them
+    inputs = torch.randn(len(lengths), max(lengths), 12)
+    for row, n in enumerate(lengths):
+        inputs[row, n:] = 0.0
+    initial = (torch.randn(1, len(lengths), 8) * 0.5, torch.randn(1, len(lengths), 20)) if with_initial_state else None
+    with torch.inference_mode():
+        expected, (expected_state, expected_memory) = cell(inputs, lengths, initial)
+        ours, (state, memory) = projected_lstm_inference(cell, inputs, lengths, initial)
+    assert (expected.abs() == 0.8).any() and (expected_memory.abs() == 1.5).any(), "the test must exercise both clips"
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(state, expected_state, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(memory, expected_memory, atol=1e-5, rtol=1e-5)
+    for row, n in enumerate(lengths):  # nothing is written past a row's length
+        assert torch.count_nonzero(ours[row, n:]) == 0
+
+
+def test_inference_embedder_uses_the_fused_cells_and_training_keeps_the_reference(tiny_elmo):
+    from elmoformanylangs.modules.lstm_cell_with_projection import LstmCellWithProjection
+
+    from sentiscore.embed.elmo import load_bilm
+
+    network = read_network_config(tiny_elmo)
+    cells = 2 * network["encoder"]["n_layers"]
+    inference, *_ = load_bilm(tiny_elmo, "cpu")
+    training, *_ = load_bilm(tiny_elmo, "cpu", training=True)
+    fused = [m for m in inference.encoder.modules() if isinstance(m, LstmCellWithProjection) and "forward" in vars(m)]
+    reference = [m for m in training.encoder.modules() if isinstance(m, LstmCellWithProjection) and "forward" in vars(m)]
+    assert len(fused) == cells and reference == []
+
+
+def test_encoding_on_a_thread_gives_the_serial_results_and_passes_errors_on(tiny_elmo_model):
+    import pandas as pd
+
+    from sentiscore.pipeline import Scorer
+
+    texts = pd.read_parquet(SAMPLE / "reviews.parquet")["txt"].head(60).tolist()
+    with Scorer.from_model(tiny_elmo_model, workers=1, batch_size=8) as scorer:
+        scorer.embedder.encodes_in_background = False
+        serial = scorer.predict(texts)
+        assert scorer._encoder_thread is None
+        scorer.embedder.encodes_in_background = True
+        overlapped = scorer.predict(texts)
+        assert scorer._encoder_thread is not None  # several batches: the thread ran
+        pd.testing.assert_frame_equal(overlapped, serial)
+
+        calls = []
+
+        def failing_encode(features, rows, width):
+            calls.append(rows.size)
+            if len(calls) == 3:
+                raise RuntimeError("biLM failed on batch 3")
+            return type(scorer.embedder).encode(scorer.embedder, features, rows, width)
+
+        scorer.embedder.encode = failing_encode
+        with pytest.raises(RuntimeError, match="batch 3"):
+            scorer.predict(texts)
+    assert scorer._encoder_thread is None  # closed with the scorer

@@ -17,6 +17,7 @@ from ``elmoformanylangs.Embedder.sents2elmo``, each on purpose:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -201,6 +202,80 @@ class BatchTensors:
         return words, chars, mask, has_next, has_previous
 
 
+def projected_lstm_inference(cell, inputs, batch_lengths, initial_state=None):
+    """Inference-only forward of elmoformanylangs' ``LstmCellWithProjection``:
+    same arguments, same outputs (clipping of the cell and of the projected
+    state included), about twice as fast on CPU because
+
+    - the input-to-gates product runs once for all time steps as one large
+      matrix product, instead of one small product per step;
+    - state and cell update in place (the reference clones the whole batch's
+      state twice per step so that autograd can follow);
+    - gate non-linearities run in place on one gates buffer.
+
+    Rows are sorted by length, longest first (``sort_and_run_forward`` does
+    it), so the rows still running at a step are a prefix of the batch. The
+    recurrent dropout of the reference is a training-time feature and absent."""
+    import torch
+
+    with torch.no_grad():
+        return _projected_lstm_steps(cell, inputs, batch_lengths, initial_state)
+
+
+def _projected_lstm_steps(cell, inputs, batch_lengths, initial_state):
+    import torch
+
+    batch, steps, _ = inputs.shape
+    cell_size, hidden_size = cell.cell_size, cell.hidden_size
+    gates_from_input = cell.input_linearity(inputs)  # (batch, steps, 4 × cell)
+    state_weight = cell.state_linearity.weight.t()
+    state_bias = cell.state_linearity.bias
+    projection_weight = cell.state_projection.weight.t()
+    if initial_state is None:
+        state = inputs.new_zeros(batch, hidden_size)
+        memory = inputs.new_zeros(batch, cell_size)
+    else:
+        state = initial_state[0].squeeze(0).clone()
+        memory = initial_state[1].squeeze(0).clone()
+    output = inputs.new_zeros(batch, steps, hidden_size)
+    lengths = torch.as_tensor(batch_lengths, device="cpu")
+    running = [max(int((lengths > index).sum()), 1) for index in range(steps)]
+    memory_clip, state_clip = cell.memory_cell_clip_value, cell.state_projection_clip_value
+    for step in range(steps):
+        index = step if cell.go_forward else steps - 1 - step
+        n = running[index]
+        gates = torch.addmm(state_bias, state[:n], state_weight).add_(gates_from_input[:n, index])
+        input_gate, forget_gate, candidate, output_gate = gates.split(cell_size, dim=1)
+        input_gate.sigmoid_()
+        forget_gate.sigmoid_()
+        candidate.tanh_()
+        output_gate.sigmoid_()
+        cell_now = memory[:n]
+        cell_now.mul_(forget_gate).add_(input_gate * candidate)
+        if memory_clip:
+            cell_now.clamp_(-memory_clip, memory_clip)
+        hidden = torch.mm(output_gate.mul_(torch.tanh(cell_now)), projection_weight)
+        if state_clip:
+            hidden.clamp_(-state_clip, state_clip)
+        state[:n] = hidden
+        output[:n, index] = hidden
+    return output, (state.unsqueeze(0), memory.unsqueeze(0))
+
+
+def use_projected_lstm_inference(encoder) -> int:
+    """Route every projected-LSTM cell of an inference biLM through
+    :func:`projected_lstm_inference`; returns how many cells it replaced.
+    Training keeps the reference forward (it needs autograd and dropout)."""
+    from elmoformanylangs.modules.lstm_cell_with_projection import LstmCellWithProjection
+
+    replaced = 0
+    for module in encoder.modules():
+        if isinstance(module, LstmCellWithProjection):
+            module.forward = functools.partial(projected_lstm_inference, module)
+            replaced += 1
+    return replaced
+
+
 def load_bilm(directory: Path, device: str, training: bool = False):
     """elmoformanylangs' inference ``Model`` with the directory's weights, plus
     its lexicons and network config."""
@@ -231,6 +306,8 @@ def load_bilm(directory: Path, device: str, training: bool = False):
             raise ModelError(f"{path}: cannot load ELMo weights ({exc.__class__.__name__}: {exc})") from exc
     model.to(device)
     model.train(training)
+    if not training:
+        use_projected_lstm_inference(model.encoder)
     return model, network, word_lexicon, char_lexicon
 
 
@@ -252,6 +329,7 @@ class ElmoEmbedder:
     (all layers, mixed by learned weights inside the Keras model)."""
 
     kind = "elmo"
+    encodes_in_background = True  # the biLM's time overlaps Keras' (see Scorer._encoded)
 
     def __init__(self, directory: Path, layer_mix: str = "average", device: str = "auto", batch_size: int = 64,
                  log: Callable[[str], None] | None = None, threads: int | None = None):
