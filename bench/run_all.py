@@ -113,8 +113,33 @@ def train_missing_loso(models: dict[str, str], loso: dict, splits: Path, out: Pa
     return loso
 
 
+def carry_over_skipped_sections(results: dict, previous_path: Path, skipped: list[str]) -> None:
+    """A skipped section is kept from OUT/results.json when that run measured
+    the same models at the same --limit, so that a long harness can run in
+    parts (speed alone on an idle machine, say) and still give one report.
+    Each section keeps the machine line of the run that measured it."""
+    results["section_runs"] = {}
+    if not skipped or not previous_path.exists():
+        return
+    previous = json.loads(previous_path.read_text())
+    if previous.get("models") != results["models"] or previous.get("limit") != results["limit"]:
+        return
+    for section in skipped:
+        if section in previous:
+            results[section] = previous[section]
+            results["section_runs"][section] = previous.get("section_runs", {}).get(section, previous["machine"])
+            if section == "speed" and previous.get("plot"):
+                results["plot"] = previous["plot"]
+
+
 def report(results: dict) -> str:
     lines = ["# sentiscore benchmarks", "", *speed.machine_lines(results["machine"], results.get("speed", {}).get("peer_versions"))]
+    runs = results.get("section_runs", {})
+    if len({json.dumps(run, sort_keys=True) for run in runs.values()}) > 1:
+        lines += ["", "Sections measured in separate runs of this harness:"]
+        for section, run in runs.items():
+            lines.append(f"- {section}: started {run['date']}, sentiscore {run['versions']['sentiscore']}, "
+                         f"load average at start {' '.join(map(str, run['load_average_at_start']))}")
     if "quality" in results:
         q = results["quality"]
         lines += ["", "## Quality and calibration", "", quality.render(q["peers"], q["sentiscore"])]
@@ -179,6 +204,8 @@ def main(argv=None) -> None:
         rows = [r for r in rows if r <= args.limit] or [args.limit]
     models = parse_models(args.model)
     results: dict = {"machine": speed.machine_info(), "limit": args.limit, "models": models}
+    carry_over_skipped_sections(results, args.out / "results.json", skipped=[name for name, skip in
+                                (("quality", args.skip_quality), ("speed", args.skip_speed)) if skip])
     started = time.perf_counter()
     peer_models = args.out / "peer-models" / splits.name  # never a model fitted on other splits
     if not args.skip_quality:
@@ -187,10 +214,12 @@ def main(argv=None) -> None:
             loso = train_missing_loso(models, loso, splits, args.out)
         results["quality"] = quality.run_quality(splits, models, loso, quality_peers, args.peer_python, model_dir=peer_models)
         (args.out / "quality.json").write_text(json.dumps(results["quality"], indent=2, ensure_ascii=False) + "\n")
+        results["section_runs"]["quality"] = results["machine"]
     if not args.skip_speed:
         results["speed"] = speed.run_speed(models, rows, speed_peers, speed.parse_caps(args.peer_max_rows or speed.DEFAULT_PEER_CAPS),
                                            splits / "train.parquet", args.out, args.peer_python, peer_models,
                                            splits / "train.parquet", args.workers)
+        results["section_runs"]["speed"] = results["machine"]
         results["plot"] = str(speed.plot(results["speed"], args.out / "speed.png",
                                          title=f"sentiscore vs peers, {results['machine']['date'][:10]}, {results['machine']['cpus']} CPUs"))
     results["seconds"] = round(time.perf_counter() - started, 1)
