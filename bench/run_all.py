@@ -173,10 +173,15 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="Quick check on at most N rows per split.")
     parser.add_argument("--render-only", action="store_true", help="Rewrite OUT/report.md and OUT/speed.png from OUT/results.json.")
+    parser.add_argument("--reference", default=None, metavar="NAME",
+                        help="With --render-only: the system the speed ratios are to (default: as measured, the first model).")
     args = parser.parse_args(argv)
 
     if args.render_only:
         results = json.loads((args.out / "results.json").read_text())
+        if args.reference and "speed" in results:
+            speed.add_ratios(results["speed"], args.reference)
+            (args.out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
         if "speed" in results:
             speed.plot(results["speed"], Path(results["plot"]),
                        title=f"sentiscore vs peers, {results['machine']['date'][:10]}, {results['machine']['cpus']} CPUs")

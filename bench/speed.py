@@ -254,19 +254,26 @@ def run_speed(models: dict[str, str], rows_list, peers, caps: tuple[int | None, 
                          "predict_rows_per_s": round(rows / info["predict_seconds"], 1) if info["predict_seconds"] else None,
                          "errors": info["errors"]})
             log(f"  {rows:,} rows: {m['seconds']:.1f} s, {rows / m['seconds']:,.0f} rows/s, peak RSS {m['peak_rss_tree_mb']:,.0f} MiB")
-    reference = next(iter(models), None)
-    ref_speed = {r["rows"]: r["rows_per_s"] for r in runs if r["system"] == reference}
-    for r in runs:
-        if r["rows"] in ref_speed:
-            r["ratio_to_reference"] = round(r["rows_per_s"] / ref_speed[r["rows"]], 4)
-    return {
-        "reference": reference,
+    return add_ratios({
         "workers": workers if workers is not None else "default",
         "source": str(source),
         "caps": {"default": default_cap, **per_peer},
         "peer_versions": peer_versions,
         "runs": runs,
-    }
+    }, next(iter(models), None))
+
+
+def add_ratios(result: dict, reference: str | None) -> dict:
+    """Every run's rows/s as a ratio to ``reference``'s on the same file."""
+    ref_speed = {r["rows"]: r["rows_per_s"] for r in result["runs"] if r["system"] == reference}
+    if reference is not None and not ref_speed:
+        raise SystemExit(f"no speed runs of {reference} to compare with")
+    result["reference"] = reference
+    for r in result["runs"]:
+        r.pop("ratio_to_reference", None)
+        if r["rows"] in ref_speed:
+            r["ratio_to_reference"] = round(r["rows_per_s"] / ref_speed[r["rows"]], 4)
+    return result
 
 
 def check_rows(out: Path, rows: int) -> None:
@@ -355,7 +362,10 @@ def plot(result: dict, path: Path, title: str = "") -> Path:
 def builtin_model_names() -> list[str]:
     from sentiscore.artifacts import builtin_models
 
-    return list(builtin_models())
+    from sentiscore.artifacts import DEFAULT_MODEL
+
+    names = list(builtin_models())
+    return sorted(names, key=lambda name: name != DEFAULT_MODEL)  # the default first: ratios are to it
 
 
 def main(argv=None) -> None:
