@@ -13,8 +13,11 @@ built-in model by default (``--model NAME`` or ``--model NAME=DIR`` to
 choose). Their leave-one-source-out numbers need models trained without
 that source: ``--loso-model weibo:NAME=DIR``, or ``--train-loso`` to train
 any missing one into OUT/loso/NAME-minus-GROUP with the settings recorded
-in the model's card (about 10-15 minutes each for zh-fast on 2 cores;
-reused when it exists).
+in the model's card (about 10-15 minutes each for zh-fast on 2 cores,
+~20 for zh-elmo; reused when it exists). ``--loso-elmo-model DIR`` gives
+zh-elmo's twins a biLM pretrained without weibo and douban, so that no part
+of the twin has seen the left-out source (``sentiscore elmo pretrain
+build/splits/train-minus-weibo-douban.parquet --out DIR ...``).
 
 ``--limit N`` runs everything on at most N rows of each split (written to
 OUT/splits-limit-N) and smaller speed files: a quick check that the harness
@@ -90,9 +93,11 @@ def train_flags(meta: dict, model_dir: Path) -> list[str]:
     return [str(f) for f in flags]
 
 
-def train_missing_loso(models: dict[str, str], loso: dict, splits: Path, out: Path) -> dict:
+def train_missing_loso(models: dict[str, str], loso: dict, splits: Path, out: Path, elmo_model: Path | None = None) -> dict:
     """Train (or reuse) OUT/loso/NAME-minus-GROUP for every model and group
-    that has no --loso-model."""
+    that has no --loso-model. ELMo models train on ``elmo_model`` when given
+    (a biLM pretrained without the left-out sources), else on their own biLM,
+    which has seen those sources' texts (not their labels)."""
     from sentiscore.artifacts import read_meta, resolve_model_path
 
     loso = dict(loso)
@@ -103,8 +108,11 @@ def train_missing_loso(models: dict[str, str], loso: dict, splits: Path, out: Pa
                 continue
             target = out / "loso" / f"{name}-minus-{group}"
             if not (target / "meta.json").exists():
+                flags = train_flags(read_meta(model_dir), model_dir)
+                if elmo_model is not None and "--elmo-model" in flags:
+                    flags[flags.index("--elmo-model") + 1] = str(elmo_model)
                 cmd = [sys.executable, "-m", "sentiscore", "train", str(splits / f"train-minus-{group}.parquet"),
-                       "--out", str(target), "--name", f"{name}-minus-{group}", *train_flags(read_meta(model_dir), model_dir)]
+                       "--out", str(target), "--name", f"{name}-minus-{group}", *flags]
                 log(f"training: {' '.join(cmd)}")
                 started = time.perf_counter()
                 subprocess.run(cmd, check=True)
@@ -161,6 +169,9 @@ def main(argv=None) -> None:
     parser.add_argument("--loso-model", action="append", default=[], metavar="GROUP:NAME=DIR",
                         help="A model NAME trained without GROUP (weibo, douban), measured on GROUP.")
     parser.add_argument("--train-loso", action="store_true", help="Train missing LOSO models with each model's recorded settings.")
+    parser.add_argument("--loso-elmo-model", type=Path, default=None, metavar="DIR",
+                        help="With --train-loso: the biLM for ELMo models' twins, pretrained without the left-out sources "
+                             "(default: the model's own, which has seen their texts).")
     parser.add_argument("--peers", default=",".join(quality.PEERS), help="Quality peers (comma-separated).")
     parser.add_argument("--speed-peers", default=",".join(speed.DEFAULT_PEERS), help="Speed peers (comma-separated).")
     parser.add_argument("--peer-python", type=Path, default=quality.DEFAULT_PEER_PYTHON,
@@ -216,7 +227,7 @@ def main(argv=None) -> None:
     if not args.skip_quality:
         loso = quality.parse_loso(args.loso_model)
         if args.train_loso:
-            loso = train_missing_loso(models, loso, splits, args.out)
+            loso = train_missing_loso(models, loso, splits, args.out, args.loso_elmo_model)
         results["quality"] = quality.run_quality(splits, models, loso, quality_peers, args.peer_python, model_dir=peer_models)
         (args.out / "quality.json").write_text(json.dumps(results["quality"], indent=2, ensure_ascii=False) + "\n")
         results["section_runs"]["quality"] = results["machine"]
