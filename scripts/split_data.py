@@ -5,7 +5,9 @@ label × source group, with a fixed seed. The dev part is never trained on.
 
 Writes train.parquet and dev.parquet, and
 leave-one-source-out pairs for weibo and douban: train-minus-GROUP.parquet
-(the train part without GROUP) and GROUP.parquet (every row of GROUP).
+(the train part without GROUP) and GROUP.parquet (every row of GROUP);
+and train-minus-weibo-douban.parquet, the corpus for a biLM that the ELMo
+models' leave-one-source-out twins can use without having seen either.
 """
 
 import argparse
@@ -36,4 +38,6 @@ for g in ("weibo", "douban"):
     train[tg != g].to_parquet(out / f"train-minus-{g}.parquet", index=False)
     # The held-out source: all its rows, dev included (that model sees none of them).
     df[group == g].to_parquet(out / f"{g}.parquet", index=False)
+train_groups = train.source.str.split(":").str[0]
+train[~train_groups.isin(["weibo", "douban"])].to_parquet(out / "train-minus-weibo-douban.parquet", index=False)
 print(f"train {len(train):,} dev {len(dev):,} -> {out}")
