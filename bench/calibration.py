@@ -105,7 +105,7 @@ def calibration_report(scored: dict, y_values) -> dict:
 
 def render(results: dict) -> str:
     lines = [
-        "| model | T (card) | validation ECE before → after (card) | dev ECE raw | dev ECE, T only | dev ECE shipped (T + class biases) | T fitted on dev (oracle) → dev ECE |",
+        "| model | T (card) | validation ECE before → after (card) | dev ECE raw | dev ECE, T only | dev ECE shipped (T, and class biases if the card has them) | T fitted on dev (oracle) → dev ECE |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
