@@ -186,7 +186,7 @@ class TrainConfig:
 class ScoreConfig:
     text_column: str = "txt"
     chunk_size: int = 10_000
-    batch_size: int = 256
+    batch_size: int | None = None  # None: the embedder's own (Scorer)
     top_k: int = 3
     workers: int | None = None
     input_format: str | None = None
@@ -202,7 +202,7 @@ class ScoreConfig:
     def __post_init__(self):
         if self.chunk_size < 1:
             raise UsageError("--chunk-size must be at least 1")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
         if self.top_k < 0:
             raise UsageError("--top-k must be 0 or more")

@@ -48,7 +48,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: 
 
 
 def evaluate(data_path, model=None, text_column: str = "txt", label_column: str = "label", group_column: str | None = "source",
-             workers: int | None = None, batch_size: int = 256, input_format: str | None = None, encoding: str = "utf-8",
+             workers: int | None = None, batch_size: int | None = None, input_format: str | None = None, encoding: str = "utf-8",
              scorer=None) -> dict:
     """Accuracy, macro-F1, per-class precision/recall/F1, confusion matrix,
     and the same per value of ``group_column`` when the data has it (the

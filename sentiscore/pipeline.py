@@ -47,6 +47,7 @@ STATUS_NO_TOKENS = "no_tokens"  # only punctuation, symbols, emoji or stopwords
 STATUS_NOT_TEXT = "not_text"  # a list, struct or other value that is not text
 _LABELLED = (STATUS_OK, STATUS_TRUNCATED)
 _WIDTH_STEP = 8  # batch widths are rounded up to this: fewer distinct shapes
+DEFAULT_SCORE_BATCH = 256  # texts per Keras batch, unless the embedder asks for fewer (ELMo)
 
 
 def output_column_names(labels: list[tuple[str, str]], prefix: str = "") -> list[str]:
@@ -101,7 +102,7 @@ class Scorer:
     """Load once, score many. ``predict`` for lists of texts, ``score_batch``
     for Arrow batches, ``score_file`` (module level) for files."""
 
-    def __init__(self, loaded: LoadedModel, workers: int | None = None, batch_size: int = 256, top_k: int = 3):
+    def __init__(self, loaded: LoadedModel, workers: int | None = None, batch_size: int | None = None, top_k: int = 3):
         from .model import Predictor, framework_versions
 
         self.loaded = loaded
@@ -113,6 +114,7 @@ class Scorer:
         self.segmenter = ParallelSegmenter(self.segmenter_config, self.maxlen, self.workers)
         self.embedder = loaded.embedder
         self.hasher = CharNgramHasher(WideConfig(**meta["wide"])) if meta["model"]["arch"] == "wide-deep" else None
+        batch_size = batch_size or getattr(self.embedder, "score_batch_size", DEFAULT_SCORE_BATCH)
         self.predictor = Predictor(loaded.keras_model, batch_size=batch_size)
         self.batch_size = batch_size
         self.top_k = top_k
@@ -132,7 +134,7 @@ class Scorer:
             self.provenance["sentiscore.torch_version"] = self.embedder.torch_version
 
     @classmethod
-    def from_model(cls, model=None, *, workers=None, batch_size=256, top_k=3, expect: dict | None = None,
+    def from_model(cls, model=None, *, workers=None, batch_size=None, top_k=3, expect: dict | None = None,
                    device: str = "auto") -> "Scorer":
         """``expect`` holds settings the caller asked for (``maxlen``,
         ``user_dict``, ``stopwords``, ``layer_mix``); any that differ from the

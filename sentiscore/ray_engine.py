@@ -74,7 +74,7 @@ class _Plan:
     text_column: str
     keep: tuple[str, ...]
     prefix: str
-    batch_size: int
+    batch_size: int | None  # None: the embedder's own default
     top_k: int
     provenance: tuple[tuple[str, str], ...] = ()
     device: str = "auto"  # where an ELMo embedder runs inside each actor

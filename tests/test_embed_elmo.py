@@ -355,3 +355,13 @@ def test_encoding_on_a_thread_gives_the_serial_results_and_passes_errors_on(tiny
         with pytest.raises(RuntimeError, match="batch 3"):
             scorer.predict(texts)
     assert scorer._encoder_thread is None  # closed with the scorer
+
+
+def test_elmo_models_score_in_smaller_batches_unless_told(tiny_elmo_model, tiny_model):
+    from sentiscore.pipeline import DEFAULT_SCORE_BATCH, Scorer
+
+    with Scorer.from_model(tiny_elmo_model, workers=1) as elmo, Scorer.from_model(tiny_model, workers=1) as vocab:
+        assert elmo.batch_size == elmo.predictor.batch_size == ElmoEmbedder.score_batch_size < DEFAULT_SCORE_BATCH
+        assert vocab.batch_size == DEFAULT_SCORE_BATCH
+    with Scorer.from_model(tiny_elmo_model, workers=1, batch_size=100) as told:
+        assert told.batch_size == told.predictor.batch_size == 100

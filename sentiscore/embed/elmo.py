@@ -330,6 +330,10 @@ class ElmoEmbedder:
 
     kind = "elmo"
     encodes_in_background = True  # the biLM's time overlaps Keras' (see Scorer._encoded)
+    # Texts per Keras batch when scoring. The scalar mix feeds Keras 3 layers × 256 floats per token
+    # (up to 100 MB per batch of 256 long texts, held by TensorFlow's allocator): 64 cut zh-elmo's
+    # peak RSS from 1.93 to 1.46 GB on 10k rows, and was no slower.
+    score_batch_size = 64
 
     def __init__(self, directory: Path, layer_mix: str = "average", device: str = "auto", batch_size: int = 64,
                  log: Callable[[str], None] | None = None, threads: int | None = None):
