@@ -8,13 +8,17 @@ and prints one JSON line: accuracy, macro-F1 and neutral recall on TEST_FILE
 with the model's own biases ("validation-prior"), with none ("no-bias": what
 ``train`` writes without --class-bias), and with biases refitted on a
 class-balanced resample of the validation split ("balanced-prior")."""
-import json, sys
+import json
+import sys
+
 import numpy as np
-from sklearn.metrics import f1_score, accuracy_score
-from sentiscore.train import load_labelled, _split
+from sklearn.metrics import accuracy_score, f1_score
+
+from sentiscore.artifacts import read_meta, resolve_model_path
+from sentiscore.calibration import fit_class_bias
 from sentiscore.config import TrainConfig
 from sentiscore.pipeline import Scorer
-from sentiscore.calibration import fit_class_bias
+from sentiscore.train import _split, load_labelled
 
 def weighted_fit(z, y, k, weights):
     # fit_class_bias on a class-balanced resample (deterministic: repeat rows by weight)
@@ -31,9 +35,7 @@ def logits_of(scorer, texts, bias):
     return z[np.maximum(rows, 0)], rows >= 0
 
 def main(model, train_path, test_path):
-    from sentiscore.artifacts import resolve_model_path
-
-    card = json.loads((resolve_model_path(model) / "meta.json").read_text())["training"]
+    card = read_meta(resolve_model_path(model))["training"]
     cfg = TrainConfig(seed=card["seed"], val_fraction=card["val_fraction"])
     texts, y, _, extras = load_labelled(train_path, "txt", "label", cfg.labels)
     _, val_idx = _split(y, extras, cfg, "source", train_path)

@@ -360,9 +360,7 @@ def plot(result: dict, path: Path, title: str = "") -> Path:
 
 
 def builtin_model_names() -> list[str]:
-    from sentiscore.artifacts import builtin_models
-
-    from sentiscore.artifacts import DEFAULT_MODEL
+    from sentiscore.artifacts import DEFAULT_MODEL, builtin_models
 
     names = list(builtin_models())
     return sorted(names, key=lambda name: name != DEFAULT_MODEL)  # the default first: ratios are to it

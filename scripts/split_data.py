@@ -32,12 +32,10 @@ out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
 train.to_parquet(out / "train.parquet", index=False)
 dev.to_parquet(out / "dev.parquet", index=False)
+train_groups = train.source.str.split(":").str[0]
 for g in ("weibo", "douban"):
-    tg = train.source.str.split(":").str[0]
-    dg = dev.source.str.split(":").str[0]
-    train[tg != g].to_parquet(out / f"train-minus-{g}.parquet", index=False)
+    train[train_groups != g].to_parquet(out / f"train-minus-{g}.parquet", index=False)
     # The held-out source: all its rows, dev included (that model sees none of them).
     df[group == g].to_parquet(out / f"{g}.parquet", index=False)
-train_groups = train.source.str.split(":").str[0]
 train[~train_groups.isin(["weibo", "douban"])].to_parquet(out / "train-minus-weibo-douban.parquet", index=False)
 print(f"train {len(train):,} dev {len(dev):,} -> {out}")
