@@ -30,7 +30,7 @@ KERAS_FILE = "model.keras"
 STOPWORDS_FILE = "stopwords.txt"
 USER_DICT_FILE = "userdict.txt"
 FORMAT_VERSION = 1
-DEFAULT_MODEL = "zh-fast"  # zh-elmo is not better on dev macro-F1 (README) and is 4-7x slower
+DEFAULT_MODEL = "zh-fast"  # zh-elmo is not better on dev macro-F1 (README) and is 4-9x slower
 
 
 def builtin_models() -> dict[str, Path]:

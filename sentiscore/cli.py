@@ -87,7 +87,7 @@ def _stop_at_next_chunk(signum, frame):
 def model_option(func):
     return click.option(
         "--model", "-m", default=None, metavar="DIR|NAME",
-        help="Model directory or built-in name: zh-fast (default; learned embeddings) or zh-elmo (ELMo vectors, 4-7x slower).",
+        help="Model directory or built-in name: zh-fast (default; learned embeddings) or zh-elmo (ELMo vectors, 4-9x slower).",
     )(func)
 
 
