@@ -1,0 +1,285 @@
+"""Leave-one-source-out over every source group, plus the stratified dev
+split, for sentiscore recipes and the TF-IDF peers trained on the same rows.
+
+    python scripts/split_data.py ../shared/data/sentiment_train.tsv ../shared/data/sentiment_extra.tsv --out build/splits-all
+    python bench/loso.py --splits build/splits-all --out build/loso \
+        --recipe "default=" --recipe "unweighted=--class-weights none" --max-train-rows 25000
+
+Folds: ``dev`` trains on train.parquet and tests on dev.parquet; for every
+source group G (the part of ``source`` before ':') the fold trains on
+train.parquet without G and tests on every row of G (all.parquet: a model
+that never saw G may be tested on its dev rows too). ``--pool GROUP,...``
+restricts every fold's training rows to those groups (a data ablation);
+``--max-train-rows N`` samples each fold's training rows down to N,
+stratified by group × label with a fixed seed, the same rows for every
+system, so a whole table fits in the machine's time.
+
+Systems: the peers ``tfidf-char-lr`` and ``tfidf-word-lr`` (bench/quality.py's
+recipes), and each ``--recipe NAME=FLAGS`` (``sentiscore train`` options;
+empty for the defaults). Every sentiscore recipe is also reported with
+scoring-time prior adaptation (``NAME+em``: EM re-estimation of each test
+file's class priors from the calibrated posteriors, from the reference
+prior in the model's card), computed from the same probabilities.
+
+Metrics per fold: macro-F1 over the labels present in the test rows (a
+binary group is scored negative vs positive as a user with binary data
+would read our output: a 中评 on such a row is an error), accuracy, and each
+class's predicted share against its true share. Everything is cached under
+OUT (fold files, models, probabilities), so a rerun only does what is
+missing; ``--table-only`` prints the tables from the cache. Writes
+OUT/results.json and OUT/report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, f1_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import groups_of, make_peer  # noqa: E402
+
+LABELS = np.array([-1, 0, 1])
+PEERS = ("tfidf-char-lr", "tfidf-word-lr")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def read(path: Path) -> pd.DataFrame:
+    df = pd.read_parquet(path, columns=["txt", "label", "source"])
+    df["txt"] = df["txt"].fillna("").astype(str)
+    return df.reset_index(drop=True)
+
+
+def sample_rows(df: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
+    """At most ``limit`` rows, stratified by group × label (every stratum
+    keeps its share; tiny strata keep at least one row)."""
+    if not limit or len(df) <= limit:
+        return df
+    strata = groups_of(df) + "|" + df["label"].astype(str)
+    share = limit / len(df)
+    parts = [rows.sample(max(1, round(len(rows) * share)), random_state=seed) for _, rows in df.groupby(strata, sort=True)]
+    return pd.concat(parts).sort_index().reset_index(drop=True)
+
+
+def make_folds(splits: Path, out: Path, groups: list[str] | None, pool: list[str] | None, limit: int | None, seed: int) -> dict:
+    """Write OUT/folds/FOLD/{train,test}.parquet; returns {fold: dir}."""
+    train, dev, everything = read(splits / "train.parquet"), read(splits / "dev.parquet"), read(splits / "all.parquet")
+    train_groups = groups_of(train)
+    if pool:
+        train, train_groups = train[train_groups.isin(pool)], train_groups[train_groups.isin(pool)]
+    all_groups = sorted(set(groups_of(everything)))
+    folds = {"dev": (train, dev)}
+    for g in groups or all_groups:
+        folds[g] = (train[train_groups != g], everything[groups_of(everything) == g])
+    dirs = {}
+    for name, (fold_train, test) in folds.items():
+        d = out / "folds" / name
+        if not (d / "test.parquet").is_file():
+            d.mkdir(parents=True, exist_ok=True)
+            sample_rows(fold_train, limit, seed).to_parquet(d / "train.parquet", index=False)
+            test.to_parquet(d / "test.parquet", index=False)
+        dirs[name] = d
+    return dirs
+
+
+def save_probs(path: Path, probs: np.ndarray, extra: dict | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame(probs, columns=[f"p{v}" for v in LABELS])
+    df.to_parquet(path, index=False)
+    if extra:
+        path.with_suffix(".json").write_text(json.dumps(extra))
+
+
+def run_peer(name: str, fold: Path, out: Path) -> None:
+    if out.is_file():
+        return
+    train, test = read(fold / "train.parquet"), read(fold / "test.parquet")
+    started = time.perf_counter()
+    model = make_peer(name).fit(train["txt"], train["label"])
+    raw = model.predict_proba(test["txt"])
+    probs = np.zeros((len(test), LABELS.size))
+    for j, value in enumerate(model.classes_):
+        probs[:, int(np.flatnonzero(LABELS == value)[0])] = raw[:, j]
+    save_probs(out, probs, {"seconds": round(time.perf_counter() - started, 1), "train_rows": len(train)})
+    log(f"  {name} on {fold.name}: {time.perf_counter() - started:.0f} s")
+
+
+def run_recipe(name: str, flags: str, fold: Path, models: Path, out: Path, workers: int | None) -> None:
+    """Train with ``sentiscore train`` (a subprocess: TensorFlow's memory
+    goes back after every fold), then score the test rows."""
+    if out.is_file() and json.loads(out.with_suffix(".json").read_text()).get("flags") == flags:
+        return
+    model_dir = models / name / fold.name
+    if (model_dir / "flags.txt").is_file() and (model_dir / "flags.txt").read_text() != flags:
+        raise SystemExit(f"{model_dir} was trained with other flags; remove it or name the recipe anew")
+    started = time.perf_counter()
+    if not (model_dir / "meta.json").is_file():
+        command = ["sentiscore", "train", str(fold / "train.parquet"), "--out", str(model_dir), "--name", f"{name}-{fold.name}",
+                   "-q", *shlex.split(flags)]
+        if workers:
+            command += ["--workers", str(workers)]
+        subprocess.run(command, check=True)
+        (model_dir / "flags.txt").write_text(flags)
+    trained = time.perf_counter() - started
+    from sentiscore.pipeline import Scorer
+
+    test = read(fold / "test.parquet")
+    with Scorer.from_model(model_dir, workers=workers) as scorer:
+        scored = scorer.predict(test["txt"].tolist())
+        meta = scorer.loaded.meta
+    values = [int(item["value"]) for item in meta["labels"]]
+    probs = np.zeros((len(test), LABELS.size))
+    for item, value in zip(meta["labels"], values):
+        probs[:, int(np.flatnonzero(LABELS == value)[0])] = scored[f"prob_{item['name']}"].fillna(0).to_numpy()
+    unscored = scored["label"].isna().to_numpy()
+    probs[unscored] = 0.0  # no label: counted wrong below
+    reference = meta["training"]["calibration"].get("reference_prior")
+    save_probs(out, probs, {"flags": flags, "train_seconds": round(trained, 1), "reference_prior": reference,
+                            "best_epoch": meta["training"].get("best_epoch")})
+    log(f"  {name} on {fold.name}: {time.perf_counter() - started:.0f} s")
+
+
+def predictions(probs: np.ndarray) -> np.ndarray:
+    pred = LABELS[probs.argmax(axis=1)]
+    return np.where(probs.sum(axis=1) > 0, pred, 99)  # 99: a row with no label, always wrong
+
+
+def fold_metrics(y: np.ndarray, probs: np.ndarray) -> dict:
+    pred = predictions(probs)
+    present = sorted(set(y.tolist()))
+    return {
+        "rows": int(y.size),
+        "macro_f1": round(float(f1_score(y, pred, labels=present, average="macro", zero_division=0)), 4),
+        "accuracy": round(float(accuracy_score(y, pred)), 4),
+        "predicted_share": {int(v): round(float(np.mean(pred == v)), 4) for v in LABELS},
+        "true_share": {int(v): round(float(np.mean(y == v)), 4) for v in LABELS},
+    }
+
+
+def em_probs(probs: np.ndarray, reference) -> np.ndarray:
+    from sentiscore.calibration import adapt_priors, prior_log_shift, shift_priors
+
+    scored = probs.sum(axis=1) > 0
+    out = probs.copy()
+    prior = adapt_priors(probs[scored], reference)
+    out[scored] = shift_priors(probs[scored], prior_log_shift(prior, reference))
+    return out
+
+
+def collect(out: Path, folds: dict, systems: list[str], recipes: dict) -> dict:
+    results: dict = {}
+    for fold_name, fold in folds.items():
+        y = read(fold / "test.parquet")["label"].to_numpy()
+        for system in systems:
+            path = out / "probs" / system / f"{fold_name}.parquet"
+            if not path.is_file():
+                continue
+            probs = pd.read_parquet(path).to_numpy()
+            results.setdefault(system, {})[fold_name] = fold_metrics(y, probs)
+            extra = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
+            if system in recipes and extra.get("reference_prior"):
+                results.setdefault(f"{system}+em", {})[fold_name] = fold_metrics(y, em_probs(probs, extra["reference_prior"]))
+    return results
+
+
+def render(results: dict, folds: list[str]) -> str:
+    systems = list(results)
+    loso = [f for f in folds if f != "dev"]
+    lines = ["Macro-F1 (labels present in the test rows); LOSO mean over the groups; ★ = best of the row.", ""]
+    lines.append("| test | " + " | ".join(systems) + " |")
+    lines.append("|---|" + "---:|" * len(systems))
+
+    def row(label, values):
+        best = max((v for v in values if v is not None), default=None)
+        cells = ["" if v is None else (f"**{v:.4f}** ★" if v == best else f"{v:.4f}") for v in values]
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    for f in folds:
+        lines.append(row(f, [results[s].get(f, {}).get("macro_f1") for s in systems]))
+    means = []
+    for s in systems:
+        vals = [results[s][f]["macro_f1"] for f in loso if f in results[s]]
+        means.append(round(float(np.mean(vals)), 4) if len(vals) == len(loso) else None)
+    lines.append(row("**LOSO mean**", means))
+    peer_best = [max((results[p][f]["macro_f1"] for p in PEERS if p in results and f in results[p]), default=None) for f in folds]
+    lines += ["", "Margin over the better TF-IDF peer on each test (points):", ""]
+    ours = [s for s in systems if s not in PEERS]
+    lines.append("| test | " + " | ".join(ours) + " |")
+    lines.append("|---|" + "---:|" * len(ours))
+    for f, best in zip(folds, peer_best):
+        cells = []
+        for s in ours:
+            v = results[s].get(f, {}).get("macro_f1")
+            cells.append("" if v is None or best is None else f"{100 * (v - best):+.1f}")
+        lines.append(f"| {f} | " + " | ".join(cells) + " |")
+    peer_means = [m for s, m in zip(systems, means) if s in PEERS and m is not None]
+    if peer_means:
+        peers_mean = float(np.mean(peer_means))
+        lines.append("| **LOSO mean vs peers' mean** | " + " | ".join(
+            "" if m is None else f"{100 * (m - peers_mean):+.1f}" for s, m in zip(systems, means) if s in ours) + " |")
+    lines += ["", "Accuracy:", "", "| test | " + " | ".join(systems) + " |", "|---|" + "---:|" * len(systems)]
+    for f in folds:
+        lines.append(row(f, [results[s].get(f, {}).get("accuracy") for s in systems]))
+    lines += ["", "Predicted share of 负评 / 中评 / 正评 against the true share (%):", "",
+              "| test | true | " + " | ".join(systems) + " |", "|---|---|" + "---|" * len(systems)]
+    for f in folds:
+        any_sys = next((results[s][f] for s in systems if f in results[s]), None)
+        if any_sys is None:
+            continue
+        fmt = lambda share: " / ".join(f"{100 * share[k]:.0f}" for k in sorted(share, key=int))  # noqa: E731
+        cells = [fmt(results[s][f]["predicted_share"]) if f in results[s] else "" for s in systems]
+        lines.append(f"| {f} | {fmt(any_sys['true_share'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--splits", type=Path, default=Path("build/splits-all"))
+    parser.add_argument("--out", type=Path, default=Path("build/loso"))
+    parser.add_argument("--groups", help="comma-separated LOSO groups (default: every group in all.parquet)")
+    parser.add_argument("--pool", help="comma-separated groups that training may use (default: all)")
+    parser.add_argument("--max-train-rows", type=int, default=None)
+    parser.add_argument("--recipe", action="append", default=[], help="NAME=FLAGS for sentiscore train")
+    parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated peers, or '' for none")
+    parser.add_argument("--no-dev", action="store_true", help="leave the dev fold out")
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--table-only", action="store_true")
+    args = parser.parse_args(argv)
+
+    recipes = dict(spec.partition("=")[::2] for spec in args.recipe)
+    peers = [p for p in args.peers.split(",") if p]
+    folds = make_folds(args.splits, args.out, args.groups.split(",") if args.groups else None,
+                       args.pool.split(",") if args.pool else None, args.max_train_rows, args.seed)
+    if args.no_dev:
+        folds.pop("dev")
+    if not args.table_only:
+        for fold_name, fold in folds.items():
+            log(f"fold {fold_name}")
+            for peer in peers:
+                run_peer(peer, fold, args.out / "probs" / peer / f"{fold_name}.parquet")
+            for name, flags in recipes.items():
+                run_recipe(name, flags, fold, args.out / "models", args.out / "probs" / name / f"{fold_name}.parquet", args.workers)
+    systems = peers + list(recipes)
+    results = collect(args.out, folds, systems, recipes)
+    table = render(results, list(folds))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
+                                                      ensure_ascii=False, indent=1))
+    (args.out / "report.md").write_text(table, encoding="utf-8")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
