@@ -168,7 +168,16 @@ def trained_segmenter_config(model_dir: Path, meta: dict, host: str | None = Non
         stopwords=str(Path(model_dir) / STOPWORDS_FILE),
         user_dict=str(Path(model_dir) / USER_DICT_FILE) if seg.get("user_dict") else None,
         max_chars=int(seg["max_chars"]),
+        markup=seg.get("markup", "keep"),  # cards before 0.2 segmented markup as text
     )
+
+
+def trained_wide_config(meta: dict):
+    """The wide path's settings from a card (cards before 0.2 hashed URLs
+    and mentions like any text)."""
+    from .config import WideConfig
+
+    return WideConfig(**{"markup": "keep", **meta["wide"]})
 
 
 @dataclass

@@ -14,6 +14,7 @@ import unicodedata
 import numpy as np
 
 from .config import WideConfig
+from .segment import strip_links_and_mentions
 
 _SEPARATOR = 0  # code point used between texts; NUL inside texts becomes a space
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -29,9 +30,11 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def _codepoints(texts: list[str]) -> np.ndarray:
+def _codepoints(texts: list[str], strip_links: bool) -> np.ndarray:
     joined = "\x00".join(t.replace("\x00", " ") for t in texts)
     normalized = unicodedata.normalize("NFKC", joined).lower()
+    if strip_links:  # one pass over the whole batch; the patterns never match the separator
+        normalized = strip_links_and_mentions(normalized)
     return np.frombuffer(normalized.encode("utf-32-le"), dtype=np.uint32)
 
 
@@ -50,7 +53,7 @@ class CharNgramHasher:
             return np.zeros((0, 1), np.int32)
         # Cut first: a 5 MB cell must not cost 5 MB of n-gram arrays (NFKC may
         # still lengthen a text a little; ``usable`` below applies the exact cap).
-        codes = _codepoints([t[: cfg.max_chars] for t in texts])
+        codes = _codepoints([t[: cfg.max_chars] for t in texts], cfg.markup == "social")
         is_sep = codes == _SEPARATOR
         text_of = np.cumsum(is_sep)  # text index of every position (separator counts to the next)
         starts = np.concatenate([[0], np.flatnonzero(is_sep) + 1])

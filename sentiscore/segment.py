@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
 import tempfile
 import unicodedata
 from concurrent.futures import ProcessPoolExecutor
@@ -32,6 +33,37 @@ def normalize_text(text: str) -> str:
     """NFKC (full-width → half-width, compatibility forms) and lower case, so
     ＧＯＯＤ, good and Good are one token across domains."""
     return unicodedata.normalize("NFKC", text).lower()
+
+
+# Social-media markup, matched after normalize_text (so lower case, ASCII
+# punctuation). Weibo user names are 4-30 letters, digits, '_' or '-'.
+_URL = re.compile(r"(?:https?://|www\.)[!-~]+|\bt\.cn/[0-9a-z]+")
+_MENTION = re.compile(r"@[\w\-]{1,30}")
+_TOPIC = re.compile(r"#([^#\n]{1,40})#")
+_EMOTICON = re.compile(r"\[(?!\d+\])\w{1,8}\]")  # [怒] [哈哈] [good]; not [12] (a reference)
+
+
+def strip_links_and_mentions(text: str) -> str:
+    """URLs and @mentions (repost chains ``//@user:`` included) replaced by a
+    space: a short link's id or a user name says nothing of sentiment."""
+    return _MENTION.sub(" ", _URL.sub(" ", text))
+
+
+def split_social_markup(text: str) -> list[tuple[str, bool]]:
+    """A normalised text as (piece, is_emoticon) pairs: URLs and @mentions
+    (repost chains ``//@user:`` included) removed, ``#topic#`` reduced to its
+    text, ``[表情]`` codes kept whole as tokens of their own, since [怒] or
+    [泪] is strong evidence that segmenting would lose or split."""
+    text = _TOPIC.sub(r" \1 ", strip_links_and_mentions(text))
+    pieces, start = [], 0
+    for match in _EMOTICON.finditer(text):
+        if match.start() > start:
+            pieces.append((text[start : match.start()], False))
+        pieces.append((match.group(0), True))
+        start = match.end()
+    if start < len(text):
+        pieces.append((text[start:], False))
+    return pieces
 
 
 def is_word(token: str) -> bool:
@@ -146,15 +178,20 @@ class Segmenter:
         cut = len(text) > self.config.max_chars
         if cut:
             text = text[: self.config.max_chars]
-        stop = self.stopwords
-        words = [
-            w
-            for w in self._tokenizer.lcut(normalize_text(text), HMM=self.config.hmm)
-            if w not in stop and is_word(w)
-        ]
+        text = normalize_text(text)
+        if self.config.markup == "social":
+            words = []
+            for piece, emoticon in split_social_markup(text):
+                words.extend([piece] if emoticon else self._words(piece))
+        else:
+            words = self._words(text)
         if len(words) > self.maxlen:
             return words[: self.maxlen], True
         return words, cut
+
+    def _words(self, text: str) -> list[str]:
+        stop = self.stopwords
+        return [w for w in self._tokenizer.lcut(text, HMM=self.config.hmm) if w not in stop and is_word(w)]
 
     def segment(self, texts: list[str]) -> SegmentedBatch:
         tokens: list[str] = []

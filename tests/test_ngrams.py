@@ -60,3 +60,11 @@ def test_hashing_is_the_same_in_another_process():
 def test_nul_characters_inside_texts_do_not_split_them():
     ids = hasher().transform(["a\x00b", "c"])
     assert ((ids != 0).sum(axis=1)).tolist() == [6, 1]
+
+
+def test_social_markup_drops_links_and_mentions_from_the_ngrams():
+    social, keep = hasher(), hasher(markup="keep")
+    with_link = ["太好了 http://t.cn/zOabc12 @小明_2010 "]
+    without = ["太好了     "]  # each removed piece leaves one space
+    np.testing.assert_array_equal(social.transform(with_link), social.transform(without))
+    assert keep.transform(with_link).shape[1] > keep.transform(without).shape[1]

@@ -110,3 +110,42 @@ def test_a_dying_worker_raises_instead_of_hanging():
     finally:
         segmenter.close()
     assert segmenter._pool is None
+
+
+def test_social_markup_is_normalised():
+    seg = Segmenter(SegmenterConfig(stopwords="none"), maxlen=50)
+    tokens, _ = seg.tokenize("转发微博 //@小明_2010: 太坑了[怒][怒] http://t.cn/zOabc12 #双十一# ＠李四 谢谢[哈哈]，见[12]")
+    assert "[怒]" in tokens and tokens.count("[怒]") == 2 and "[哈哈]" in tokens
+    for noise in ("http", "t", "cn", "zoabc12", "小明", "2010", "李四"):
+        assert noise not in tokens, noise
+    assert "双十" in tokens or "双十一" in tokens  # the tag's text stays
+    assert "12" in tokens and "[12]" not in tokens  # a bracketed number is a reference, not an emoticon
+
+
+def test_keep_markup_segments_it_as_text():
+    seg = Segmenter(SegmenterConfig(stopwords="none", markup="keep"), maxlen=50)
+    tokens, _ = seg.tokenize("太坑了[怒] http://t.cn/zOabc12 @小明")
+    assert "怒" in tokens and "[怒]" not in tokens and "http" in tokens and "小明" in tokens
+
+
+def test_markup_mode_is_validated():
+    from sentiscore.errors import UsageError
+
+    with pytest.raises(UsageError, match="--markup must be one of social, keep"):
+        SegmenterConfig(markup="weibo")
+
+
+def test_markup_mode_travels_with_the_model(tiny_model, tmp_path):
+    import json
+    import shutil
+
+    from sentiscore.artifacts import trained_segmenter_config, trained_wide_config
+
+    meta = json.loads((tiny_model / "meta.json").read_text())
+    assert meta["segmenter"]["markup"] == "social" and meta["wide"]["markup"] == "social"
+    assert trained_segmenter_config(tiny_model, meta).markup == "social"
+    # Cards written before the setting existed segmented markup as text.
+    old = {**meta, "segmenter": {k: v for k, v in meta["segmenter"].items() if k != "markup"},
+           "wide": {k: v for k, v in meta["wide"].items() if k != "markup"}}
+    assert trained_segmenter_config(tiny_model, old).markup == "keep"
+    assert trained_wide_config(old).markup == "keep"
