@@ -70,3 +70,37 @@ def fit_class_bias(logits: np.ndarray, y: np.ndarray, n_classes: int, rounds: in
                 if score > best + 1e-9:
                     best, bias = score, trial
     return bias - bias.mean()
+
+
+def adapt_priors(probs: np.ndarray, reference_prior, max_iter: int = 200, tol: float = 1e-6) -> np.ndarray:
+    """Class priors of a batch of texts by EM (Saerens, Latinne & Decaestecker
+    2002): reweight every posterior by new prior / reference prior,
+    renormalise, take the mean as the new prior, repeat. ``reference_prior``
+    is what the model believes the prior to be (its mean posterior on its
+    validation split, in the card). Returns the estimated prior; apply it
+    with :func:`shift_priors`."""
+    probs = np.asarray(probs, np.float64)
+    reference = np.maximum(np.asarray(reference_prior, np.float64), 1e-9)
+    prior = reference.copy()
+    if probs.size == 0:
+        return prior
+    for _ in range(max_iter):
+        adjusted = probs * (prior / reference)
+        adjusted /= np.maximum(adjusted.sum(axis=1, keepdims=True), 1e-300)
+        updated = adjusted.mean(axis=0)
+        if np.abs(updated - prior).max() < tol:
+            return updated
+        prior = updated
+    return prior
+
+
+def prior_log_shift(prior, reference_prior) -> np.ndarray:
+    """The logit offsets that move a model from its reference prior to
+    ``prior``: log(prior / reference), finite even for a zero prior."""
+    return np.log(np.maximum(np.asarray(prior, np.float64), 1e-6)) - np.log(np.maximum(np.asarray(reference_prior, np.float64), 1e-6))
+
+
+def shift_priors(probs: np.ndarray, log_shift) -> np.ndarray:
+    """Posteriors under other priors: probs × exp(log_shift), renormalised."""
+    adjusted = np.asarray(probs, np.float64) * np.exp(np.asarray(log_shift, np.float64))
+    return adjusted / np.maximum(adjusted.sum(axis=1, keepdims=True), 1e-300)

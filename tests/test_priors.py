@@ -1,0 +1,111 @@
+"""Prior adaptation: EM estimates of a file's class priors, and scoring
+under adapted or given priors."""
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from sentiscore.calibration import adapt_priors, prior_log_shift, shift_priors
+from sentiscore.cli import cli
+
+
+def _posteriors(prior, n, rng):
+    """Texts drawn with class prior ``prior`` from three 1-d Gaussians, and
+    the exact posteriors a calibrated model trained at prior (1/3, 1/3, 1/3)
+    would give them."""
+    means = np.array([-2.0, 0.0, 2.0])
+    y = rng.choice(3, size=n, p=prior)
+    x = rng.normal(means[y], 1.0)
+    likelihood = np.exp(-0.5 * (x[:, None] - means[None, :]) ** 2)
+    return likelihood / likelihood.sum(axis=1, keepdims=True), y
+
+
+def test_em_recovers_a_shifted_prior():
+    rng = np.random.default_rng(0)
+    true = np.array([0.15, 0.7, 0.15])
+    probs, _ = _posteriors(true, 20_000, rng)
+    assert abs(probs.mean(axis=0)[1] - 0.7) > 0.1  # the raw mean posterior is far off
+    estimate = adapt_priors(probs, [1 / 3, 1 / 3, 1 / 3])
+    np.testing.assert_allclose(estimate, true, atol=0.02)
+
+
+def test_adapted_posteriors_win_accuracy_under_shift():
+    rng = np.random.default_rng(1)
+    probs, y = _posteriors(np.array([0.05, 0.1, 0.85]), 20_000, rng)
+    reference = [1 / 3, 1 / 3, 1 / 3]
+    adapted = shift_priors(probs, prior_log_shift(adapt_priors(probs, reference), reference))
+    assert (adapted.argmax(1) == y).mean() > (probs.argmax(1) == y).mean() + 0.02
+    np.testing.assert_allclose(adapted.sum(axis=1), 1.0)
+
+
+def test_no_shift_is_the_identity_and_the_reference_prior_is_a_fixed_point():
+    rng = np.random.default_rng(2)
+    probs, _ = _posteriors(np.array([1 / 3, 1 / 3, 1 / 3]), 5_000, rng)
+    np.testing.assert_allclose(shift_priors(probs, np.zeros(3)), probs)
+    np.testing.assert_allclose(adapt_priors(probs, probs.mean(axis=0)), probs.mean(axis=0), atol=1e-6)
+
+
+def test_card_records_the_reference_prior(tiny_model):
+    meta = json.loads((tiny_model / "meta.json").read_text())
+    reference = meta["training"]["calibration"]["reference_prior"]
+    assert len(reference) == 3 and abs(sum(reference) - 1) < 1e-4
+
+
+def _score(args):
+    return CliRunner().invoke(cli, ["score", *map(str, args), "--workers", "1"])
+
+
+def test_given_priors_move_labels_and_top_words_follow(tiny_model, sample_dir, tmp_path):
+    plain, neutral = tmp_path / "plain.parquet", tmp_path / "neutral.parquet"
+    assert _score([sample_dir / "reviews.csv", plain, "--model", tiny_model]).exit_code == 0
+    result = _score([sample_dir / "reviews.csv", neutral, "--model", tiny_model, "--priors", "-1=0.01,0=0.98,1=0.01"])
+    assert result.exit_code == 0, result.output
+    a, b = pq.read_table(plain).to_pandas(), pq.read_table(neutral).to_pandas()
+    assert (b.label == "中评").sum() > (a.label == "中评").sum()
+    probs = b[["prob_负评", "prob_中评", "prob_正评"]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert (probs.argmax(axis=1) == b.label.map({"负评": 0, "中评": 1, "正评": 2})).all()
+    changed = (a.label != b.label) & (b.status == "ok")
+    assert changed.any()
+    # Top words are re-ranked for the new label, not carried over from the old one.
+    assert any(list(x) != list(y) for x, y in zip(a.top_words[changed], b.top_words[changed]))
+    metadata = pq.read_schema(neutral).metadata
+    assert b"(given)" in metadata[b"sentiscore.priors"]
+    assert "priors 负评 0.0100, 中评 0.9800, 正评 0.0100 (given)" in result.stderr
+
+
+def test_adapt_priors_estimates_then_scores(tiny_model, sample_dir, tmp_path):
+    out = tmp_path / "adapted.parquet"
+    result = _score([sample_dir / "reviews.csv", out, "--model", tiny_model, "--adapt-priors"])
+    assert result.exit_code == 0, result.output
+    assert "(adapted by EM)" in result.stderr
+    assert pq.read_table(out).num_rows == 300
+    line = pq.read_schema(out).metadata[b"sentiscore.priors"].decode()
+    shares = [float(part.split()[1]) for part in line.split(" (")[0].split(", ")]
+    assert len(shares) == 3 and abs(sum(shares) - 1) < 1e-3
+
+
+def test_adapt_priors_needs_a_file_and_a_card_that_has_a_reference(tiny_model, sample_dir, tmp_path):
+    result = _score(["-", tmp_path / "o.parquet", "--model", tiny_model, "--input-format", "csv", "--adapt-priors"])
+    assert result.exit_code == 2 and "--adapt-priors reads the input twice" in result.output
+    result = _score([sample_dir / "reviews.csv", tmp_path / "o.parquet", "--model", tiny_model, "--adapt-priors",
+                     "--priors", "-1=1,0=1,1=1"])
+    assert result.exit_code == 2 and "use one" in result.output
+    result = _score([sample_dir / "reviews.csv", tmp_path / "o.parquet", "--model", tiny_model, "--priors", "-1=0.5,1=0.5"])
+    assert result.exit_code == 2 and "a share for each label value: -1, 0, 1" in result.output
+
+    from sentiscore.artifacts import write_manifest
+
+    old = tmp_path / "old-model"
+    shutil.copytree(tiny_model, old)
+    meta = json.loads((old / "meta.json").read_text())
+    del meta["training"]["calibration"]["reference_prior"]
+    (old / "meta.json").write_text(json.dumps(meta, ensure_ascii=False))
+    write_manifest(old)
+    result = _score([sample_dir / "reviews.csv", tmp_path / "o.parquet", "--model", old, "--adapt-priors"])
+    assert result.exit_code == 2 and "has no reference prior in its card" in result.output
+    assert not (tmp_path / "o.parquet").exists()
