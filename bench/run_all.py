@@ -80,8 +80,11 @@ def train_flags(meta: dict, model_dir: Path) -> list[str]:
                       ("lr_schedule", "--lr-schedule"), ("seed", "--seed"), ("val_fraction", "--val-fraction")):
         if key in training:
             flags += [flag, training[key]]
-    if not training.get("class_weights"):
-        flags.append("--no-class-weights")
+    # Cards from 0.2 name the weighting; older ones only list the weights (sqrt when present).
+    flags += ["--class-weights", training.get("class_weighting") or ("sqrt" if training.get("class_weights") else "none")]
+    if training.get("label_smoothing"):
+        flags += ["--label-smoothing", training["label_smoothing"]]
+    flags += ["--markup", seg.get("markup", "keep")]
     if not training.get("calibration"):
         flags.append("--no-calibration")
     elif training["calibration"].get("class_bias"):

@@ -21,6 +21,7 @@ from .config import (
     TrainConfig,
     WideConfig,
     parse_labels,
+    parse_priors,
 )
 from .errors import RunStopped, SentiscoreError
 
@@ -165,11 +166,16 @@ def cli():
 @click.option("--resume", is_flag=True, help="OUT is a directory of Parquet parts, one per chunk; rerun the same command after a crash to finish.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
+@click.option("--adapt-priors", is_flag=True,
+              help="Estimate this file's share of each label (EM over the model's probabilities, a first pass over IN) "
+                   "and score under it: for a file whose label mix differs from the training data's. Twice the time.")
+@click.option("--priors", default=None, metavar="LABEL=SHARE,...",
+              help="Score under known label shares, e.g. \"-1=0.3,0=0.1,1=0.6\" (one pass).")
 @engine_options
 @_errors_to_exit
 def score(input_path, output_path, model, text_column, input_format, encoding, output_format, chunk_size, batch_size,
           top_k, keep_columns, prefix, maxlen, user_dict, stopwords, layer_mix, device, workers, on_bad_lines, resume, overwrite,
-          quiet, engine, ray_address, num_workers, gpus_per_worker):
+          quiet, engine, ray_address, num_workers, gpus_per_worker, adapt_priors, priors):
     """Score IN (CSV/TSV/Parquet/JSONL, or '-' for stdin) into OUT (Parquet,
     CSV, TSV or JSONL, or '-' for stdout).
 
@@ -185,6 +191,10 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
         from .errors import UsageError
 
         raise UsageError(f"{', '.join(k for k, v in ray_flags.items() if v is not None)} need --engine ray")
+    if engine == "ray" and (adapt_priors or priors):
+        from .errors import UsageError
+
+        raise UsageError("--adapt-priors and --priors run on the local engine only, for now")
     if engine == "local":  # Ray stops its own tasks on Ctrl-C; the local engine finishes the chunk in hand
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, _stop_at_next_chunk)
@@ -193,6 +203,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
         input_format=input_format, output_format=output_format, encoding=encoding,
         keep_columns=tuple(c.strip() for c in keep_columns.split(",") if c.strip()) if keep_columns is not None else None,
         overwrite=overwrite, quiet=quiet, on_bad_lines=on_bad_lines, resume=resume, device=device,
+        adapt_priors=adapt_priors, priors=parse_priors(priors) if priors else None,
     )
     expect = {"maxlen": maxlen, "user_dict": user_dict, "stopwords": stopwords, "layer_mix": layer_mix}
     if engine == "ray":
@@ -258,19 +269,30 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
               help="prefit: fit the char n-gram path by logistic regression first and freeze it; joint: train it with the rest.")
 @click.option("--wide-c", type=float, default=4.0, show_default=True, help="Inverse L2 strength of the prefit char n-gram logistic regression.")
 @click.option("--wide-l2", type=float, default=1e-6, show_default=True, help="L2 penalty on the char n-gram weights (joint training).")
-@click.option("--no-class-weights", is_flag=True, help="Do not weight classes by rarity.")
+@click.option("--class-weights", type=click.Choice(["sqrt", "balanced", "none"]), default="sqrt", show_default=True,
+              help="Loss weight per class: the square root of the balanced weights, balanced (n / (classes × count)), or none.")
+@click.option("--no-class-weights", is_flag=True, help="Same as --class-weights none.")
+@click.option("--label-smoothing", type=float, default=0.0, show_default=True,
+              help="Spread this share of every training target over all classes (a confidence penalty).")
+@click.option("--markup", type=click.Choice(["social", "keep"]), default="social", show_default=True,
+              help="social: drop URLs and @mentions, keep #topic# text, make [表情] codes tokens (in training and scoring); "
+                   "keep: segment them as text.")
 @click.option("--no-calibration", is_flag=True, help="Skip fitting the temperature (and class biases) on the validation split.")
 @click.option("--class-bias/--no-class-bias", default=False, show_default=True,
               help="Also fit per-class logit biases (thresholds) for validation macro-F1: better on the training "
                    "sources, worse on new ones (they learn the training sources' share of neutral).")
+@click.option("--vectors", default=None, metavar="DIR|NAME",
+              help="Start the word embedding from pretrained vectors ('sentiscore vectors train'); their frequent words "
+                   "join the vocabulary, so words never seen with a label are not out of vocabulary.")
+@click.option("--freeze-vectors", is_flag=True, help="Keep the pretrained vectors fixed instead of fine-tuning them.")
 @click.option("--user-dict", type=click.Path(exists=True, dir_okay=False), default=None, help="jieba user dictionary (copied into the model).")
 @click.option("--stopwords", default="builtin", show_default=True, help="builtin, none, or a one-word-per-line file.")
 @workers_option
 @click.option("--quiet", "-q", is_flag=True)
 @_errors_to_exit
 def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch, val_fraction, val_source, group_column, dev_path, seed, epochs,
-          batch_size, learning_rate, lr_schedule, patience, maxlen, embedder, elmo_model, layer_mix, device, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_c, wide_l2, no_class_weights, no_calibration, class_bias,
-          user_dict, stopwords, workers, quiet):
+          batch_size, learning_rate, lr_schedule, patience, maxlen, embedder, elmo_model, layer_mix, device, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_c, wide_l2, class_weights, no_class_weights, label_smoothing, markup, no_calibration, class_bias,
+          vectors, freeze_vectors, user_dict, stopwords, workers, quiet):
     """Train a model on DATA (CSV/TSV/Parquet/JSONL with text and label
     columns) and write it to --out."""
     from pathlib import Path
@@ -280,11 +302,11 @@ def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch
     config = TrainConfig(
         text_column=text_column, label_column=label_column, labels=parse_labels(labels_spec),
         val_fraction=val_fraction, val_source=val_source, seed=seed, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-        lr_schedule=lr_schedule, patience=patience, class_weights=not no_class_weights, calibrate=not no_calibration, class_bias=class_bias, workers=workers, name=name or Path(out_dir).name,
-        segmenter=SegmenterConfig(stopwords=stopwords, user_dict=user_dict),
+        lr_schedule=lr_schedule, patience=patience, class_weights="none" if no_class_weights else class_weights, label_smoothing=label_smoothing, calibrate=not no_calibration, class_bias=class_bias, workers=workers, name=name or Path(out_dir).name,
+        segmenter=SegmenterConfig(stopwords=stopwords, user_dict=user_dict, markup=markup),
         embedder=EmbedderConfig(type=embedder, maxlen=maxlen, embed_dim=embed_dim, min_count=min_count, layer_mix=layer_mix),
-        elmo_model=elmo_model, device=device,
-        wide=WideConfig(),
+        elmo_model=elmo_model, device=device, vectors=vectors, vectors_trainable=not freeze_vectors,
+        wide=WideConfig(markup=markup),
         model=ModelConfig(arch=arch, lstm_units=lstm_units, dropout=dropout, token_dropout=token_dropout, wide_training=wide_training, wide_c=wide_c, wide_l2=wide_l2),
     )
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
@@ -423,3 +445,40 @@ def pretrain(corpus, out_dir, size, epochs, batch_size, learning_rate, max_sent_
     last = card["history"][-1] if card["history"] else {}
     click.echo(f"wrote {out_dir}: {card['output_dim']}-d ELMo, {len(card['history'])} epochs, "
                f"held-out perplexity {last.get('valid_perplexity')}")
+
+
+@cli.group()
+def vectors():
+    """Word vectors: pretrain them for the vocab embedder (train --vectors)."""
+
+
+@vectors.command("train")
+@click.argument("corpus", nargs=-1, required=True, metavar="CORPUS...")
+@click.option("--out", "out_dir", required=True, help="Folder to write the vectors to.")
+@click.option("--dim", type=click.IntRange(min=2), default=96, show_default=True, help="Vector size (train's --embed-dim must match).")
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--window", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--min-count", type=click.IntRange(min=1), default=3, show_default=True, help="Rarer words get no vector.")
+@click.option("--max-words", type=click.IntRange(min=1), default=100_000, show_default=True, help="Keep the most frequent words.")
+@click.option("--init", default=None, metavar="DIR|NAME",
+              help="Continue from these vectors (a folder, or a built-in name): domain adaptation on your own text.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--text-column", default="txt", show_default=True, help="Text column of table corpora.")
+@click.option("--markup", type=click.Choice(["social", "keep"]), default="social", show_default=True,
+              help="Segment social-media markup as train --markup does (they must match).")
+@workers_option
+@click.option("--quiet", "-q", is_flag=True)
+@_errors_to_exit
+def vectors_train(corpus, out_dir, dim, epochs, window, min_count, max_words, init, seed, text_column, markup, workers, quiet):
+    """Train skip-gram word vectors (gensim) on CORPUS files: .txt files of
+    segmented sentences (one per line, tokens split by spaces), or any file
+    'score' reads (segmented here as the classifier segments).
+
+    Use them with 'sentiscore train DATA --vectors OUT'."""
+    from .embed.vectors import VectorsConfig, resolve_vectors_dir, train_vectors
+
+    config = VectorsConfig(dim=dim, window=window, min_count=min_count, max_words=max_words, epochs=epochs, seed=seed)
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    result = train_vectors(list(corpus), out_dir, config, text_column=text_column, segmenter=SegmenterConfig(markup=markup),
+                           init=resolve_vectors_dir(init) if init else None, workers=workers, log=log)
+    click.echo(f"wrote {out_dir}: {len(result.words):,} words, {result.dim}-d, {result.card['tokens_seen']:,} tokens seen")

@@ -13,6 +13,8 @@ from .errors import UsageError
 DEFAULT_LABELS = (("-1", "负评"), ("0", "中评"), ("1", "正评"))
 ARCHITECTURES = ("attention", "wide-deep")
 LR_SCHEDULES = ("constant", "cosine")
+MARKUP_MODES = ("social", "keep")
+CLASS_WEIGHTINGS = ("none", "sqrt", "balanced")
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,14 @@ class SegmenterConfig:
     stopwords: str = "builtin"  # "builtin", "none", or a path (copied into the model)
     user_dict: str | None = None  # path; copied into the model directory
     max_chars: int = 2000  # text is cut here before segmentation: bounds time on huge cells
+    # "social": URLs, @mentions and repost markers dropped, #topic# tags keep
+    # their text, [表情] emoticon codes become tokens of their own; "keep":
+    # markup is segmented like any text (models trained before 0.2).
+    markup: str = "social"
+
+    def __post_init__(self):
+        if self.markup not in MARKUP_MODES:
+            raise UsageError(f"--markup must be one of {', '.join(MARKUP_MODES)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -52,6 +62,11 @@ class WideConfig:
     ngram_max: int = 3
     num_buckets: int = 2**18
     max_chars: int = 512
+    markup: str = "social"  # "social": URLs and @mentions are not hashed (as SegmenterConfig.markup); "keep"
+
+    def __post_init__(self):
+        if self.markup not in MARKUP_MODES:
+            raise UsageError(f"--markup must be one of {', '.join(MARKUP_MODES)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -161,11 +176,15 @@ class TrainConfig:
     learning_rate: float = 2e-3
     lr_schedule: str = "constant"  # "constant", or "cosine": decays to 5% over the epoch budget
     patience: int = 2
-    class_weights: bool = True
+    class_weights: str = "sqrt"  # "none", "sqrt" or "balanced" (n / (classes × count)) loss weight per class
+    label_smoothing: float = 0.0  # share of each target spread over all classes (a confidence penalty)
     calibrate: bool = True  # temperature (and, with class_bias, class thresholds) fitted on the validation split
     class_bias: bool = False  # per-class logit biases for validation macro-F1: they fit the training sources' class mix
     workers: int | None = None
     elmo_model: str | None = None  # biLM folder, for embedder type elmo (copied into the model)
+    vectors: str | None = None  # word-vectors folder or built-in name: the vocab embedder starts from them
+    vectors_trainable: bool = True  # fine-tune the pretrained vectors (False: keep them frozen)
+    vectors_extra_words: int = 40_000  # most frequent vector words added to the vocabulary beyond the labelled data's
     device: str = "auto"  # where ELMo runs: auto, cpu or cuda
     name: str = "custom"
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
@@ -180,6 +199,10 @@ class TrainConfig:
             raise UsageError("--labels needs at least two classes")
         if self.lr_schedule not in LR_SCHEDULES:
             raise UsageError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
+        if self.class_weights not in CLASS_WEIGHTINGS:
+            raise UsageError(f"--class-weights must be one of {', '.join(CLASS_WEIGHTINGS)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise UsageError("--label-smoothing must be at least 0 and below 1")
 
 
 @dataclass(frozen=True)
@@ -198,8 +221,14 @@ class ScoreConfig:
     resume: bool = False  # OUT is a directory of Parquet parts, one per chunk; reruns skip finished parts
     on_bad_lines: str = "error"  # CSV rows with too many/few fields: "error" or "skip" (listed in OUT.bad-lines.tsv)
     device: str = "auto"  # where an ELMo embedder runs: auto, cpu or cuda
+    adapt_priors: bool = False  # estimate the file's class priors by EM in a first pass, then score under them
+    priors: tuple[tuple[str, float], ...] | None = None  # (label value, prior) pairs: score under these priors
 
     def __post_init__(self):
+        if self.adapt_priors and self.priors is not None:
+            raise UsageError("--adapt-priors estimates the priors; --priors gives them: use one")
+        if self.priors is not None and (any(p < 0 for _, p in self.priors) or sum(p for _, p in self.priors) <= 0):
+            raise UsageError("--priors must be non-negative numbers with a positive sum")
         if self.chunk_size < 1:
             raise UsageError("--chunk-size must be at least 1")
         if self.batch_size is not None and self.batch_size < 1:
@@ -225,6 +254,20 @@ def parse_labels(spec: str) -> tuple[tuple[str, str], ...]:
         raise UsageError("--labels: values and names must be unique")
     if len(pairs) < 2:
         raise UsageError("--labels needs at least two classes")
+    return tuple(pairs)
+
+
+def parse_priors(spec: str) -> tuple[tuple[str, float], ...]:
+    """Parse ``"-1=0.3,0=0.1,1=0.6"`` into ((value, prior), ...)."""
+    pairs = []
+    for part in spec.split(","):
+        value, sep, number = part.strip().partition("=")
+        try:
+            pairs.append((value.strip(), float(number)))
+        except ValueError:
+            sep = ""
+        if not sep or not value.strip():
+            raise UsageError(f"--priors: cannot read {part.strip()!r}; write LABEL=SHARE pairs, e.g. \"-1=0.3,0=0.1,1=0.6\"")
     return tuple(pairs)
 
 

@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import __version__
-from .artifacts import STOPWORDS_FILE, LoadedModel, load_model_dir, trained_segmenter_config
-from .config import ScoreConfig, WideConfig, default_workers
-from .errors import InputError, OutputError, RunStopped, SettingsMismatchError, UsageError, WorkerError
+from .artifacts import STOPWORDS_FILE, LoadedModel, load_model_dir, trained_segmenter_config, trained_wide_config
+from .config import ScoreConfig, default_workers
+from .errors import InputError, ModelError, OutputError, RunStopped, SettingsMismatchError, UsageError, WorkerError
 from .io import (
     INPUT_FORMATS,
     OUTPUT_FORMATS,
@@ -37,6 +37,7 @@ from .io import (
     locate_lines,
     open_input,
 )
+from .calibration import shift_priors
 from .ngrams import CharNgramHasher
 from .segment import ParallelSegmenter, SegmentedBatch, segmenter_version
 
@@ -82,7 +83,9 @@ class ScoreSummary:
             + (f"embedder {emb} torch {self.provenance.get('sentiscore.torch_version')} "
                if (emb := self.provenance.get("sentiscore.embedder", "vocab")) != "vocab" else "")
             + f"sentiscore {__version__} tensorflow {self.provenance.get('sentiscore.tensorflow_version', '?')} "
-            f"keras {self.provenance.get('sentiscore.keras_version', '?')} -> {self.output}"
+            f"keras {self.provenance.get('sentiscore.keras_version', '?')}"
+            + (f" priors {p}" if (p := self.provenance.get("sentiscore.priors")) else "")
+            + f" -> {self.output}"
             + (f"; skipped {self.skipped_lines:,} bad CSV lines" + (f" (listed in {self.bad_lines_file})" if self.bad_lines_file else "")
                if self.skipped_lines else "")
         )
@@ -113,11 +116,12 @@ class Scorer:
         self.workers = workers or default_workers()
         self.segmenter = ParallelSegmenter(self.segmenter_config, self.maxlen, self.workers)
         self.embedder = loaded.embedder
-        self.hasher = CharNgramHasher(WideConfig(**meta["wide"])) if meta["model"]["arch"] == "wide-deep" else None
+        self.hasher = CharNgramHasher(trained_wide_config(meta)) if meta["model"]["arch"] == "wide-deep" else None
         batch_size = batch_size or getattr(self.embedder, "score_batch_size", DEFAULT_SCORE_BATCH)
         self.predictor = Predictor(loaded.keras_model, batch_size=batch_size)
         self.batch_size = batch_size
         self.top_k = top_k
+        self.prior_shift: np.ndarray | None = None  # logit offsets from the card's reference prior to the file's (set_priors)
         self._encoder_thread = None
         versions = framework_versions()
         self.provenance = {
@@ -143,6 +147,57 @@ class Scorer:
         loaded = load_model_dir(model, device=device, log=_log_stderr)
         check_expected_settings(loaded, expect or {})
         return cls(loaded, workers=workers, batch_size=batch_size, top_k=top_k)
+
+    @property
+    def reference_prior(self) -> np.ndarray:
+        """The class prior the model believes in: its mean calibrated
+        posterior on its validation split, from the card."""
+        reference = (self.loaded.meta.get("training", {}).get("calibration") or {}).get("reference_prior")
+        if reference is None:
+            raise ModelError(f"model {self.loaded.name} has no reference prior in its card (trained before sentiscore 0.2), "
+                             "so its priors cannot be adapted; retrain it, or score without --adapt-priors/--priors")
+        return np.asarray(reference, np.float64)
+
+    def set_priors(self, prior) -> None:
+        """Score under these class priors (in label order; None: the
+        model's own): every posterior is reweighted by prior / reference
+        prior, so labels, confidences and top words all follow."""
+        from .calibration import prior_log_shift
+
+        if prior is None:
+            self.prior_shift = None
+            return
+        prior = np.asarray(prior, np.float64)
+        if prior.shape != (len(self.labels),):
+            raise UsageError(f"priors need one share per label ({len(self.labels)}), got {prior.size}")
+        self.prior_shift = prior_log_shift(prior / prior.sum(), self.reference_prior)
+
+    def priors_from_values(self, pairs) -> np.ndarray:
+        """--priors pairs (label value, share) in label order; every label
+        must be named once."""
+        given = dict(pairs)
+        values = [value for value, _ in self.labels]
+        if sorted(given) != sorted(values):
+            raise UsageError(f"--priors must give a share for each label value: {', '.join(values)}")
+        prior = np.array([given[v] for v in values], np.float64)
+        return prior / prior.sum()
+
+    def estimate_priors(self, batches, text_column: str) -> np.ndarray:
+        """EM estimate of the class priors of every labelled row in
+        ``batches`` (the first pass of --adapt-priors: the model runs, top
+        words and output are skipped)."""
+        from .calibration import adapt_priors
+
+        rows = []
+        for batch in batches:
+            prepared = self.preprocess(batch.column(text_column))
+            segmented = prepared.wait_segmented()
+            probs, _, _ = self._forward(prepared.unique_texts, segmented)
+            labelled = prepared.row_to_unique[prepared.row_to_unique >= 0]
+            labelled = labelled[segmented.lengths[labelled] > 0]
+            rows.append(probs[labelled])
+        probs = np.concatenate(rows) if rows else np.zeros((0, len(self.labels)))
+        return adapt_priors(probs, self.reference_prior)
 
     # -- stages ---------------------------------------------------------------
     def preprocess(self, texts: pa.Array) -> _Prepared:
@@ -199,6 +254,8 @@ class Scorer:
 
         for batch_idx, inputs in self._encoded(encode, list(self._batches_of(scorable, segmented.lengths))):
             batch_probs, batch_alpha, token_logits = self.predictor(inputs)
+            if self.prior_shift is not None:
+                batch_probs = shift_priors(batch_probs, self.prior_shift).astype(np.float32)
             probs[batch_idx] = batch_probs
             # Write each token's numbers back at its flat position.
             rows, cols = np.nonzero(inputs["mask"])
@@ -415,6 +472,9 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
     """Score IN into OUT (files or '-'). Returns a :class:`ScoreSummary`."""
     config = config or ScoreConfig()
     in_fmt = detect_format(input_path, config.input_format, INPUT_FORMATS, "--input-format")
+    if config.adapt_priors and is_stdio(input_path):
+        raise UsageError("--adapt-priors reads the input twice (estimate, then score); pass a file, not '-', "
+                         "or give known priors with --priors")
     if config.resume:
         if is_stdio(input_path) or is_stdio(output_path):
             raise UsageError("--resume needs a real input file and an output directory, not '-'")
@@ -441,6 +501,7 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
     if own_scorer:
         scorer = Scorer.from_model(model, workers=config.workers, batch_size=config.batch_size, top_k=config.top_k, expect=expect,
                                    device=config.device)
+    own_shift = scorer.prior_shift
     try:
         added = output_column_names(scorer.labels, prefix)
         clashes = [c for c in added if c in keep]
@@ -449,26 +510,42 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
                 f"the input already has column(s) {', '.join(clashes)}; pass --prefix (e.g. --prefix ss_) "
                 "or leave them out with --keep-columns"
             )
+        priors = None
+        if config.priors is not None:
+            priors = scorer.priors_from_values(config.priors)
+        elif config.adapt_priors:
+            scorer.reference_prior  # noqa: B018  (fails before the first pass when the card has none)
+            estimate = open_input(input_path, in_fmt, config.chunk_size, config.encoding, config.on_bad_lines)
+            priors = scorer.estimate_priors(estimate.batches, config.text_column)
+        scorer.set_priors(priors)
+        provenance = dict(scorer.provenance)
+        if priors is not None:
+            provenance["sentiscore.priors"] = ", ".join(f"{name} {p:.4f}" for (_, name), p in zip(scorer.labels, priors)) + (
+                " (adapted by EM)" if config.adapt_priors else " (given)")
         if config.resume:
             run = {
                 "input": file_fingerprint(input_path),
                 "model_hash": scorer.loaded.hash,
                 "options": {"text_column": config.text_column, "chunk_size": config.chunk_size, "top_k": config.top_k,
                             "keep_columns": keep, "prefix": prefix, "input_format": in_fmt, "encoding": config.encoding,
-                            "on_bad_lines": config.on_bad_lines},
+                            "on_bad_lines": config.on_bad_lines,
+                            "priors": None if priors is None else [round(float(p), 6) for p in priors]},
             }
-            sink = PartsSink(output_path, run, scorer.provenance)
+            sink = PartsSink(output_path, run, provenance)
         else:
-            sink = FileSink(output_path, out_fmt, scorer.provenance)
+            sink = FileSink(output_path, out_fmt, provenance)
         summary = _stream(scorer, source, sink, config, keep, prefix, progress,
                           output_label=str(output_path) if str(output_path) != "-" else "stdout")
         summary.skipped_lines = len(source.bad_lines)
         bad_lines_file = write_bad_lines(source, input_path, output_path, config.encoding)
         summary.bad_lines_file = str(bad_lines_file) if bad_lines_file else None
+        summary.provenance = provenance
         return summary
     finally:
         if own_scorer:
             scorer.close()
+        else:
+            scorer.prior_shift = own_shift
 
 
 _stop_requested = threading.Event()

@@ -1,11 +1,18 @@
-"""Training: read labelled data, split, segment, build vocabulary and model,
-fit with early stopping on a stratified validation split, write a model
-directory. Returns the model's meta dict (its card)."""
+"""Training, in stages that each take what the one before returned:
+
+    prepare_data  read labelled rows, split, segment, embed, hash n-grams
+    fit           build the classifier, prefit the wide path, fit with early stopping
+    calibrate     temperature (and optional class biases) on the validation split
+    model_card    the meta.json dict
+    train         the four, then one save of the model directory
+
+``train`` returns the model's card."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -232,23 +239,63 @@ def stack_wide_path(ngram_ids, ngram_offsets, train_idx, val_idx, y, sample_weig
     return logits, table, bias
 
 
-def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
-    """Square root of 'balanced' weights: full balancing made the scarce
-    neutral class swallow confident reviews; none ignores it."""
+def class_weights(y: np.ndarray, n_classes: int, mode: str = "sqrt") -> np.ndarray:
+    """Per-class loss weights: ``balanced`` (n / (classes × count)), its
+    square root ``sqrt`` (full balancing made the scarce neutral class
+    swallow confident reviews), or ``none``."""
+    if mode == "none":
+        return np.ones(n_classes)
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
     balanced = y.size / (n_classes * np.maximum(counts, 1))
-    return np.sqrt(balanced)
+    return balanced if mode == "balanced" else np.sqrt(balanced)
 
 
-def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, group_column: str = "source", log: Callable[[str], None] = print, verbose: int = 1) -> dict:
-    """Train a model and write it to ``out_dir``. Returns its meta dict."""
-    from .evaluate import classification_metrics
-    from .model import build_classifier, calibrated, framework_versions, import_tensorflow, logits_model, stacked_training_model
+@dataclass
+class PreparedData:
+    """Everything ``fit`` needs, computed once from the labelled file."""
 
-    config = config or TrainConfig()
+    texts: list[str]
+    y: np.ndarray  # class index per row
+    dropped: int  # rows without text or label
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    segmented: SegmentedBatch
+    embedder: object
+    features: object  # the embedder's features of every row
+    embedder_card: dict  # {"settings": ..., "summary": ..., "initial_embedding": array or None}
+    ngram_ids: np.ndarray | None  # flat hashed n-gram ids of every row (wide-deep)
+    ngram_offsets: np.ndarray | None
+    class_weights: np.ndarray  # per class
+    sources: dict[str, int] | None  # rows per source group, when the file has a group column
+
+    @property
+    def sample_weights(self) -> np.ndarray:
+        return self.class_weights[self.y].astype(np.float32)
+
+
+@dataclass
+class FitResult:
+    model: object  # the Keras classifier (uncalibrated)
+    epochs_run: int
+    best_epoch: int
+    val_logits: np.ndarray  # validation rows, in ``val_order``
+    val_order: np.ndarray  # positions into PreparedData.val_idx
+    wide_only_metrics: dict | None
+
+
+@dataclass
+class Calibration:
+    temperature: float
+    bias: np.ndarray
+    val_metrics: dict  # after calibration
+    record: dict  # what the card says
+
+
+def prepare_data(data_path, config: TrainConfig, group_column: str = "source", log: Callable[[str], None] = print) -> PreparedData:
+    """Read, check, split, segment, embed and (wide-deep) hash the n-grams."""
     labels = config.labels
     texts, y, dropped, extras = load_labelled(data_path, config.text_column, config.label_column, labels,
-                                              extra_columns=(group_column,) if config.val_source else ())
+                                              extra_columns=(group_column,))
     n_classes = len(labels)
     present = np.bincount(y, minlength=n_classes)
     if len(texts) < 10:
@@ -260,119 +307,179 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
 
     train_idx, val_idx = _split(y, extras, config, group_column, data_path)
     workers = config.workers or default_workers()
-    emb_cfg = config.embedder
-    with ParallelSegmenter(config.segmenter, emb_cfg.maxlen, workers) as segmenter:
+    with ParallelSegmenter(config.segmenter, config.embedder.maxlen, workers) as segmenter:
         segmented = segmenter.segment(texts)
     embedder, features, embedder_card = _embed(config, segmented, train_idx, log)
     log(f"segmented with jieba_fast ({workers} workers); {embedder_card['summary']}; "
-        f"{segmented.truncated.mean():.1%} of texts truncated at maxlen {emb_cfg.maxlen}")
-
+        f"{segmented.truncated.mean():.1%} of texts truncated at maxlen {config.embedder.maxlen}")
     ngram_ids = ngram_offsets = None
     if config.model.arch == "wide-deep":
         ngram_ids, ngram_offsets = _ragged_ngrams(CharNgramHasher(config.wide), texts)
+    sources = None
+    if group_column in extras:
+        groups = [str(g).split(":")[0] if g is not None else "" for g in extras[group_column]]
+        sources = {g: groups.count(g) for g in sorted(set(groups))}
+    return PreparedData(texts, y, dropped, train_idx, val_idx, segmented, embedder, features, embedder_card,
+                        ngram_ids, ngram_offsets, class_weights(y[train_idx], n_classes, config.class_weights), sources)
+
+
+def fit(data: PreparedData, config: TrainConfig, log: Callable[[str], None] = print, verbose: int = 1) -> FitResult:
+    """Build the classifier and fit it with early stopping on validation loss
+    (a prefit wide path first, for wide-deep); returns it with its
+    validation logits."""
+    from .evaluate import classification_metrics
+    from .model import build_classifier, import_tensorflow, logits_model, stacked_training_model
 
     import_tensorflow()
     import keras
 
     keras.utils.set_random_seed(config.seed)
-    weights_per_class = class_weights(y[train_idx], n_classes) if config.class_weights else np.ones(n_classes)
-    sample_weights = weights_per_class[y].astype(np.float32)
-
-    model = build_classifier(config.model, emb_cfg, config.wide, getattr(embedder, "size", 0), n_classes,
-                             elmo_shape=(embedder.n_layers, embedder.dim) if emb_cfg.type == "elmo" else None)
-    names = [name for _, name in labels]
+    n_classes = len(config.labels)
+    emb_cfg = config.embedder
+    y, sample_weights = data.y, data.sample_weights
+    model = build_classifier(config.model, emb_cfg, config.wide, getattr(data.embedder, "size", 0), n_classes,
+                             elmo_shape=(data.embedder.n_layers, data.embedder.dim) if emb_cfg.type == "elmo" else None)
+    if data.embedder_card.get("initial_embedding") is not None:
+        embedding = model.get_layer("embedding")
+        embedding.set_weights([data.embedder_card["initial_embedding"]])
+        embedding.trainable = config.vectors_trainable
     prefit = config.model.arch == "wide-deep" and config.model.wide_training == "prefit"
-    wide_offset = None
-    wide_only_metrics = None
+    wide_offset = wide_only_metrics = None
     if prefit:
         wide_offset, table, bias = stack_wide_path(
-            ngram_ids, ngram_offsets, train_idx, val_idx, y, sample_weights, n_classes, config
+            data.ngram_ids, data.ngram_offsets, data.train_idx, data.val_idx, y, sample_weights, n_classes, config
         )
         wide_layer = model.get_layer("wide_logits")
         wide_layer.set_weights([table, bias])
         wide_layer.trainable = False
-        wide_only_metrics = classification_metrics(y[val_idx], wide_offset[val_idx].argmax(axis=1), names)
+        wide_only_metrics = classification_metrics(y[data.val_idx], wide_offset[data.val_idx].argmax(axis=1),
+                                                   [name for _, name in config.labels])
         log(f"wide path (logistic regression on hashed char n-grams): validation macro-F1 {wide_only_metrics['macro_f1']:.4f}")
 
     input_specs = {t.name: (tuple(t.shape[1:]), t.dtype) for t in model.inputs if t.name != "ngram_ids"}
+    ngrams = (data.ngram_ids, data.ngram_offsets) if data.ngram_ids is not None and not prefit else (None, None)
 
-    def subset(rows, shuffle):
-        ng, ng_off = (ngram_ids, ngram_offsets) if ngram_ids is not None and not prefit else (None, None)
-        return BucketedBatches(embedder, features, rows, ng, ng_off, y[rows], sample_weights[rows], config.batch_size, shuffle,
-                               config.seed, emb_cfg.maxlen, wide_offset=wide_offset[rows] if prefit else None,
+    def batches(rows, shuffle):
+        return BucketedBatches(data.embedder, data.features, rows, *ngrams, y[rows], sample_weights[rows], config.batch_size,
+                               shuffle, config.seed, emb_cfg.maxlen, wide_offset=wide_offset[rows] if prefit else None,
                                input_specs=input_specs)
 
-    train_data = subset(train_idx, shuffle=True)
-    val_data = subset(val_idx, shuffle=False)
+    train_data = batches(data.train_idx, shuffle=True)
+    val_data = batches(data.val_idx, shuffle=False)
     # With a prefit wide path the deep layers train against its out-of-fold
     # logits (an input), so they learn to correct it where it errs on unseen
     # text rather than on text it has memorised.
     fit_model = stacked_training_model(model, n_classes) if prefit else model
     fit_model.compile(
         optimizer=keras.optimizers.Adam(_learning_rate(config, len(train_data)), clipnorm=5.0),
-        loss="sparse_categorical_crossentropy",
+        loss=_loss(n_classes, config.label_smoothing),
         weighted_metrics=["accuracy"],
     )
     stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
     # Shuffling happens in BucketedBatches (batch order and length noise).
     history = fit_model.fit(train_data.to_tf(), validation_data=val_data.to_tf(), epochs=config.epochs, shuffle=False,
-                        callbacks=[stopper], verbose=verbose)
+                            callbacks=[stopper], verbose=verbose)
     val_losses = history.history.get("val_loss", [])
     best_epoch = int(np.argmin(val_losses)) + 1 if val_losses else config.epochs
 
     # Validation batches are length-sorted: keep their order for the labels too.
-    order = np.concatenate(val_data.batches)
-    val_true = y[val_idx][order]
     to_logits = logits_model(model)
-    val_logits = np.concatenate([to_logits(_inference_inputs(val_data, rows, ngram_ids, ngram_offsets), training=False).numpy()
+    val_logits = np.concatenate([to_logits(_inference_inputs(val_data, rows, data.ngram_ids, data.ngram_offsets), training=False).numpy()
                                  for rows in val_data.batches])
-    temperature, bias, val_metrics, calibration = _calibrate(val_logits, val_true, names, config.calibrate, config.class_bias)
-    log(f"validation: accuracy {val_metrics['accuracy']:.4f}, macro-F1 {val_metrics['macro_f1']:.4f} (best epoch {best_epoch}; "
-        f"before calibration {calibration['validation_macro_f1_before']:.4f}, ECE {calibration['validation_ece_before']:.3f} → {calibration['validation_ece_after']:.3f})")
+    return FitResult(model, len(val_losses), best_epoch, val_logits, np.concatenate(val_data.batches), wide_only_metrics)
 
-    seg_cfg = config.segmenter
-    data_path_str = str(data_path)
-    meta = {
+
+def _loss(n_classes: int, label_smoothing: float):
+    """Cross-entropy on class indices; with label smoothing the targets give
+    every class ``label_smoothing / n_classes`` (a confidence penalty)."""
+    if not label_smoothing:
+        return "sparse_categorical_crossentropy"
+    import keras
+
+    def smoothed_crossentropy(y_true, y_pred):
+        onehot = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, [-1]), "int32"), n_classes)
+        return keras.losses.categorical_crossentropy(onehot, y_pred, label_smoothing=label_smoothing)
+
+    return smoothed_crossentropy
+
+
+def calibrate(data: PreparedData, fitted: FitResult, config: TrainConfig) -> Calibration:
+    names = [name for _, name in config.labels]
+    val_true = data.y[data.val_idx][fitted.val_order]
+    return Calibration(*_calibrate(fitted.val_logits, val_true, names, config.calibrate, config.class_bias))
+
+
+def model_card(config: TrainConfig, data: PreparedData, fitted: FitResult, calibration: Calibration, data_path) -> dict:
+    """The model's meta.json, less what ``save_model_dir`` adds."""
+    from .model import framework_versions
+
+    labels = config.labels
+    present = np.bincount(data.y, minlength=len(labels))
+    data_path = Path(str(data_path))
+    return {
         "name": config.name,
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "labels": [{"value": v, "name": n} for v, n in labels],
-        "segmenter": _segmenter_card(seg_cfg),
-        "embedder": {**emb_cfg.to_dict(), **embedder_card["settings"]},
+        "segmenter": _segmenter_card(config.segmenter),
+        "embedder": {**config.embedder.to_dict(), **data.embedder_card["settings"]},
         "wide": config.wide.to_dict(),
         "model": config.model.to_dict(),
         "training": {
             "epochs": config.epochs,
-            "epochs_run": len(val_losses),
-            "best_epoch": best_epoch,
+            "epochs_run": fitted.epochs_run,
+            "best_epoch": fitted.best_epoch,
             "batch_size": config.batch_size,
             "learning_rate": config.learning_rate,
             "lr_schedule": config.lr_schedule,
             "seed": config.seed,
             "val_fraction": None if config.val_source else config.val_fraction,
             "val_source": config.val_source,
-            "class_weights": [round(float(w), 4) for w in weights_per_class] if config.class_weights else None,
-            "calibration": calibration,
+            "class_weighting": config.class_weights,
+            "class_weights": [round(float(w), 4) for w in data.class_weights] if config.class_weights != "none" else None,
+            "label_smoothing": config.label_smoothing,
+            "vectors_extra_words": config.vectors_extra_words if config.vectors else None,
+            "calibration": calibration.record,
             "python": platform.python_version(),
             **framework_versions(),
         },
         "data": {
-            "path": Path(data_path_str).name,
-            "sha256": sha256_of(Path(data_path_str)) if Path(data_path_str).is_file() else None,
-            "rows_used": len(texts),
-            "rows_dropped": dropped,
-            "train_rows": int(train_idx.size),
-            "val_rows": int(val_idx.size),
+            "path": data_path.name,
+            "sha256": sha256_of(data_path) if data_path.is_file() else None,
+            "rows_used": len(data.texts),
+            "rows_dropped": data.dropped,
+            "train_rows": int(data.train_idx.size),
+            "val_rows": int(data.val_idx.size),
             "label_counts": {labels[i][1]: int(c) for i, c in enumerate(present)},
+            "sources": data.sources,
         },
-        "metrics": {"validation": val_metrics, **({"validation_wide_only": wide_only_metrics} if wide_only_metrics else {})},
+        "metrics": {"validation": calibration.val_metrics,
+                    **({"validation_wide_only": fitted.wide_only_metrics} if fitted.wide_only_metrics else {})},
     }
+
+
+def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, group_column: str = "source", log: Callable[[str], None] = print, verbose: int = 1) -> dict:
+    """Train a model and write it to ``out_dir``: prepare the data, fit,
+    calibrate, write the card and the directory. Returns the card."""
+    from .model import calibrated
+
+    config = config or TrainConfig()
+    data = prepare_data(data_path, config, group_column, log)
+    fitted = fit(data, config, log, verbose)
+    calibration = calibrate(data, fitted, config)
+    record = calibration.record
+    log(f"validation: accuracy {calibration.val_metrics['accuracy']:.4f}, macro-F1 {calibration.val_metrics['macro_f1']:.4f} "
+        f"(best epoch {fitted.best_epoch}; before calibration {record['validation_macro_f1_before']:.4f}, "
+        f"ECE {record['validation_ece_before']:.3f} → {record['validation_ece_after']:.3f})")
+    meta = model_card(config, data, fitted, calibration, data_path)
     out_dir = Path(out_dir)
-    save_model_dir(out_dir, calibrated(model, temperature, bias), meta, embedder, _stopwords_text(seg_cfg), seg_cfg.user_dict)
+    seg_cfg = config.segmenter
+    save_model_dir(out_dir, calibrated(fitted.model, calibration.temperature, calibration.bias), meta, data.embedder,
+                   _stopwords_text(seg_cfg), seg_cfg.user_dict)
     if dev_path is not None:
         from .evaluate import evaluate
 
         dev = evaluate(dev_path, model=out_dir, text_column=config.text_column, label_column=config.label_column,
-                       group_column=group_column, workers=workers)
+                       group_column=group_column, workers=config.workers or default_workers())
         meta["metrics"]["dev"] = {k: dev[k] for k in ("rows", "accuracy", "macro_f1", "per_class", "confusion_matrix", "by_group") if k in dev}
         meta["data"]["dev_path"] = Path(str(dev_path)).name
         meta["data"]["dev_sha256"] = sha256_of(Path(str(dev_path)))
@@ -413,7 +520,7 @@ def _embed(config: TrainConfig, segmented: SegmentedBatch, train_idx: np.ndarray
         features = cached_features(embedder, segmented, log)
         card = elmo_card(embedder)
         summary = f"ELMo {Path(config.elmo_model).name}: {embedder.dim}-d, {embedder.n_layers} layers, mix {emb_cfg.layer_mix}"
-        return embedder, features, {"settings": {**embedder.settings(), "elmo": card}, "summary": summary}
+        return embedder, features, {"settings": {**embedder.settings(), "elmo": card}, "summary": summary, "initial_embedding": None}
     from .embed.vocab import VocabEmbedder
 
     offsets = segmented.offsets
@@ -423,8 +530,40 @@ def _embed(config: TrainConfig, segmented: SegmentedBatch, train_idx: np.ndarray
         segmented.truncated[train_idx],
     )
     embedder = VocabEmbedder.build(train_tokens, emb_cfg.min_count, emb_cfg.max_vocab)
-    return embedder, embedder.featurize(segmented), {"settings": {"vocab_size": embedder.size},
-                                                      "summary": f"vocabulary {embedder.size - 2:,} words"}
+    card = {"settings": {"vocab_size": embedder.size}, "summary": f"vocabulary {embedder.size - 2:,} words", "initial_embedding": None}
+    if config.vectors:
+        card = _with_vectors(config, embedder, log)
+        embedder = card.pop("embedder")
+    return embedder, embedder.featurize(segmented), card
+
+
+def _with_vectors(config: TrainConfig, embedder, log) -> dict:
+    """The labelled data's vocabulary plus the vectors' most frequent other
+    words, and the embedding's starting weights from the vectors."""
+    from .embed.vectors import WordVectors, check_segmenter, embedding_matrix, resolve_vectors_dir
+    from .embed.vocab import VocabEmbedder
+
+    path = resolve_vectors_dir(config.vectors)
+    vectors = WordVectors.load(path)
+    check_segmenter(vectors, config.segmenter, f"--vectors {config.vectors}")
+    if vectors.dim != config.embedder.embed_dim:
+        raise TrainingError(f"--vectors {config.vectors} are {vectors.dim}-d but --embed-dim is {config.embedder.embed_dim}; "
+                            f"pass --embed-dim {vectors.dim}")
+    have = set(embedder.words)
+    extra = [w for w in vectors.words if w not in have][: config.vectors_extra_words]
+    embedder = VocabEmbedder(embedder.words + extra)
+    matrix, found = embedding_matrix(embedder.words, vectors, embedder.size, config.seed)
+    log(f"vectors {path.name}: {found:,} of {embedder.size - 2:,} vocabulary words start pretrained "
+        f"({len(extra):,} added from the vectors); {'fine-tuned' if config.vectors_trainable else 'frozen'}")
+    return {
+        "embedder": embedder,
+        "settings": {"vocab_size": embedder.size, "vectors": {
+            "name": path.name, "sha256": sha256_of(path / "vectors.npy"), "words": len(vectors.words),
+            "vocabulary_words_pretrained": found, "added_words": len(extra), "trainable": config.vectors_trainable,
+            "tokens_seen": vectors.card.get("tokens_seen")}},
+        "summary": f"vocabulary {embedder.size - 2:,} words, {found:,} from vectors {path.name}",
+        "initial_embedding": matrix,
+    }
 
 
 def resolve_elmo_dir(spec: str) -> Path:
@@ -470,6 +609,9 @@ def _calibrate(val_logits: np.ndarray, val_true: np.ndarray, names: list[str], e
     val_probs = softmax(val_logits / temperature + bias)
     record = {
         "temperature": round(temperature, 4),
+        # What the model believes the class prior to be: the reference that
+        # scoring-time prior adaptation (EM, Saerens et al. 2002) starts from.
+        "reference_prior": [round(float(p), 6) for p in val_probs.mean(axis=0)],
         "class_bias": bool(enabled and class_bias),
         "bias": [round(float(b), 4) for b in bias],
         "validation_ece_before": round(expected_calibration_error(softmax(val_logits), val_true), 4),
@@ -498,6 +640,7 @@ def _segmenter_card(seg_cfg) -> dict:
         "user_dict": "userdict.txt" if seg_cfg.user_dict else None,
         "user_dict_sha256": sha256_of(Path(seg_cfg.user_dict)) if seg_cfg.user_dict else None,
         "max_chars": seg_cfg.max_chars,
+        "markup": seg_cfg.markup,
         "normalization": "NFKC+lower; tokens without letters or digits dropped",
     }
 

