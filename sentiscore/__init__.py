@@ -4,7 +4,7 @@ Importing this package is cheap: TensorFlow is imported only when a model is
 loaded, so ``sentiscore --help`` stays fast.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__", "load", "score_file", "Scorer"]
 

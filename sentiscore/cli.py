@@ -75,12 +75,10 @@ def _raise_terminated(signum, frame):
     raise _Terminated()
 
 
-def _stop_at_next_chunk(signum, frame):
+def _stop_at_next_chunk(stop, signum, frame):
     """First SIGINT/SIGTERM: finish the chunk in hand, clean up, exit.
     A second one stops at once."""
-    from .pipeline import request_stop
-
-    request_stop(signum)
+    stop.request(signum)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_terminated)
 
@@ -195,9 +193,15 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
         from .errors import UsageError
 
         raise UsageError("--adapt-priors and --priors run on the local engine only, for now")
+    stop = None
     if engine == "local":  # Ray stops its own tasks on Ctrl-C; the local engine finishes the chunk in hand
+        from functools import partial
+
+        from .pipeline import StopRequest
+
+        stop = StopRequest()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, _stop_at_next_chunk)
+            signal.signal(signum, partial(_stop_at_next_chunk, stop))
     config = ScoreConfig(
         text_column=text_column, chunk_size=chunk_size, batch_size=batch_size, top_k=top_k, workers=workers,
         input_format=input_format, output_format=output_format, encoding=encoding,
@@ -221,7 +225,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
         bar = tqdm(unit=" rows", file=sys.stderr, dynamic_ncols=True)
     try:
         summary = score_file(input_path, output_path, model=model, config=config, prefix=prefix, expect=expect,
-                             progress=bar.update if bar is not None else None)
+                             progress=bar.update if bar is not None else None, stop=stop)
     finally:
         if bar is not None:
             bar.close()

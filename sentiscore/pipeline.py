@@ -38,6 +38,7 @@ from .io import (
     open_input,
 )
 from .calibration import shift_priors
+from .embed import DEFAULT_SCORE_BATCH  # noqa: F401  (re-exported: the default --batch-size)
 from .ngrams import CharNgramHasher
 from .segment import ParallelSegmenter, SegmentedBatch, segmenter_version
 
@@ -48,7 +49,6 @@ STATUS_NO_TOKENS = "no_tokens"  # only punctuation, symbols, emoji or stopwords
 STATUS_NOT_TEXT = "not_text"  # a list, struct or other value that is not text
 _LABELLED = (STATUS_OK, STATUS_TRUNCATED)
 _WIDTH_STEP = 8  # batch widths are rounded up to this: fewer distinct shapes
-DEFAULT_SCORE_BATCH = 256  # texts per Keras batch, unless the embedder asks for fewer (ELMo)
 
 
 def output_column_names(labels: list[tuple[str, str]], prefix: str = "") -> list[str]:
@@ -117,7 +117,7 @@ class Scorer:
         self.segmenter = ParallelSegmenter(self.segmenter_config, self.maxlen, self.workers)
         self.embedder = loaded.embedder
         self.hasher = CharNgramHasher(trained_wide_config(meta)) if meta["model"]["arch"] == "wide-deep" else None
-        batch_size = batch_size or getattr(self.embedder, "score_batch_size", DEFAULT_SCORE_BATCH)
+        batch_size = batch_size or self.embedder.score_batch_size
         self.predictor = Predictor(loaded.keras_model, batch_size=batch_size)
         self.batch_size = batch_size
         self.top_k = top_k
@@ -130,11 +130,11 @@ class Scorer:
             "sentiscore.model_hash": loaded.hash,
             "sentiscore.model_path": str(loaded.path),
             "sentiscore.segmenter": f"jieba_fast {segmenter_version()}",
-            "sentiscore.embedder": _embedder_line(meta["embedder"], getattr(self.embedder, "device", None)),
+            "sentiscore.embedder": _embedder_line(meta["embedder"], self.embedder.device),
             "sentiscore.tensorflow_version": versions["tensorflow"],
             "sentiscore.keras_version": versions["keras"],
         }
-        if getattr(self.embedder, "torch_version", None):
+        if self.embedder.torch_version:
             self.provenance["sentiscore.torch_version"] = self.embedder.torch_version
 
     @classmethod
@@ -274,7 +274,7 @@ class Scorer:
         work of its own (ELMo's biLM, in torch) encodes the next batch on a
         thread while Keras runs this one: both libraries release the GIL in
         their kernels, so the two stages overlap on two cores."""
-        if not getattr(self.embedder, "encodes_in_background", False) or len(batches) < 2:
+        if not self.embedder.encodes_in_background or len(batches) < 2:
             yield from map(encode, batches)
             return
         if self._encoder_thread is None:
@@ -468,8 +468,12 @@ def check_expected_settings(loaded: LoadedModel, expect: dict) -> None:
         )
 
 
-def score_file(input_path, output_path, model=None, config: ScoreConfig | None = None, scorer: Scorer | None = None, prefix: str = "", expect: dict | None = None, progress=None) -> ScoreSummary:
-    """Score IN into OUT (files or '-'). Returns a :class:`ScoreSummary`."""
+def score_file(input_path, output_path, model=None, config: ScoreConfig | None = None, scorer: Scorer | None = None, prefix: str = "", expect: dict | None = None, progress=None,
+               stop: threading.Event | None = None) -> ScoreSummary:
+    """Score IN into OUT (files or '-'). Returns a :class:`ScoreSummary`.
+    ``stop``: once set (e.g. a :class:`StopRequest` from a signal handler),
+    the run stops before its next chunk with :class:`RunStopped`, leaving no
+    output (with --resume, the finished parts)."""
     config = config or ScoreConfig()
     in_fmt = detect_format(input_path, config.input_format, INPUT_FORMATS, "--input-format")
     if config.adapt_priors and is_stdio(input_path):
@@ -535,7 +539,7 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
         else:
             sink = FileSink(output_path, out_fmt, provenance)
         summary = _stream(scorer, source, sink, config, keep, prefix, progress,
-                          output_label=str(output_path) if str(output_path) != "-" else "stdout")
+                          output_label=str(output_path) if str(output_path) != "-" else "stdout", stop=stop)
         summary.skipped_lines = len(source.bad_lines)
         bad_lines_file = write_bad_lines(source, input_path, output_path, config.encoding)
         summary.bad_lines_file = str(bad_lines_file) if bad_lines_file else None
@@ -548,27 +552,28 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
             scorer.prior_shift = own_shift
 
 
-_stop_requested = threading.Event()
-_stop_signal = [0]
+class StopRequest(threading.Event):
+    """A stop asked of a running ``score_file`` (its ``stop`` argument),
+    honoured before the next chunk. ``request`` is safe in a signal handler:
+    it only sets a flag. Raising from the handler instead could fire while
+    the worker pool holds its own lock, and the cleanup that shuts the pool
+    down would then wait on that lock forever."""
+
+    signum = 0
+
+    def request(self, signum: int = 0) -> None:
+        self.signum = signum
+        self.set()
 
 
-def request_stop(signum: int) -> None:
-    """Ask a running ``score_file`` to stop before its next chunk (safe to
-    call from a signal handler: it only sets a flag). Raising from the handler
-    instead could fire while the worker pool holds its own lock, and the
-    cleanup that shuts the pool down would then wait on that lock forever."""
-    _stop_signal[0] = signum
-    _stop_requested.set()
+def _check_stop(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise RunStopped(getattr(stop, "signum", 0))
 
 
-def _check_stop() -> None:
-    if _stop_requested.is_set():
-        raise RunStopped(_stop_signal[0])
-
-
-def _stream(scorer: Scorer, source, sink, config: ScoreConfig, keep, prefix, progress, output_label: str) -> ScoreSummary:
+def _stream(scorer: Scorer, source, sink, config: ScoreConfig, keep, prefix, progress, output_label: str,
+            stop: threading.Event | None) -> ScoreSummary:
     started = time.perf_counter()
-    _stop_requested.clear()
     counts = np.zeros(len(scorer.labels), np.int64)
     unlabelled = 0
 
@@ -592,7 +597,7 @@ def _stream(scorer: Scorer, source, sink, config: ScoreConfig, keep, prefix, pro
         pending = None  # segmentation of the next chunk overlaps the model's work on this one
         first_row = 0
         for index, batch in enumerate(source.batches):
-            _check_stop()
+            _check_stop(stop)
             if sink.is_done(index):  # --resume: this chunk's part is already written
                 unlabelled += _tally(sink.read_done(index, [prefix + "label"]).column(0), scorer.labels, counts)
                 if progress is not None:
@@ -605,7 +610,7 @@ def _stream(scorer: Scorer, source, sink, config: ScoreConfig, keep, prefix, pro
             first_row += batch.num_rows
         if pending is not None:
             emit(*pending)
-        _check_stop()
+        _check_stop(stop)
         sink.finish(empty_schema)
     except BaseException:
         sink.abort()

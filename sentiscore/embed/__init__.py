@@ -1,23 +1,53 @@
-"""Embedders turn segmented tokens into model inputs.
-
-Interface (every embedder module implements it; the pipeline knows nothing
-else about them):
-
-- ``kind``: the name stored in meta.json (``vocab``, ``elmo``)
-- ``featurize(batch: SegmentedBatch) -> features``: per-chunk work done
-  once (vocabulary lookup, or nothing);
-- ``encode(features, rows, width) -> dict[str, np.ndarray]``: model inputs
-  for the texts ``rows``, padded to ``width`` tokens; every dict holds
-  ``mask`` (bool, True on real tokens) besides the embedder's own arrays.
-- ``save(directory)`` / ``load(directory, settings)``: the embedder's files
-  inside a model directory.
-
-Each embedder lives in its own module; only ``embed.elmo`` may import torch.
+"""Embedders turn segmented tokens into model inputs. The contract is the
+:class:`Embedder` protocol below; the pipeline and training know nothing
+else about them, and ``tests/test_embed_contract.py`` holds every embedder
+to it. Each embedder lives in its own module; only ``embed.elmo`` (and its
+pretraining loop) may import torch.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
 import numpy as np
+
+
+DEFAULT_SCORE_BATCH = 256  # texts per Keras batch when scoring, unless the embedder asks for fewer (ELMo)
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What every embedder provides.
+
+    - ``kind``: the name stored in meta.json (``vocab``, ``elmo``).
+    - ``score_batch_size``: texts per Keras batch when scoring, unless the
+      user sets ``--batch-size``; ELMo inputs are large, so it asks for fewer.
+    - ``encodes_in_background``: True when ``encode`` does heavy work of its
+      own (a biLM) that a thread can overlap with Keras.
+    - ``device``: where its own computation runs (``cpu``, ``cuda``), or None.
+    - ``torch_version``: for provenance, or None when it does not use torch.
+    - ``featurize(batch)``: per-chunk work done once (vocabulary lookup, or
+      nothing), returning features for ``encode``.
+    - ``encode(features, rows, width)``: model inputs for the texts ``rows``
+      padded to ``width`` tokens, a dict that holds ``mask`` (bool, True on
+      real tokens, the first min(length, width) positions of a row) besides
+      the embedder's own arrays of leading shape (rows, width), zero on padding.
+    - ``save(directory)`` / ``load(directory, settings)``: its files inside a
+      model directory; ``save`` returns their names.
+    """
+
+    kind: str
+    score_batch_size: int
+    encodes_in_background: bool
+    device: str | None
+    torch_version: str | None
+
+    def featurize(self, batch) -> Any: ...
+
+    def encode(self, features: Any, rows: np.ndarray, width: int) -> dict[str, np.ndarray]: ...
+
+    def save(self, directory: Path) -> list[str]: ...
 
 
 def padded_positions(lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

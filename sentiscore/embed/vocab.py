@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from ..errors import ModelError
 from ..segment import SegmentedBatch
-from . import padded_positions
+from . import DEFAULT_SCORE_BATCH, padded_positions
 
 PAD_ID = 0
 OOV_ID = 1
@@ -29,7 +29,14 @@ class TokenIds:
 
 
 class VocabEmbedder:
+    """Learned embeddings: ids over the training vocabulary (an
+    :class:`~sentiscore.embed.Embedder`)."""
+
     kind = "vocab"
+    score_batch_size = DEFAULT_SCORE_BATCH
+    encodes_in_background = False  # a lookup: nothing to overlap
+    device = None  # the embedding runs inside the Keras model
+    torch_version = None
 
     def __init__(self, words: list[str]):
         self.words = list(words)
