@@ -330,10 +330,11 @@ def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch
 @click.option("--report", "report_path", default=None, help="Also write a self-contained HTML report to this file.")
 @click.option("--faithfulness-rows", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Rows sampled for the report's faithfulness measure (0: skip it).")
+@click.option("--adapt-priors", is_flag=True, help="Measure 'score --adapt-priors': label shares estimated from DATA's texts (never its labels).")
 @workers_option
 @_errors_to_exit
 def evaluate(data_path, model, text_column, label_column, group_column, input_format, encoding, json_path, report_path,
-             faithfulness_rows, workers):
+             faithfulness_rows, adapt_priors, workers):
     """Measure a model on labelled DATA: accuracy, macro-F1, per-class
     precision/recall/F1 and the confusion matrix."""
     from .evaluate import evaluate as run_evaluation
@@ -343,7 +344,7 @@ def evaluate(data_path, model, text_column, label_column, group_column, input_fo
 
     with Scorer.from_model(model, workers=workers, top_k=0) as scorer:
         result = run_evaluation(data_path, text_column=text_column, label_column=label_column, group_column=group_column,
-                                input_format=input_format, encoding=encoding, scorer=scorer)
+                                input_format=input_format, encoding=encoding, scorer=scorer, adapt_priors=adapt_priors)
         if report_path:
             from .html_report import report_evaluation
 

@@ -49,11 +49,13 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: 
 
 def evaluate(data_path, model=None, text_column: str = "txt", label_column: str = "label", group_column: str | None = "source",
              workers: int | None = None, batch_size: int | None = None, input_format: str | None = None, encoding: str = "utf-8",
-             scorer=None) -> dict:
+             scorer=None, adapt_priors: bool = False) -> dict:
     """Accuracy, macro-F1, per-class precision/recall/F1, confusion matrix,
     and the same per value of ``group_column`` when the data has it (the
     part before ':' in our ``source`` column, e.g. weibo). Per-group
-    macro-F1 averages over the classes that group holds."""
+    macro-F1 averages over the classes that group holds. ``adapt_priors``:
+    measure ``score --adapt-priors`` (priors estimated from the texts alone,
+    never the labels)."""
     from .pipeline import Scorer
     from .train import label_strings
 
@@ -67,6 +69,11 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     if own:
         scorer = Scorer.from_model(model, workers=workers, batch_size=batch_size, top_k=0)
     labels = scorer.labels
+    own_shift, priors = scorer.prior_shift, None
+    if adapt_priors:
+        estimate = open_input(data_path, fmt, chunk_size=ScoreConfig().chunk_size, encoding=encoding)
+        priors = scorer.estimate_priors(estimate.batches, text_column)
+        scorer.set_priors(priors)
     index = {value: i for i, (value, _) in enumerate(labels)}
     name_index = {name: i for i, (_, name) in enumerate(labels)}
     y_true, y_pred, confidences, groups = [], [], [], []
@@ -106,6 +113,8 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     finally:
         if own:
             scorer.close()
+        else:
+            scorer.prior_shift = own_shift
     y_true_all = np.concatenate(y_true) if y_true else np.zeros(0, np.int64)
     y_pred_all = np.concatenate(y_pred) if y_pred else np.zeros(0, np.int64)
     names = [name for _, name in labels]
@@ -113,6 +122,8 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     result["model"] = scorer.loaded.name
     result["model_hash"] = scorer.loaded.hash
     result["labels"] = names
+    if priors is not None:
+        result["adapted_priors"] = {name: round(float(p), 4) for name, p in zip(names, priors)}
     conf_all = np.concatenate(confidences) if confidences else np.zeros(0)
     scored = y_pred_all != UNSCORED
     calibration = reliability(conf_all[scored], (y_true_all == y_pred_all)[scored])
@@ -133,6 +144,8 @@ def format_report(result: dict) -> str:
     names = result["labels"]
     lines = [
         f"model {result['model']}@{result['model_hash']}  rows {result['rows']:,}  unscored {result.get('unscored', 0):,}",
+        *([f"priors adapted by EM: {', '.join(f'{k} {v:.4f}' for k, v in result['adapted_priors'].items())}"]
+          if result.get("adapted_priors") else []),
         f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}",
         "",
         f"{'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",

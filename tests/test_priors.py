@@ -109,3 +109,17 @@ def test_adapt_priors_needs_a_file_and_a_card_that_has_a_reference(tiny_model, s
     result = _score([sample_dir / "reviews.csv", tmp_path / "o.parquet", "--model", old, "--adapt-priors"])
     assert result.exit_code == 2 and "has no reference prior in its card" in result.output
     assert not (tmp_path / "o.parquet").exists()
+
+
+def test_evaluate_can_measure_adapted_priors(tiny_model, sample_dir):
+    from sentiscore.evaluate import evaluate, format_report
+    from sentiscore.pipeline import Scorer
+
+    with Scorer.from_model(tiny_model, workers=1) as scorer:
+        plain = evaluate(sample_dir / "labelled.csv", scorer=scorer)
+        adapted = evaluate(sample_dir / "labelled.csv", scorer=scorer, adapt_priors=True)
+        assert scorer.prior_shift is None  # the scorer is left as it was
+    assert "adapted_priors" not in plain and set(adapted["adapted_priors"]) == {"负评", "中评", "正评"}
+    assert abs(sum(adapted["adapted_priors"].values()) - 1) < 1e-3
+    assert adapted["rows"] == plain["rows"]
+    assert "priors adapted by EM: 负评" in format_report(adapted)
