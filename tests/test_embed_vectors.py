@@ -1,7 +1,6 @@
 """Pretrained word vectors: training them on a corpus, starting the vocab
 embedder from them, and continuing from them on new text (--init)."""
 
-import json
 
 import numpy as np
 import pandas as pd

@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 from click.testing import CliRunner
 
 from sentiscore.calibration import adapt_priors, prior_log_shift, shift_priors
