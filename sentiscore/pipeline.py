@@ -188,6 +188,7 @@ class Scorer:
         words and output are skipped)."""
         from .calibration import adapt_priors
 
+        reference = self.reference_prior  # a card without one fails here, before any work
         rows = []
         for batch in batches:
             prepared = self.preprocess(batch.column(text_column))
@@ -197,7 +198,7 @@ class Scorer:
             labelled = labelled[segmented.lengths[labelled] > 0]
             rows.append(probs[labelled])
         probs = np.concatenate(rows) if rows else np.zeros((0, len(self.labels)))
-        return adapt_priors(probs, self.reference_prior)
+        return adapt_priors(probs, reference)
 
     # -- stages ---------------------------------------------------------------
     def preprocess(self, texts: pa.Array) -> _Prepared:
@@ -518,7 +519,6 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
         if config.priors is not None:
             priors = scorer.priors_from_values(config.priors)
         elif config.adapt_priors:
-            scorer.reference_prior  # noqa: B018  (fails before the first pass when the card has none)
             estimate = open_input(input_path, in_fmt, config.chunk_size, config.encoding, config.on_bad_lines)
             priors = scorer.estimate_priors(estimate.batches, config.text_column)
         scorer.set_priors(priors)
@@ -539,11 +539,10 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
         else:
             sink = FileSink(output_path, out_fmt, provenance)
         summary = _stream(scorer, source, sink, config, keep, prefix, progress,
-                          output_label=str(output_path) if str(output_path) != "-" else "stdout", stop=stop)
+                          output_label=str(output_path) if str(output_path) != "-" else "stdout", stop=stop, provenance=provenance)
         summary.skipped_lines = len(source.bad_lines)
         bad_lines_file = write_bad_lines(source, input_path, output_path, config.encoding)
         summary.bad_lines_file = str(bad_lines_file) if bad_lines_file else None
-        summary.provenance = provenance
         return summary
     finally:
         if own_scorer:
@@ -572,7 +571,7 @@ def _check_stop(stop: threading.Event | None) -> None:
 
 
 def _stream(scorer: Scorer, source, sink, config: ScoreConfig, keep, prefix, progress, output_label: str,
-            stop: threading.Event | None) -> ScoreSummary:
+            stop: threading.Event | None, provenance: dict[str, str]) -> ScoreSummary:
     started = time.perf_counter()
     counts = np.zeros(len(scorer.labels), np.int64)
     unlabelled = 0
@@ -623,7 +622,7 @@ def _stream(scorer: Scorer, source, sink, config: ScoreConfig, keep, prefix, pro
         model_name=scorer.loaded.name,
         model_hash=scorer.loaded.hash,
         output=output_label,
-        provenance=scorer.provenance,
+        provenance=provenance,
     )
 
 
