@@ -548,8 +548,9 @@ def check_parts(reports: pa.Table, plan: _Plan, expected_rows: list[int | None])
         expected = expected_rows[f] if f < len(expected_rows) else None
         if (parts and not ended) or (expected is not None and next_row != expected):
             total = f"{expected:,}" if expected is not None else "its end"
+            got = f"only rows 1-{next_row:,}" if next_row else "no rows"
             raise WorkerError(
-                f"only rows 1-{next_row:,} of {plan.files[f]} (of {total}) came back from the Ray workers; no output was "
+                f"{got} of {plan.files[f]} (of {total}) came back from the Ray workers; no output was "
                 "written. This is a bug in sentiscore or Ray: please report it"
             )
     if by_file:
