@@ -1,10 +1,24 @@
 """``sentiscore score --engine ray``: the same scoring on a Ray cluster.
 
-    ray.data.read_parquet / read_csv / read_json      IN: a file, a directory or a glob
+    ray.data.from_items(file numbers)
+      → map_batches(read_files)       CPU tasks: sentiscore's own reader (io.open_input), chunks of
+                                      --chunk-size rows, each row numbered (file index, row index)
       → map_batches(segment_block)    CPU tasks: jieba_fast, each distinct text once
       → map_batches(ScoreActor)       actor pool (--num-workers; GPUs with --gpus-per-worker):
-                                      the model is loaded once per actor; Scorer.score_batch
-      → write_parquet                 OUT: a directory of Parquet parts, renamed into place
+                                      the model is loaded once per actor; Scorer.score_batch; the
+                                      block is sorted by its row numbers and written as parts
+      → the driver                    checks that the parts cover every row once, renames them
+
+Row order does not depend on Ray. The read tasks number every row (its file's
+index in IN's sorted file list, its index within the file) in columns that
+never reach the output. An actor sorts each block it scores by those numbers,
+splits it into runs of consecutive rows of one file and writes each run as
+``part-FFFFF-RRRRRRRRRR.parquet`` (file index, first row), so OUT's parts in
+name order hold the rows in input order, whatever order Ray handed the blocks
+around in, and the output equals the local engine's row for row. The driver
+checks that the parts tile every file from row 0 to its last row (no gap, no
+row twice) before it renames anything: rows lost in the cluster stop the run
+instead of going missing.
 
 Segmentation runs as its own CPU stage rather than inside the scoring actors:
 the actors then spend their time (and their GPU) on the model, and Ray runs as
@@ -33,6 +47,7 @@ import shutil
 import socket
 import sys
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +62,13 @@ from .io import INPUT_FORMATS, RESUME_MANIFEST, SUCCESS_MARKER, detect_format, i
 
 TOKENS_COLUMN = "__sentiscore_tokens"
 TRUNCATED_COLUMN = "__sentiscore_truncated"
-PATH_COLUMN = "path"  # what Ray's include_paths adds: names the file of a failing block
+# Each row's place in the input, added by the read tasks; never written out.
+FILE_COLUMN = "__sentiscore_file"  # the file's index in the sorted list of input files
+ROW_COLUMN = "__sentiscore_row"  # the row's index within its file (0-based)
+END_COLUMN = "__sentiscore_end"  # true on the last row of a file: the driver's check that no tail went missing
+ORDER_COLUMNS = (FILE_COLUMN, ROW_COLUMN, END_COLUMN)
+INTERNAL_COLUMNS = (*ORDER_COLUMNS, TOKENS_COLUMN, TRUNCATED_COLUMN)
+ROW_DIGITS = 10  # part-FFFFF-RRRRRRRRRR.parquet: up to 10^10 rows per input file keep name order = row order
 INSTALL_HINT = "pip install 'sentiscore[ray]'"
 ACTOR_MEMORY_BYTES = 1 << 30  # a scoring actor with zh-fast, 10,000-row chunks: ~1.1 GB peak RSS (TensorFlow CPU)
 
@@ -78,6 +99,15 @@ class _Plan:
     top_k: int
     provenance: tuple[tuple[str, str], ...] = ()
     device: str = "auto"  # where an ELMo embedder runs inside each actor
+    files: tuple[str, ...] = ()  # IN's files, sorted: a row's FILE_COLUMN indexes this
+    input_format: str = "parquet"
+    encoding: str = "utf-8"
+    chunk_size: int = 10_000  # rows per block read
+    parts_dir: str = ""  # where the actors write their parts (the run's temporary OUT)
+
+    @property
+    def file_digits(self) -> int:
+        return max(5, len(str(max(len(self.files) - 1, 0))))
 
 
 def import_ray():
@@ -137,15 +167,19 @@ def input_files(input_path, input_format: str | None) -> tuple[list[str], str]:
     return files, next(iter(formats))
 
 
-def file_columns(files: list[str], fmt: str, encoding: str) -> list[list[str]]:
+def file_columns(files: list[str], fmt: str, encoding: str) -> tuple[list[list[str]], list[int | None]]:
     """Each file's column names, read cheaply on the driver (CSV headers,
-    Parquet footers; JSONL's first file only, its keys vary by row anyway).
-    Ray fills a column that one file lacks with nulls, so a file without the
-    text column would be scored as empty rows: this check stops that."""
+    Parquet footers; JSONL's first file only, its keys vary by row anyway),
+    and each file's row count where the footer holds it (Parquet; None
+    otherwise). Ray fills a column that one file lacks with nulls, so a file
+    without the text column would be scored as empty rows: this check stops
+    that. The row counts let the driver notice a file whose every row went
+    missing in the cluster."""
     from .io import _HEAD_BYTES, _csv_header, _open_binary
 
-    columns = []
-    for path in files if fmt != "jsonl" else files[:1]:
+    columns: list[list[str]] = []
+    rows: list[int | None] = [None] * len(files)
+    for i, path in enumerate(files if fmt != "jsonl" else files[:1]):
         if fmt in ("csv", "tsv"):
             with _open_binary(path) as raw:
                 head = raw.read(_HEAD_BYTES)
@@ -156,29 +190,74 @@ def file_columns(files: list[str], fmt: str, encoding: str) -> list[list[str]]:
             import pyarrow.parquet as pq
 
             try:
-                columns.append(pq.read_schema(path).names)
+                metadata = pq.read_metadata(path)
             except (pa.ArrowInvalid, OSError) as exc:
                 raise InputError(f"cannot read {path} as Parquet: {exc}") from exc
+            columns.append(metadata.schema.to_arrow_schema().names)
+            rows[i] = metadata.num_rows
         else:
             columns.append(open_input(path, fmt, 1, encoding).schema.names)
-    return columns
+    return columns, rows
 
 
-def _read(ray, files: list[str], fmt: str, encoding: str, include_paths: bool, csv_names: list[str]):
-    if fmt == "parquet":
-        return ray.data.read_parquet(files, include_paths=include_paths, file_extensions=None)
-    if fmt == "jsonl":
-        return ray.data.read_json(files, lines=True, include_paths=include_paths, file_extensions=None)
-    import pyarrow.csv as pacsv
+def _with_local_hint(message: str) -> str:
+    """The local reader's hint for a ragged CSV row names --on-bad-lines
+    skip, which the Ray engine refuses: point to the local engine instead."""
+    if "--on-bad-lines skip" in message:
+        return message.rsplit("; ", 1)[0] + "; fix the row, or score this file with --engine local --on-bad-lines skip"
+    return message
 
-    return ray.data.read_csv(
-        files, include_paths=include_paths, file_extensions=None,
-        read_options=pacsv.ReadOptions(encoding=encoding),
-        parse_options=pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in csv_names}, strings_can_be_null=False, quoted_strings_can_be_null=False
-        ),
-    )
+
+def read_files(batch: pa.Table, plan: _Plan):
+    """Ray task: read the files whose indexes ``batch`` holds with the local
+    engine's reader, in chunks of ``plan.chunk_size`` rows, each row numbered
+    by file and row (FILE_COLUMN, ROW_COLUMN; END_COLUMN marks a file's last
+    row). Errors carry the local engine's message (file, line, hint)."""
+    for index in batch.column(FILE_COLUMN).to_pylist():
+        path = plan.files[index]
+        try:
+            source = open_input(path, plan.input_format, plan.chunk_size, plan.encoding)
+            first, held = 0, None
+            for chunk in source.batches:  # one chunk of look-ahead: the last one gets the end mark
+                if held is not None:
+                    yield _numbered(held, index, first, end=False)
+                    first += held.num_rows
+                held = chunk
+            if held is not None:
+                yield _numbered(held, index, first, end=True)
+        except SentiscoreError as exc:
+            raise type(exc)(_with_local_hint(str(_without_row_number(exc, path, plan)))) from None
+        except Exception as exc:
+            raise InputError(f"cannot read {path} as {plan.input_format}: {type(exc).__name__}: {exc}") from None
+
+
+_ROW_NUMBER = re.compile(r"Row #\d+: ")
+
+
+def _without_row_number(exc: SentiscoreError, path: str, plan: _Plan) -> SentiscoreError:
+    """pyarrow parses CSV serially when it sees one CPU (as in a Ray worker,
+    where OMP_NUM_THREADS=1) and then prefixes its errors with "Row #N: ",
+    which hides the row text from io's line locator: without the prefix,
+    the message is the one the local engine gives (the row and its line)."""
+    from .io import _read_error
+
+    cause = exc.__cause__
+    if isinstance(exc, InputError) and isinstance(cause, pa.ArrowInvalid) and _ROW_NUMBER.search(str(cause)):
+        return _read_error(path, plan.input_format, plan.encoding, pa.ArrowInvalid(_ROW_NUMBER.sub("", str(cause), count=1)))
+    return exc
+
+
+def _numbered(chunk: pa.RecordBatch, file_index: int, first_row: int, end: bool) -> pa.Table:
+    import numpy as np
+
+    n = chunk.num_rows
+    ends = np.zeros(n, bool)
+    if end and n:
+        ends[-1] = True
+    table = pa.Table.from_batches([chunk])
+    return (table.append_column(FILE_COLUMN, pa.array(np.full(n, file_index, np.int32)))
+                 .append_column(ROW_COLUMN, pa.array(np.arange(first_row, first_row + n, dtype=np.int64)))
+                 .append_column(END_COLUMN, pa.array(ends)))
 
 
 # --- the model on the workers -------------------------------------------------
@@ -193,15 +272,27 @@ def _model_dir(plan: _Plan) -> Path:
         found = model_hash(path)
         if found != plan.model_hash:
             raise ModelError(
-                f"the model at {path} on {socket.gethostname()} is not the driver's (hash {found}, expected "
+                f"the model at {path} on Ray node {_node_name()} is not the driver's (hash {found}, expected "
                 f"{plan.model_hash}); every node must see the same model directory"
             )
         return path
     raise ModelError(
-        f"model directory {plan.model_candidates[0]} is not visible on Ray node {socket.gethostname()}: put it on storage "
+        f"model directory {plan.model_candidates[0]} is not visible on Ray node {_node_name()}: put it on storage "
         "that every node mounts at the same path, or ship it with the job (ray job submit --working-dir DIR) "
         "and pass --model as a path relative to DIR"
     )
+
+
+def _node_name() -> str:
+    """This machine's host name, and inside a Ray worker its node id (several
+    nodes may share a host name, or a machine)."""
+    ray = sys.modules.get("ray")
+    try:
+        if ray is not None and ray.is_initialized():
+            return f"{socket.gethostname()} (node id {ray.get_runtime_context().get_node_id()})"
+    except Exception:  # the name is for a message: never fail on it
+        pass
+    return socket.gethostname()
 
 
 def segmenter_setup(model_dir: Path) -> tuple[SegmenterConfig, int]:
@@ -229,10 +320,10 @@ def _as_text(column) -> pa.Array | None:
         return None
 
 
-def _where(table: pa.Table) -> str:
+def _where(table: pa.Table, plan: _Plan) -> str:
     """Which input a block came from, for error messages."""
-    if PATH_COLUMN in table.column_names and table.num_rows:
-        files = sorted(set(table.column(PATH_COLUMN).to_pylist()) - {None})
+    if FILE_COLUMN in table.column_names and table.num_rows and plan.files:
+        files = [plan.files[i] for i in sorted(set(table.column(FILE_COLUMN).to_pylist()) - {None})]
         if files:
             return "a block of " + ", ".join(files[:3]) + (f" and {len(files) - 3} more files" if len(files) > 3 else "")
     return f"a block of {table.num_rows:,} input rows"
@@ -241,9 +332,9 @@ def _where(table: pa.Table) -> str:
 def _check_columns(table: pa.Table, plan: _Plan) -> None:
     missing = [c for c in dict.fromkeys((plan.text_column, *plan.keep)) if c not in table.column_names]
     if missing:
-        shown = [c for c in table.column_names if c not in (TOKENS_COLUMN, TRUNCATED_COLUMN, PATH_COLUMN)]
+        shown = [c for c in table.column_names if c not in INTERNAL_COLUMNS]
         raise InputError(
-            f"{_where(table)}: no column {', '.join(map(repr, missing))}; its columns are: {', '.join(shown)}. "
+            f"{_where(table, plan)}: no column {', '.join(map(repr, missing))}; its columns are: {', '.join(shown)}. "
             "Every input file needs the text column and the columns kept from the first file"
         )
 
@@ -274,14 +365,14 @@ def segment_block(table: pa.Table, plan: _Plan) -> pa.Table:
             truncated = pc.take(pa.array([cut for _, cut in results], pa.bool_()), encoded.indices)
         return table.append_column(TOKENS_COLUMN, tokens).append_column(TRUNCATED_COLUMN, truncated)
     except SentiscoreError as exc:
-        raise type(exc)(_in_block(table, exc)) from None
+        raise type(exc)(_in_block(table, plan, exc)) from None
     except Exception as exc:
-        raise WorkerError(f"segmentation failed on {_where(table)}: {type(exc).__name__}: {exc}") from None
+        raise WorkerError(f"segmentation failed on {_where(table, plan)}: {type(exc).__name__}: {exc}") from None
 
 
-def _in_block(table: pa.Table, exc: Exception) -> str:
+def _in_block(table: pa.Table, plan: _Plan, exc: Exception) -> str:
     message = str(exc)
-    return message if message.startswith("a block of ") else f"{_where(table)}: {message}"
+    return message if message.startswith("a block of ") else f"{_where(table, plan)}: {message}"
 
 
 class _Presegmented:
@@ -342,7 +433,9 @@ class ScoreActor:
         self.scorer.segmenter = self.segmenter
         self.metadata = {k.encode(): v.encode() for k, v in {**self.scorer.provenance, **dict(plan.provenance)}.items()}
 
-    def __call__(self, table: pa.Table) -> pa.Table:
+    def score(self, table: pa.Table) -> pa.Table:
+        """The block scored: the kept input columns and the added ones, row for
+        row; FILE_COLUMN, ROW_COLUMN and END_COLUMN carried over when present."""
         try:
             _check_columns(table, self.plan)
             texts = _as_text(table.column(self.plan.text_column))
@@ -354,22 +447,124 @@ class ScoreActor:
                 }
             batch = table.combine_chunks().to_batches()
             batch = batch[0] if batch else pa.RecordBatch.from_pylist([], schema=table.schema)
-            out = self.scorer.score_batch(batch, self.plan.text_column, keep_columns=list(self.plan.keep), prefix=self.plan.prefix)
+            out = pa.Table.from_batches([
+                self.scorer.score_batch(batch, self.plan.text_column, keep_columns=list(self.plan.keep), prefix=self.plan.prefix)
+            ])
             self.segmenter.lookup = {}
-            return pa.Table.from_batches([out]).replace_schema_metadata(self.metadata)
+            for name in ORDER_COLUMNS:
+                if name in table.column_names:
+                    out = out.append_column(name, table.column(name))
+            return out
         except SentiscoreError as exc:
-            raise type(exc)(_in_block(table, exc)) from None
+            raise type(exc)(_in_block(table, self.plan, exc)) from None
         except Exception as exc:
-            raise WorkerError(f"scoring failed on {_where(table)}: {type(exc).__name__}: {exc}") from None
+            raise WorkerError(f"scoring failed on {_where(table, self.plan)}: {type(exc).__name__}: {exc}") from None
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        """Score a block and write it as parts; returns one row per part written."""
+        scored = self.score(table)
+        try:
+            return write_parts(scored, self.plan, self.metadata)
+        except OSError as exc:
+            raise OutputError(f"cannot write the results of {_where(table, self.plan)} to {self.plan.parts_dir}: {exc}") from None
+
+
+# --- parts: order from the row numbers -----------------------------------------
+
+REPORT_SCHEMA = pa.schema([("file", pa.int32()), ("first_row", pa.int64()), ("rows", pa.int64()),
+                           ("end", pa.bool_()), ("written", pa.string())])
+
+
+def part_name(plan: _Plan, file_index: int, first_row: int) -> str:
+    """A part's final name: its file's index and its first row, zero-padded so
+    that name order is input order."""
+    return f"part-{file_index:0{plan.file_digits}d}-{first_row:0{ROW_DIGITS}d}.parquet"
+
+
+def runs(files, rows) -> list[tuple[int, int]]:
+    """[start, stop) offsets of the runs of consecutive rows of one file in
+    sorted (file, row) numbers."""
+    import numpy as np
+
+    files, rows = np.asarray(files), np.asarray(rows)
+    if not len(rows):
+        return []
+    breaks = np.flatnonzero((files[1:] != files[:-1]) | (rows[1:] != rows[:-1] + 1)) + 1
+    bounds = [0, *breaks.tolist(), len(rows)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def write_parts(scored: pa.Table, plan: _Plan, metadata: dict) -> pa.Table:
+    """Sort a scored block by (file, row), split it into runs of consecutive
+    rows of one file and write each run to the parts directory, under a
+    name unique to this attempt (a task that Ray retries writes again, never
+    over a part that was reported). The driver renames the reported parts to
+    :func:`part_name`. Returns one REPORT_SCHEMA row per part."""
+    import pyarrow.parquet as pq
+
+    order = pc.sort_indices(scored, sort_keys=[(FILE_COLUMN, "ascending"), (ROW_COLUMN, "ascending")])
+    scored = scored.take(order)
+    files = scored.column(FILE_COLUMN).to_numpy()
+    rows = scored.column(ROW_COLUMN).to_numpy()
+    ends = scored.column(END_COLUMN).to_numpy(zero_copy_only=False)
+    data = scored.drop_columns(list(ORDER_COLUMNS)).replace_schema_metadata(metadata)
+    attempt = uuid.uuid4().hex[:12]
+    report = []
+    for start, stop in runs(files, rows):
+        f, first = int(files[start]), int(rows[start])
+        name = f".{part_name(plan, f, first)[:-len('.parquet')]}.{attempt}.parquet"  # hidden until renamed
+        path = Path(plan.parts_dir) / name
+        pq.write_table(data.slice(start, stop - start), str(path) + ".tmp", compression="zstd")
+        os.replace(str(path) + ".tmp", path)
+        report.append((f, first, stop - start, bool(ends[start:stop].any()), name))
+    return pa.Table.from_pylist([dict(zip(REPORT_SCHEMA.names, r)) for r in report], schema=REPORT_SCHEMA)
+
+
+def check_parts(reports: pa.Table, plan: _Plan, expected_rows: list[int | None]) -> list[tuple[str, str]]:
+    """The reported parts in input order, as (written name, final name), after
+    checking that they cover every file's rows exactly once: from row 0, with
+    no gap and no overlap, up to the row the reader marked as the file's last
+    (and, for Parquet, as many rows as the footer says). Rows lost anywhere in
+    the cluster stop the run here instead of going missing from OUT."""
+    by_file: dict[int, list[tuple[int, int, bool, str]]] = {}
+    for f, first, n, end, written in zip(*(reports.column(c).to_pylist() for c in REPORT_SCHEMA.names)):
+        by_file.setdefault(f, []).append((first, n, end, written))
+    ordered = []
+    for f in range(len(plan.files)):
+        parts = sorted(by_file.pop(f, []))
+        next_row, ended = 0, False
+        for first, n, end, written in parts:
+            if ended or first != next_row:
+                what = "twice" if first < next_row else "not at all"
+                low, high = (first, next_row) if first < next_row else (next_row, first)
+                if ended and first >= next_row:
+                    what, low, high = "after the reader's last row", first, first + n
+                raise WorkerError(
+                    f"rows {low + 1:,}-{high:,} of {plan.files[f]} came back from the Ray workers {what}; "
+                    "no output was written. This is a bug in sentiscore or Ray: please report it"
+                )
+            next_row, ended = first + n, end
+            ordered.append((written, part_name(plan, f, first)))
+        expected = expected_rows[f] if f < len(expected_rows) else None
+        if (parts and not ended) or (expected is not None and next_row != expected):
+            total = f"{expected:,}" if expected is not None else "its end"
+            got = f"only rows 1-{next_row:,}" if next_row else "no rows"
+            raise WorkerError(
+                f"{got} of {plan.files[f]} (of {total}) came back from the Ray workers; no output was "
+                "written. This is a bug in sentiscore or Ray: please report it"
+            )
+    if by_file:
+        raise WorkerError(f"the Ray workers returned rows of unknown input files {sorted(by_file)}; this is a bug")
+    return ordered
 
 
 # --- errors from the cluster ---------------------------------------------------
 
 
-def _as_sentiscore_error(ray, exc: BaseException, files: list[str], fmt: str, encoding: str) -> SentiscoreError:
+def _as_sentiscore_error(ray, exc: BaseException) -> SentiscoreError:
     """A failure inside Ray as one typed error naming what failed, instead of
-    the worker's traceback. A file that Ray could not read is read again here
-    with the local engine's reader, for its message (line, encoding hint)."""
+    the worker's traceback. The read tasks use the local engine's reader, so
+    a file that cannot be read comes back with its message (line, hint)."""
     cause = exc
     for _ in range(10):  # RayTaskError → the exception raised in the worker
         inner = getattr(cause, "cause", None)
@@ -389,31 +584,12 @@ def _as_sentiscore_error(ray, exc: BaseException, files: list[str], fmt: str, en
         if isinstance(kind, type) and issubclass(kind, SentiscoreError):
             return kind(raised[-1][1])
     first = text.splitlines()[0] if text else type(cause).__name__
-    named = [f for f in files if f in text]
-    if named:
-        return _diagnose(named[0], fmt, encoding) or InputError(f"cannot read {named[0]} as {fmt}: {first}")
-    if isinstance(cause, (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError)):
-        return InputError(f"cannot read the input as {fmt}: {first}")
     if isinstance(cause, ray.exceptions.RayError):
         return WorkerError(
             f"a Ray worker failed ({type(cause).__name__}: {first}); no output was written. "
             "The workers' logs are in /tmp/ray/session_latest/logs on each node"
         )
     return WorkerError(f"the Ray run failed: {type(cause).__name__}: {first}; no output was written")
-
-
-def _diagnose(path: str, fmt: str, encoding: str) -> InputError | None:
-    try:
-        for _ in open_input(path, fmt, 1 << 16, encoding).batches:
-            pass
-    except InputError as exc:
-        message = str(exc)
-        if "--on-bad-lines skip" in message:  # the local engine's hint; Ray cannot list skipped rows
-            message = message.rsplit("; ", 1)[0] + "; fix the row, or score this file with --engine local --on-bad-lines skip"
-        return InputError(message)
-    except Exception:  # the local reader fails differently: Ray's own message will do
-        return None
-    return None
 
 
 # --- output ------------------------------------------------------------------
@@ -455,23 +631,12 @@ def _remove_stale_temp_dirs(out: Path) -> None:
             continue
 
 
-def _part_name_provider(ray):
-    from ray.data.datasource import FilenameProvider
-
-    class PartNames(FilenameProvider):
-        def get_filename_for_task(self, write_uuid, task_index):
-            return f"part-{task_index:05d}-{{i}}.parquet"
-
-    return PartNames()
-
-
 def _check_inputs(files: list[str], fmt: str, config: ScoreConfig, labels, prefix: str):
     """Every file's columns against the options, on the driver. Returns the
-    columns to keep, the CSV column names (all read as strings) and whether
-    Ray may add its ``path`` column (to name the file of a failing block)."""
+    columns to keep and each file's row count where its footer holds it."""
     from .pipeline import output_column_names
 
-    columns = file_columns(files, fmt, config.encoding)
+    columns, rows = file_columns(files, fmt, config.encoding)
     names = columns[0]
     keep = list(config.keep_columns) if config.keep_columns is not None else list(names)
     for path, file_names in zip(files, columns):
@@ -493,9 +658,7 @@ def _check_inputs(files: list[str], fmt: str, config: ScoreConfig, labels, prefi
         raise InputError(
             f"the input already has column(s) {', '.join(clashes)}; pass --prefix (e.g. --prefix ss_) or leave them out with --keep-columns"
         )
-    csv_names = list(dict.fromkeys(n for file_names in columns for n in file_names)) if fmt in ("csv", "tsv") else []
-    include_paths = all(PATH_COLUMN not in file_names for file_names in columns)
-    return keep, csv_names, include_paths
+    return keep, rows
 
 
 # --- the run -----------------------------------------------------------------
@@ -529,7 +692,7 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
     loaded = LoadedModel(path=model_dir, meta=meta, keras_model=None, embedder=None, hash=model_hash(model_dir))
     check_expected_settings(loaded, expect or {})
     segmenter_setup(model_dir)
-    keep, csv_names, include_paths = _check_inputs(files, fmt, config, loaded.labels, prefix)
+    keep, expected_rows = _check_inputs(files, fmt, config, loaded.labels, prefix)
 
     ray = import_ray()
     own_ray = not ray.is_initialized()
@@ -552,32 +715,22 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
             model_candidates=candidates, model_hash=loaded.hash, text_column=config.text_column, keep=tuple(keep),
             prefix=prefix, batch_size=config.batch_size, top_k=config.top_k, device=config.device,
             provenance=(("sentiscore.engine", f"ray {ray.__version__}"),),
+            files=tuple(files), input_format=fmt, encoding=config.encoding, chunk_size=config.chunk_size, parts_dir=str(tmp),
         )
         restore = _quiet_ray(ray, progress=not config.quiet and sys.stderr.isatty())
         _remove_stale_temp_dirs(out)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        dataset = _read(ray, files, fmt, config.encoding, include_paths, csv_names)
-        dataset = dataset.map_batches(segment_block, fn_kwargs={"plan": plan}, batch_format="pyarrow",
-                                      batch_size=config.chunk_size, num_cpus=1)
-        # Each actor reserves the memory a loaded model takes, so Ray does not
-        # crowd one node with actors. The differing requests also keep Ray Data
-        # from fusing segmentation into the actors (it fuses stages with equal
-        # requests only): the next block is segmented while an actor runs the
-        # model on this one (11% faster on 20k rows here than fused).
-        dataset = dataset.map_batches(
-            ScoreActor, fn_constructor_kwargs={"plan": plan}, batch_format="pyarrow", batch_size=config.chunk_size,
-            compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=1, memory=ACTOR_MEMORY_BYTES,
-            **({"num_gpus": options.gpus_per_worker} if options.gpus_per_worker else {}),
-        )
+        dataset = _scored(ray, _segmented(ray, plan), plan, num_workers, options.gpus_per_worker)
         try:
             with warnings.catch_warnings():  # an input with no rows leaves the actor pool idle: nothing to warn about
                 warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
-                dataset.write_parquet(str(tmp), filename_provider=_part_name_provider(ray), compression="zstd",
-                                      mode=ray.data.SaveMode.OVERWRITE)  # tmp is this run's own new directory
+                reports = pa.concat_tables(
+                    [REPORT_SCHEMA.empty_table(), *dataset.iter_batches(batch_size=None, batch_format="pyarrow")]
+                )
         except Exception as exc:
-            raise _as_sentiscore_error(ray, exc, files, fmt, config.encoding) from None
-        parts = sorted(tmp.glob("part-*.parquet"))
+            raise _as_sentiscore_error(ray, exc) from None
+        parts = _rename_parts(tmp, check_parts(reports, plan, expected_rows))
         if not parts:  # no rows at all: still one valid, empty part with the full schema
             parts = [_write_empty_part(tmp, files[0], fmt, config, keep, prefix, model_dir, plan)]
         rows, counts, unlabelled, provenance = _summarise(parts, prefix + "label", loaded.labels, _tally)
@@ -617,6 +770,43 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
     )
 
 
+def _segmented(ray, plan: _Plan):
+    """IN's files read and segmented: blocks of at most ``plan.chunk_size``
+    rows, each row numbered by file and row."""
+    blocks = min(len(plan.files), 1000)  # read tasks; each reads its files one after the other
+    dataset = ray.data.from_items([{FILE_COLUMN: i} for i in range(len(plan.files))], override_num_blocks=blocks)
+    dataset = dataset.map_batches(read_files, fn_kwargs={"plan": plan}, batch_format="pyarrow", batch_size=None, num_cpus=1)
+    return dataset.map_batches(segment_block, fn_kwargs={"plan": plan}, batch_format="pyarrow",
+                               batch_size=plan.chunk_size, num_cpus=1)
+
+
+def _scored(ray, dataset, plan: _Plan, num_workers: int, gpus_per_worker: float):
+    """The scoring actors on the segmented blocks; each writes its blocks as
+    parts and returns one REPORT_SCHEMA row per part."""
+    # Each actor reserves the memory a loaded model takes, so Ray does not
+    # crowd one node with actors. The differing requests also keep Ray Data
+    # from fusing segmentation into the actors (it fuses stages with equal
+    # requests only): the next block is segmented while an actor runs the
+    # model on this one (11% faster on 20k rows here than fused).
+    return dataset.map_batches(
+        ScoreActor, fn_constructor_kwargs={"plan": plan}, batch_format="pyarrow", batch_size=plan.chunk_size,
+        compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=1, memory=ACTOR_MEMORY_BYTES,
+        **({"num_gpus": gpus_per_worker} if gpus_per_worker else {}),
+    )
+
+
+def _rename_parts(directory: Path, ordered: list[tuple[str, str]]) -> list[Path]:
+    """The checked parts under their final names, in input order; parts that
+    no report names (written by a task attempt that Ray retried) are removed."""
+    parts = []
+    for written, final in ordered:
+        os.replace(directory / written, directory / final)
+        parts.append(directory / final)
+    for leftover in directory.glob(".part-*"):
+        leftover.unlink()
+    return parts
+
+
 def _num_workers(ray, options: RayOptions) -> int:
     resources = ray.cluster_resources()
     cpus, gpus = int(resources.get("CPU", 0)), float(resources.get("GPU", 0))
@@ -636,12 +826,13 @@ def _num_workers(ray, options: RayOptions) -> int:
 
 
 def _quiet_ray(ray, progress: bool) -> list:
-    """Ray Data settings for this run (restored afterwards): rows keep their
-    input order; errors raised in our tasks reach the driver as themselves;
-    Ray Data's console log stays quiet (its log file keeps everything)."""
+    """Ray Data settings for this run (restored afterwards): blocks move in
+    whatever order they are ready (the parts' names keep the rows' order, not
+    Ray); errors raised in our tasks reach the driver as themselves; Ray
+    Data's console log stays quiet (its log file keeps everything)."""
     context = ray.data.DataContext.get_current()
     undo = []
-    for owner, name, value in ((context.execution_options, "preserve_order", True),
+    for owner, name, value in ((context.execution_options, "preserve_order", False),
                                (context, "raise_original_map_exception", True),
                                (context, "enable_progress_bars", progress)):
         old = getattr(owner, name)
@@ -683,6 +874,6 @@ def _write_empty_part(directory: Path, first_file: str, fmt: str, config: ScoreC
     with Scorer.from_model(model_dir, workers=1) as scorer:
         out = scorer.score_batch(empty, config.text_column, keep_columns=keep, prefix=prefix)
         metadata = {**scorer.provenance, **dict(plan.provenance)}
-    path = directory / "part-00000-0.parquet"
+    path = directory / part_name(plan, 0, 0)
     pq.write_table(pa.Table.from_batches([out]).replace_schema_metadata(metadata), path, compression="zstd")
     return path

@@ -123,7 +123,7 @@ def test_an_error_raised_in_a_scoring_actor_reaches_the_driver_typed(local_ray, 
     finally:
         for step in reversed(undo):
             step()
-    error = ray_engine._as_sentiscore_error(ray, raised.value, [], "parquet", "utf-8")
+    error = ray_engine._as_sentiscore_error(ray, raised.value)
     assert isinstance(error, ModelError)
     assert str(error).startswith("model directory /nowhere/tiny is not visible on Ray node ")
 
@@ -165,7 +165,7 @@ def test_segmentation_stage_and_actor_match_the_scorer_in_process(tiny_model, ti
     plan = ray_engine._Plan(model_candidates=(str(tiny_model),), model_hash=model_hash(tiny_model), text_column="txt",
                             keep=("id", "txt"), prefix="", batch_size=16, top_k=3)
     actor = ray_engine.ScoreActor(plan)
-    out = actor(ray_engine.segment_block(table, plan))
+    out = actor.score(ray_engine.segment_block(table, plan))
     assert actor.segmenter.misses == 0
     expected = tiny_scorer.score_batch(table.to_batches()[0], "txt")
     assert out.column_names == expected.schema.names
@@ -176,7 +176,7 @@ def test_segmentation_stage_and_actor_match_the_scorer_in_process(tiny_model, ti
         else:
             assert out.column(name).to_pylist() == expected.column(name).to_pylist(), name
     numbers = pa.table({"id": [1, 2], "txt": pa.array([12, None], pa.int64())})  # cast to text in both stages
-    actor(ray_engine.segment_block(numbers, plan))
+    actor.score(ray_engine.segment_block(numbers, plan))
     assert actor.segmenter.misses == 0
     actor.scorer.close()
 
