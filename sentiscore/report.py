@@ -16,7 +16,10 @@ def _embedder_line(emb: dict) -> str:
         return (f"  embedder: ELMo {elmo.get('source')} ({emb.get('dim')}-d, {emb.get('layers')} layers, mix {emb.get('layer_mix')}, "
                 f"maxlen {emb['maxlen']}; pretrained by {elmo.get('pretrained_by')} on {corpus}, {elmo.get('epochs')} epochs, "
                 f"held-out perplexity {elmo.get('perplexity')})")
-    return f"  embedder: {emb['type']} (maxlen {emb['maxlen']}, dim {emb.get('embed_dim')}, vocabulary {emb.get('vocab_size', '?'):,})"
+    vectors = emb.get("vectors")
+    start = (f"; starts from word vectors {vectors['name']} ({vectors['vocabulary_words_pretrained']:,} words pretrained, "
+             f"{'fine-tuned' if vectors.get('trainable') else 'frozen'})") if vectors else ""
+    return f"  embedder: {emb['type']} (maxlen {emb['maxlen']}, dim {emb.get('embed_dim')}, vocabulary {emb.get('vocab_size', '?'):,}{start})"
 
 
 def _calibration_line(calibration: dict | None) -> str:
@@ -25,8 +28,18 @@ def _calibration_line(calibration: dict | None) -> str:
     biases = calibration.get("bias") or []
     # Cards written before class biases became optional have no "class_bias" key.
     fitted = calibration.get("class_bias", any(biases))
+    reference = calibration.get("reference_prior")
     return (f"  calibration: temperature {calibration.get('temperature')}; class biases "
-            + (", ".join(f"{b:+.2f}" for b in biases) if fitted else "none (fitted only with train --class-bias)"))
+            + (", ".join(f"{b:+.2f}" for b in biases) if fitted else "none (fitted only with train --class-bias)")
+            + (f"; reference prior {', '.join(f'{p:.3f}' for p in reference)} (for --adapt-priors)" if reference
+               else "; no reference prior (--adapt-priors needs a model trained by sentiscore 0.2)"))
+
+
+def _class_weighting(training: dict) -> str:
+    # Cards before 0.2 list the weights only (square root of balanced when present).
+    mode = training.get("class_weighting") or ("sqrt" if training.get("class_weights") else "none")
+    weights = training.get("class_weights")
+    return mode + (f" ({', '.join(f'{w:.2f}' for w in weights)})" if weights else "")
 
 
 def format_card(meta: dict, path: Path, hash_: str) -> str:
@@ -39,8 +52,10 @@ def format_card(meta: dict, path: Path, hash_: str) -> str:
         + (", + hashed char 1-3-gram linear path)" if model["arch"] == "wide-deep" else ")"),
         _embedder_line(emb),
         f"  segmenter: {seg['name']} {seg.get('version')} (HMM {seg.get('hmm')}, stopwords {seg.get('stopwords_source')}, "
-        f"user dictionary {'yes' if seg.get('user_dict') else 'none'})",
-        f"  trained on: {meta['data'].get('path')} ({meta['data'].get('train_rows', 0):,} train / {meta['data'].get('val_rows', 0):,} validation rows)",
+        f"user dictionary {'yes' if seg.get('user_dict') else 'none'}, markup {seg.get('markup', 'keep')})",
+        f"  trained on: {meta['data'].get('path')} ({meta['data'].get('train_rows', 0):,} train / {meta['data'].get('val_rows', 0):,} validation rows)"
+        + (f"; sources: {', '.join(f'{g} {n:,}' for g, n in meta['data']['sources'].items())}" if meta["data"].get("sources") else ""),
+        f"  class weights: {_class_weighting(meta.get('training', {}))}",
         _calibration_line(meta.get("training", {}).get("calibration")),
         "  metrics:",
     ]
