@@ -106,3 +106,14 @@ def tiny_elmo_model(tmp_path_factory, tiny_elmo) -> Path:
                          model=ModelConfig(arch="wide-deep", lstm_units=8))
     train(SAMPLE / "labelled.csv", out, config, log=lambda m: None, verbose=0)
     return out
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray for one test module (2 CPUs), shut down after it."""
+    import logging
+
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    yield
+    ray.shutdown()

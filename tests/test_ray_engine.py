@@ -3,7 +3,6 @@ same labels and probabilities per row as the local engine; directories of
 files; a bad block stops the run with a typed error naming the file."""
 
 import json
-import logging
 import sys
 
 import numpy as np
@@ -24,13 +23,6 @@ from sentiscore import ray_engine  # noqa: E402
 from sentiscore.ray_engine import RayOptions, score_with_ray  # noqa: E402
 
 PROBS = ["prob_负评", "prob_中评", "prob_正评"]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

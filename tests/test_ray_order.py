@@ -4,7 +4,6 @@ Ray 2.60.0 was seen to do before the Parquet writer) give the same output,
 row for row, as the local engine; the driver refuses parts that do not
 cover every row exactly once."""
 
-import logging
 import random
 
 import numpy as np
@@ -30,13 +29,6 @@ from sentiscore.ray_engine import (  # noqa: E402
 )
 
 FLOATS = ("confidence", "prob_负评", "prob_中评", "prob_正评")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
