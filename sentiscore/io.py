@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,10 +174,15 @@ def locate_lines(path, texts: list[str], encoding: str) -> list[int | None]:
     return found
 
 
+_ROW_NUMBER = re.compile(r"Row #\d+: ")
+
+
 def _ragged_hint(path, fmt: str, encoding: str, message: str) -> str:
     if fmt not in ("csv", "tsv") or "Expected" not in message or "columns, got" not in message:
         return ""
-    line = locate_lines(path, [message.split(": ", 2)[-1]], encoding)[0]
+    # pyarrow's serial CSV parser (one CPU, as in a Ray worker) puts "Row #N: "
+    # before the row text; N counts parsed rows, not lines, so locate the text.
+    line = locate_lines(path, [_ROW_NUMBER.sub("", message, count=1).split(": ", 2)[-1]], encoding)[0]
     where = f" at line {line}" if line else ""
     return f"{where}; fix the row, or pass --on-bad-lines skip to skip such rows (they are listed in OUT.bad-lines.tsv)"
 

@@ -226,25 +226,9 @@ def read_files(batch: pa.Table, plan: _Plan):
             if held is not None:
                 yield _numbered(held, index, first, end=True)
         except SentiscoreError as exc:
-            raise type(exc)(_with_local_hint(str(_without_row_number(exc, path, plan)))) from None
+            raise type(exc)(_with_local_hint(str(exc))) from None
         except Exception as exc:
             raise InputError(f"cannot read {path} as {plan.input_format}: {type(exc).__name__}: {exc}") from None
-
-
-_ROW_NUMBER = re.compile(r"Row #\d+: ")
-
-
-def _without_row_number(exc: SentiscoreError, path: str, plan: _Plan) -> SentiscoreError:
-    """pyarrow parses CSV serially when it sees one CPU (as in a Ray worker,
-    where OMP_NUM_THREADS=1) and then prefixes its errors with "Row #N: ",
-    which hides the row text from io's line locator: without the prefix,
-    the message is the one the local engine gives (the row and its line)."""
-    from .io import _read_error
-
-    cause = exc.__cause__
-    if isinstance(exc, InputError) and isinstance(cause, pa.ArrowInvalid) and _ROW_NUMBER.search(str(cause)):
-        return _read_error(path, plan.input_format, plan.encoding, pa.ArrowInvalid(_ROW_NUMBER.sub("", str(cause), count=1)))
-    return exc
 
 
 def _numbered(chunk: pa.RecordBatch, file_index: int, first_row: int, end: bool) -> pa.Table:

@@ -160,3 +160,22 @@ def test_a_parquet_file_of_one_huge_row_group_is_read_a_chunk_at_a_time(tmp_path
     assert first.num_rows == 1000
     group = pq.ParquetFile(path).metadata.row_group(0).total_byte_size
     assert held < group / 3, f"{held:,} bytes held for a 1,000-row chunk of a {group:,}-byte row group"
+
+
+def test_ragged_row_is_located_when_pyarrow_parses_serially(tmp_path):
+    """With one CPU (a Ray worker) pyarrow prefixes "Row #N: " to the row
+    text; the error still names the file's line."""
+    import pyarrow as pa
+
+    from sentiscore.errors import InputError
+    from sentiscore.io import open_input
+
+    path = tmp_path / "ragged.csv"
+    path.write_text('id,txt\n1,好\n2,"多行\n文本"\n3,差,多余\n4,一般\n', encoding="utf-8")
+    before = pa.cpu_count()
+    pa.set_cpu_count(1)
+    try:
+        with pytest.raises(InputError, match="Row #4: Expected 2 columns, got 3: 3,差,多余 at line 5; fix the row"):
+            list(open_input(path, "csv", 100).batches)
+    finally:
+        pa.set_cpu_count(before)
