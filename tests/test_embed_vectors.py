@@ -95,6 +95,10 @@ def test_init_continues_from_vectors_on_new_text(small_vectors, tmp_path):
     adapted = WordVectors.load(out)
     assert adapted.card["init"] == "small" and adapted.dim == 16  # the size of the vectors it continues from
     assert "变速箱" in adapted.words
+    # The old vocabulary is kept: a word of the first corpus only keeps its vector unchanged.
+    old = WordVectors.load(small_vectors)
+    assert set(old.words) <= set(adapted.words) and adapted.words.index("变速箱") < adapted.words.index("骑手")
+    np.testing.assert_array_equal(adapted.vectors[adapted.words.index("骑手")], old.vectors[old.words.index("骑手")])
     assert "--init: " in result.stderr and "start from" in result.stderr
     bad = CliRunner().invoke(cli, ["vectors", "train", str(new_text), "--out", str(tmp_path / "x"), "--init", str(tmp_path)])
     assert bad.exit_code == 2 and "is not a vectors folder" in bad.output

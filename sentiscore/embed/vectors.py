@@ -104,7 +104,8 @@ def train_vectors(corpus_paths, out_dir, config: VectorsConfig | None = None, *,
     """Segment the corpus files and train skip-gram vectors on them. With
     ``init`` (a vectors folder) training continues from those vectors: their
     words keep their vectors as a start, new words are added, so a team can
-    adapt the built-in vectors to its own unlabelled text."""
+    adapt vectors to its own unlabelled text; the words only the old vectors
+    know are kept as they were."""
     try:
         from gensim.models import Word2Vec
     except ImportError as exc:
@@ -136,6 +137,14 @@ def train_vectors(corpus_paths, out_dir, config: VectorsConfig | None = None, *,
         f"{config.epochs} epochs, {threads} threads")
     model.train(sentences, total_examples=len(sentences), epochs=config.epochs)
     words = list(model.wv.index_to_key[: config.max_words])
+    vectors = model.wv.vectors[: len(words)]
+    if start is not None:
+        # The new text's words first (continued), then every word only the old
+        # vectors know, unchanged: adapting must not forget the old vocabulary.
+        seen = set(words)
+        kept = [i for i, w in enumerate(start.words) if w not in seen][: max(config.max_words, len(start.words)) - len(words)]
+        words += [start.words[i] for i in kept]
+        vectors = np.concatenate([vectors, start.vectors[kept].astype(np.float32)])
     card = {
         "format": "sentiscore-vectors",
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
@@ -149,9 +158,9 @@ def train_vectors(corpus_paths, out_dir, config: VectorsConfig | None = None, *,
         "init": str(Path(init).name) if init is not None else None,
         "segmenter": segmenter.to_dict(),
     }
-    vectors = WordVectors(words, model.wv.vectors[: len(words)].astype(np.float16), card)
-    vectors.save(Path(out_dir))
-    return vectors
+    result = WordVectors(words, vectors.astype(np.float16), card)
+    result.save(Path(out_dir))
+    return result
 
 
 def embedding_matrix(words: list[str], vectors: WordVectors, size: int, seed: int) -> tuple[np.ndarray, int]:
