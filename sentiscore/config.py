@@ -17,6 +17,11 @@ MARKUP_MODES = ("social", "keep")
 CLASS_WEIGHTINGS = ("none", "sqrt", "balanced")
 
 
+def _check_markup(markup: str) -> None:
+    if markup not in MARKUP_MODES:
+        raise UsageError(f"--markup must be one of {', '.join(MARKUP_MODES)}")
+
+
 @dataclass(frozen=True)
 class SegmenterConfig:
     name: str = "jieba_fast"
@@ -30,8 +35,7 @@ class SegmenterConfig:
     markup: str = "social"
 
     def __post_init__(self):
-        if self.markup not in MARKUP_MODES:
-            raise UsageError(f"--markup must be one of {', '.join(MARKUP_MODES)}")
+        _check_markup(self.markup)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -65,8 +69,7 @@ class WideConfig:
     markup: str = "social"  # "social": URLs and @mentions are not hashed (as SegmenterConfig.markup); "keep"
 
     def __post_init__(self):
-        if self.markup not in MARKUP_MODES:
-            raise UsageError(f"--markup must be one of {', '.join(MARKUP_MODES)}")
+        _check_markup(self.markup)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
