@@ -180,16 +180,17 @@ _ROW_NUMBER = re.compile(r"Row #\d+: ")
 def _ragged_hint(path, fmt: str, encoding: str, message: str) -> str:
     if fmt not in ("csv", "tsv") or "Expected" not in message or "columns, got" not in message:
         return ""
-    # pyarrow's serial CSV parser (one CPU, as in a Ray worker) puts "Row #N: "
-    # before the row text; N counts parsed rows, not lines, so locate the text.
-    line = locate_lines(path, [_ROW_NUMBER.sub("", message, count=1).split(": ", 2)[-1]], encoding)[0]
+    line = locate_lines(path, [message.split(": ", 2)[-1]], encoding)[0]
     where = f" at line {line}" if line else ""
     return f"{where}; fix the row, or pass --on-bad-lines skip to skip such rows (they are listed in OUT.bad-lines.tsv)"
 
 
 def _read_error(path, fmt: str, encoding: str, exc: Exception) -> InputError:
-    hint = _decode_hint(path, fmt, encoding, str(exc)) or _ragged_hint(path, fmt, encoding, str(exc))
-    return InputError(f"cannot read {path} as {fmt}: {exc}{hint}")
+    # pyarrow's serial CSV parser (one CPU, as in a Ray worker) says "Row #N: ",
+    # N counting parsed rows, not lines: drop it, so both parsers give one message.
+    message = _ROW_NUMBER.sub("", str(exc), count=1)
+    hint = _decode_hint(path, fmt, encoding, message) or _ragged_hint(path, fmt, encoding, message)
+    return InputError(f"cannot read {path} as {fmt}: {message}{hint}")
 
 
 def _wrap_read_errors(batches: Iterator[pa.RecordBatch], path, fmt: str, encoding: str) -> Iterator[pa.RecordBatch]:

@@ -164,7 +164,7 @@ def test_a_parquet_file_of_one_huge_row_group_is_read_a_chunk_at_a_time(tmp_path
 
 def test_ragged_row_is_located_when_pyarrow_parses_serially(tmp_path):
     """With one CPU (a Ray worker) pyarrow prefixes "Row #N: " to the row
-    text; the error still names the file's line."""
+    text; the error is the parallel parser's, naming the file's line."""
     import pyarrow as pa
 
     from sentiscore.errors import InputError
@@ -175,7 +175,7 @@ def test_ragged_row_is_located_when_pyarrow_parses_serially(tmp_path):
     before = pa.cpu_count()
     pa.set_cpu_count(1)
     try:
-        with pytest.raises(InputError, match="Row #4: Expected 2 columns, got 3: 3,差,多余 at line 5; fix the row"):
+        with pytest.raises(InputError, match="CSV parse error: Expected 2 columns, got 3: 3,差,多余 at line 5; fix the row"):
             list(open_input(path, "csv", 100).batches)
     finally:
         pa.set_cpu_count(before)
