@@ -3,7 +3,7 @@
 of ``sentiscore score`` against the peers' prediction throughput. Prints
 markdown, writes OUT/report.md, OUT/results.json and OUT/speed.png.
 
-    python scripts/split_data.py ../shared/data/sentiment_train.tsv build/splits
+    python scripts/split_data.py ../shared/data/sentiment_train.tsv --out build/splits
     python -m venv build/bench-venv && build/bench-venv/bin/pip install snownlp pysenti pyarrow
     python bench/run_all.py --splits build/splits --out build/bench
 
@@ -214,7 +214,7 @@ def main(argv=None) -> None:
     quality_peers = [p for p in args.peers.split(",") if p]
     quality.check_peer_python(args.peer_python, quality_peers + speed_peers)
     if not (args.splits / "train.parquet").exists():
-        raise SystemExit(f"no {args.splits / 'train.parquet'}: run python scripts/split_data.py ../shared/data/sentiment_train.tsv {args.splits}")
+        raise SystemExit(f"no {args.splits / 'train.parquet'}: run python scripts/split_data.py ../shared/data/sentiment_train.tsv --out {args.splits}")
 
     args.out.mkdir(parents=True, exist_ok=True)
     splits, rows = args.splits, args.rows

@@ -5,7 +5,7 @@
 # The biLM sees only the training split's texts (never dev); its labels are ignored.
 set -euo pipefail
 data=${1:-../shared/data/sentiment_train.tsv}
-[ -f build/splits/train.parquet ] || python scripts/split_data.py "$data" build/splits
+[ -f build/splits/train.parquet ] || python scripts/split_data.py "$data" --out build/splits
 sentiscore elmo pretrain build/splits/train.parquet --out build/elmo/zh-small --size small --epochs 1 --seed 1 --threads 1 --workers 1 --resume
 sentiscore train build/splits/train.parquet --out build/models/zh-elmo --name zh-elmo \
   --dev build/splits/dev.parquet --embedder elmo --elmo-model build/elmo/zh-small --layer-mix scalar \
