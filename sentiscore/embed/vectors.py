@@ -86,7 +86,9 @@ class WordVectors:
 
 
 def resolve_vectors_dir(spec: str) -> Path:
-    """A vectors folder, or the name of the built-in one (``zh-vectors``)."""
+    """A vectors folder, or the name of a vectors folder shipped in
+    ``sentiscore/models`` (none ships today: zh-fast carries its embedding
+    inside its model file)."""
     from importlib import resources
 
     path = Path(spec)
