@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -317,8 +318,8 @@ def prepare_data(data_path, config: TrainConfig, group_column: str = "source", l
         ngram_ids, ngram_offsets = _ragged_ngrams(CharNgramHasher(config.wide), texts)
     sources = None
     if group_column in extras:
-        groups = [str(g).split(":")[0] if g is not None else "" for g in extras[group_column]]
-        sources = {g: groups.count(g) for g in sorted(set(groups))}
+        counts = Counter(str(g).split(":")[0] if g is not None else "" for g in extras[group_column])
+        sources = dict(sorted(counts.items()))
     return PreparedData(texts, y, dropped, train_idx, val_idx, segmented, embedder, features, embedder_card,
                         ngram_ids, ngram_offsets, class_weights(y[train_idx], n_classes, config.class_weights), sources)
 
