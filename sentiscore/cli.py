@@ -14,6 +14,7 @@ import click
 from . import __version__
 from .config import (
     DEFAULT_LABELS,
+    MARKUP_MODES,
     EmbedderConfig,
     ModelConfig,
     ScoreConfig,
@@ -98,6 +99,15 @@ def workers_option(func):
     return click.option(
         "--workers", type=click.IntRange(min=1), default=None,
         help="Segmentation processes. Default: all cores.",
+    )(func)
+
+
+def markup_option(func):
+    """--markup for train and vectors train (a classifier and its vectors must match)."""
+    return click.option(
+        "--markup", type=click.Choice(list(MARKUP_MODES)), default="social", show_default=True,
+        help="social: drop URLs and @mentions, keep #topic# text, make [表情] codes tokens (the same in training and "
+             "scoring); keep: segment them as text. train --vectors needs the vectors' setting.",
     )(func)
 
 
@@ -278,9 +288,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @click.option("--no-class-weights", is_flag=True, help="Same as --class-weights none.")
 @click.option("--label-smoothing", type=float, default=0.0, show_default=True,
               help="Spread this share of every training target over all classes (a confidence penalty).")
-@click.option("--markup", type=click.Choice(["social", "keep"]), default="social", show_default=True,
-              help="social: drop URLs and @mentions, keep #topic# text, make [表情] codes tokens (in training and scoring); "
-                   "keep: segment them as text.")
+@markup_option
 @click.option("--no-calibration", is_flag=True, help="Skip fitting the temperature (and class biases) on the validation split.")
 @click.option("--class-bias/--no-class-bias", default=False, show_default=True,
               help="Also fit per-class logit biases (thresholds) for validation macro-F1: better on the training "
@@ -469,8 +477,7 @@ def vectors():
               help="Continue from these vectors (a folder): domain adaptation on your own text.")
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--text-column", default="txt", show_default=True, help="Text column of table corpora.")
-@click.option("--markup", type=click.Choice(["social", "keep"]), default="social", show_default=True,
-              help="Segment social-media markup as train --markup does (they must match).")
+@markup_option
 @workers_option
 @click.option("--quiet", "-q", is_flag=True)
 @_errors_to_exit

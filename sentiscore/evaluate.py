@@ -69,52 +69,51 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     if own:
         scorer = Scorer.from_model(model, workers=workers, batch_size=batch_size, top_k=0)
     labels = scorer.labels
-    own_shift, priors = scorer.prior_shift, None
-    if adapt_priors:
-        estimate = open_input(data_path, fmt, chunk_size=ScoreConfig().chunk_size, encoding=encoding)
-        priors = scorer.estimate_priors(estimate.batches, text_column)
-        scorer.set_priors(priors)
+    priors = None
     index = {value: i for i, (value, _) in enumerate(labels)}
     name_index = {name: i for i, (_, name) in enumerate(labels)}
     y_true, y_pred, confidences, groups = [], [], [], []
     mistakes: list = []  # heap of the most confident mistakes: (confidence, n, record)
     tiebreak = itertools.count()
     try:
-        for batch in source.batches:
-            raw = label_strings(batch.column(label_column))
-            unknown = sorted({v for v in raw if v is not None and v not in index})
-            if unknown:
-                raise InputError(
-                    f"{data_path}: label values {', '.join(unknown[:10])} are not labels of model {scorer.loaded.name} "
-                    f"({', '.join(v for v, _ in labels)})"
-                )
-            keep = np.array([v is not None for v in raw])
-            scored = scorer.score_batch(batch, text_column, keep_columns=[])
-            predicted = scored.column("label").to_pylist()
-            true_ids = np.array([index[v] for v in raw if v is not None], np.int64)
-            pred_ids = np.array([name_index[p] if p is not None else UNSCORED for p, k in zip(predicted, keep) if k], np.int64)
-            confidence = np.nan_to_num(scored.column("confidence").to_numpy(zero_copy_only=False).astype(float))[keep]
-            y_true.append(true_ids)
-            y_pred.append(pred_ids)
-            confidences.append(confidence)
-            texts = batch.column(text_column).to_pylist()
-            kept_texts = [t for t, k in zip(texts, keep) if k]
-            for i in np.flatnonzero((pred_ids != true_ids) & (pred_ids != UNSCORED)):
-                record = {"text": kept_texts[i], "true": labels[true_ids[i]][1], "predicted": labels[pred_ids[i]][1],
-                          "confidence": round(float(confidence[i]), 4)}
-                item = (float(confidence[i]), next(tiebreak), record)  # never compares the dicts
-                if len(mistakes) < MISTAKES_SHOWN:
-                    heapq.heappush(mistakes, item)
-                elif item[0] > mistakes[0][0]:
-                    heapq.heapreplace(mistakes, item)
-            if has_group:
-                values = batch.column(group_column).to_pylist()
-                groups.extend(str(g).split(":")[0] if g is not None else "" for g, k in zip(values, keep) if k)
+        with scorer.keeping_priors():
+            if adapt_priors:  # inside the try: a failing first pass still closes our scorer
+                estimate = open_input(data_path, fmt, chunk_size=ScoreConfig().chunk_size, encoding=encoding)
+                priors = scorer.estimate_priors(estimate.batches, text_column)
+                scorer.set_priors(priors)
+            for batch in source.batches:
+                raw = label_strings(batch.column(label_column))
+                unknown = sorted({v for v in raw if v is not None and v not in index})
+                if unknown:
+                    raise InputError(
+                        f"{data_path}: label values {', '.join(unknown[:10])} are not labels of model {scorer.loaded.name} "
+                        f"({', '.join(v for v, _ in labels)})"
+                    )
+                keep = np.array([v is not None for v in raw])
+                scored = scorer.score_batch(batch, text_column, keep_columns=[])
+                predicted = scored.column("label").to_pylist()
+                true_ids = np.array([index[v] for v in raw if v is not None], np.int64)
+                pred_ids = np.array([name_index[p] if p is not None else UNSCORED for p, k in zip(predicted, keep) if k], np.int64)
+                confidence = np.nan_to_num(scored.column("confidence").to_numpy(zero_copy_only=False).astype(float))[keep]
+                y_true.append(true_ids)
+                y_pred.append(pred_ids)
+                confidences.append(confidence)
+                texts = batch.column(text_column).to_pylist()
+                kept_texts = [t for t, k in zip(texts, keep) if k]
+                for i in np.flatnonzero((pred_ids != true_ids) & (pred_ids != UNSCORED)):
+                    record = {"text": kept_texts[i], "true": labels[true_ids[i]][1], "predicted": labels[pred_ids[i]][1],
+                              "confidence": round(float(confidence[i]), 4)}
+                    item = (float(confidence[i]), next(tiebreak), record)  # never compares the dicts
+                    if len(mistakes) < MISTAKES_SHOWN:
+                        heapq.heappush(mistakes, item)
+                    elif item[0] > mistakes[0][0]:
+                        heapq.heapreplace(mistakes, item)
+                if has_group:
+                    values = batch.column(group_column).to_pylist()
+                    groups.extend(str(g).split(":")[0] if g is not None else "" for g, k in zip(values, keep) if k)
     finally:
         if own:
             scorer.close()
-        else:
-            scorer.prior_shift = own_shift
     y_true_all = np.concatenate(y_true) if y_true else np.zeros(0, np.int64)
     y_pred_all = np.concatenate(y_pred) if y_pred else np.zeros(0, np.int64)
     names = [name for _, name in labels]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,6 +172,16 @@ class Scorer:
         if prior.shape != (len(self.labels),):
             raise UsageError(f"priors need one share per label ({len(self.labels)}), got {prior.size}")
         self.prior_shift = prior_log_shift(prior / prior.sum(), self.reference_prior)
+
+    @contextmanager
+    def keeping_priors(self):
+        """Whatever priors a run sets inside, the scorer leaves with the ones
+        it had (a caller's scorer outlives ``score_file`` and ``evaluate``)."""
+        saved = self.prior_shift
+        try:
+            yield self
+        finally:
+            self.prior_shift = saved
 
     def priors_from_values(self, pairs) -> np.ndarray:
         """--priors pairs (label value, share) in label order; every label
@@ -506,49 +517,47 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
     if own_scorer:
         scorer = Scorer.from_model(model, workers=config.workers, batch_size=config.batch_size, top_k=config.top_k, expect=expect,
                                    device=config.device)
-    own_shift = scorer.prior_shift
     try:
-        added = output_column_names(scorer.labels, prefix)
-        clashes = [c for c in added if c in keep]
-        if clashes:
-            raise InputError(
-                f"the input already has column(s) {', '.join(clashes)}; pass --prefix (e.g. --prefix ss_) "
-                "or leave them out with --keep-columns"
-            )
-        priors = None
-        if config.priors is not None:
-            priors = scorer.priors_from_values(config.priors)
-        elif config.adapt_priors:
-            estimate = open_input(input_path, in_fmt, config.chunk_size, config.encoding, config.on_bad_lines)
-            priors = scorer.estimate_priors(estimate.batches, config.text_column)
-        scorer.set_priors(priors)
-        provenance = dict(scorer.provenance)
-        if priors is not None:
-            provenance["sentiscore.priors"] = ", ".join(f"{name} {p:.4f}" for (_, name), p in zip(scorer.labels, priors)) + (
-                " (adapted by EM)" if config.adapt_priors else " (given)")
-        if config.resume:
-            run = {
-                "input": file_fingerprint(input_path),
-                "model_hash": scorer.loaded.hash,
-                "options": {"text_column": config.text_column, "chunk_size": config.chunk_size, "top_k": config.top_k,
-                            "keep_columns": keep, "prefix": prefix, "input_format": in_fmt, "encoding": config.encoding,
-                            "on_bad_lines": config.on_bad_lines,
-                            "priors": None if priors is None else [round(float(p), 6) for p in priors]},
-            }
-            sink = PartsSink(output_path, run, provenance)
-        else:
-            sink = FileSink(output_path, out_fmt, provenance)
-        summary = _stream(scorer, source, sink, config, keep, prefix, progress,
-                          output_label=str(output_path) if str(output_path) != "-" else "stdout", stop=stop, provenance=provenance)
-        summary.skipped_lines = len(source.bad_lines)
-        bad_lines_file = write_bad_lines(source, input_path, output_path, config.encoding)
-        summary.bad_lines_file = str(bad_lines_file) if bad_lines_file else None
-        return summary
+        with scorer.keeping_priors():
+            added = output_column_names(scorer.labels, prefix)
+            clashes = [c for c in added if c in keep]
+            if clashes:
+                raise InputError(
+                    f"the input already has column(s) {', '.join(clashes)}; pass --prefix (e.g. --prefix ss_) "
+                    "or leave them out with --keep-columns"
+                )
+            priors = None
+            if config.priors is not None:
+                priors = scorer.priors_from_values(config.priors)
+            elif config.adapt_priors:
+                estimate = open_input(input_path, in_fmt, config.chunk_size, config.encoding, config.on_bad_lines)
+                priors = scorer.estimate_priors(estimate.batches, config.text_column)
+            scorer.set_priors(priors)
+            provenance = dict(scorer.provenance)
+            if priors is not None:
+                provenance["sentiscore.priors"] = ", ".join(f"{name} {p:.4f}" for (_, name), p in zip(scorer.labels, priors)) + (
+                    " (adapted by EM)" if config.adapt_priors else " (given)")
+            if config.resume:
+                run = {
+                    "input": file_fingerprint(input_path),
+                    "model_hash": scorer.loaded.hash,
+                    "options": {"text_column": config.text_column, "chunk_size": config.chunk_size, "top_k": config.top_k,
+                                "keep_columns": keep, "prefix": prefix, "input_format": in_fmt, "encoding": config.encoding,
+                                "on_bad_lines": config.on_bad_lines,
+                                "priors": None if priors is None else [round(float(p), 6) for p in priors]},
+                }
+                sink = PartsSink(output_path, run, provenance)
+            else:
+                sink = FileSink(output_path, out_fmt, provenance)
+            summary = _stream(scorer, source, sink, config, keep, prefix, progress,
+                              output_label=str(output_path) if str(output_path) != "-" else "stdout", stop=stop, provenance=provenance)
+            summary.skipped_lines = len(source.bad_lines)
+            bad_lines_file = write_bad_lines(source, input_path, output_path, config.encoding)
+            summary.bad_lines_file = str(bad_lines_file) if bad_lines_file else None
+            return summary
     finally:
         if own_scorer:
             scorer.close()
-        else:
-            scorer.prior_shift = own_shift
 
 
 class StopRequest(threading.Event):
