@@ -62,7 +62,7 @@ def dev_predictions(model: str, texts: list[str]) -> dict:
             "values": [int(v) for v, _ in labels],
             "pred": np.asarray(preds, np.int64),
             "probs": np.concatenate(probs) if probs else np.zeros((0, len(labels))),
-            "card_calibration": scorer.loaded.meta.get("training", {}).get("calibration") or {},
+            "card_calibration": scorer.card.training.get("calibration") or {},
         }
     finally:
         scorer.close()

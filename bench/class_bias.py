@@ -29,7 +29,8 @@ def weighted_fit(z, y, k, weights):
 def logits_of(scorer, texts, bias):
     """Temperature-scaled logits per row (up to a per-row constant), and
     which rows got a label (blank texts get none)."""
-    prepared, segmented, probs, _, _ = scorer.analyse(texts)
+    prepared = scorer.preprocess(texts)
+    probs = scorer.forward(prepared, explain=False).probs
     z = np.log(np.clip(probs, 1e-12, 1)) - bias
     rows = prepared.row_to_unique
     return z[np.maximum(rows, 0)], rows >= 0

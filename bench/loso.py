@@ -146,7 +146,7 @@ def run_recipe(name: str, flags: str, fold: Path, models: Path, out: Path, worke
     test = read(fold / "test.parquet")
     with Scorer.from_model(model_dir, workers=workers) as scorer:
         scored = scorer.predict(test["txt"].tolist())
-        meta = scorer.loaded.meta
+        meta = scorer.card.raw
     values = [int(item["value"]) for item in meta["labels"]]
     probs = np.zeros((len(test), LABELS.size))
     for item, value in zip(meta["labels"], values):

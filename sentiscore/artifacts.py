@@ -180,26 +180,110 @@ def trained_wide_config(meta: dict):
     return WideConfig(**{"markup": "keep", **meta["wide"]})
 
 
+@dataclass(frozen=True)
+class ModelCard:
+    """A model's meta.json, parsed and checked once (:func:`read_card`).
+    The typed fields are what scoring needs; ``raw`` keeps the whole card
+    for reports and for fields only some models have."""
+
+    path: Path
+    hash: str
+    name: str
+    made_by: str  # the sentiscore version that wrote it
+    labels: tuple[tuple[str, str], ...]  # (value, name), in the model's output order
+    arch: str
+    maxlen: int
+    embedder: dict  # the embedder's own settings (type, maxlen, vocab or ELMo fields)
+    segmenter: dict
+    wide: dict | None
+    reference_prior: tuple[float, ...] | None  # mean calibrated validation posterior (cards from 0.2)
+    raw: dict
+
+    @property
+    def embedder_type(self) -> str:
+        return str(self.embedder.get("type"))
+
+    @property
+    def training(self) -> dict:
+        return self.raw.get("training") or {}
+
+    @property
+    def data(self) -> dict:
+        return self.raw.get("data") or {}
+
+    @property
+    def metrics(self) -> dict:
+        return self.raw.get("metrics") or {}
+
+    def segmenter_config(self, host: str | None = None):
+        """The segmenter settings it was trained with (see :func:`trained_segmenter_config`)."""
+        return trained_segmenter_config(self.path, self.raw, host=host)
+
+    def wide_config(self):
+        """The char n-gram path's settings, or None for the attention-only architecture."""
+        return trained_wide_config(self.raw) if self.arch == "wide-deep" else None
+
+
+def parse_card(model_dir: Path, meta: dict, hash_: str) -> ModelCard:
+    """The typed card of a meta dict; a card missing what scoring needs is a
+    :class:`ModelError` here, not a KeyError later."""
+    where = Path(model_dir) / META_FILE
+    try:
+        labels = tuple((str(item["value"]), str(item["name"])) for item in meta["labels"])
+        embedder = dict(meta["embedder"])
+        maxlen = int(embedder["maxlen"])
+        arch = str(meta["model"]["arch"])
+        segmenter = dict(meta["segmenter"])
+        wide = dict(meta["wide"]) if arch == "wide-deep" else (dict(meta["wide"]) if meta.get("wide") else None)
+        reference = ((meta.get("training") or {}).get("calibration") or {}).get("reference_prior")
+        prior = tuple(float(p) for p in reference) if reference is not None else None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{where}: the card is incomplete or malformed ({type(exc).__name__}: {exc})") from exc
+    if len(labels) < 2:
+        raise ModelError(f"{where}: a model needs at least two labels")
+    if prior is not None and len(prior) != len(labels):
+        raise ModelError(f"{where}: the reference prior has {len(prior)} shares for {len(labels)} labels")
+    return ModelCard(path=Path(model_dir), hash=hash_, name=str(meta.get("name", Path(model_dir).name)),
+                     made_by=str(meta.get("sentiscore_version", "0")), labels=labels, arch=arch, maxlen=maxlen,
+                     embedder=embedder, segmenter=segmenter, wide=wide, reference_prior=prior, raw=meta)
+
+
+def read_card(model: str | Path | None) -> ModelCard:
+    """A model's card, its files checked against the manifest; no TensorFlow."""
+    path = resolve_model_path(model)
+    return parse_card(path, verify(path), model_hash(path))
+
+
 @dataclass
 class LoadedModel:
-    path: Path
-    meta: dict
+    card: ModelCard
     keras_model: object
     embedder: object
-    hash: str
+
+    @property
+    def path(self) -> Path:
+        return self.card.path
+
+    @property
+    def hash(self) -> str:
+        return self.card.hash
 
     @property
     def name(self) -> str:
-        return str(self.meta.get("name", self.path.name))
+        return self.card.name
 
     @property
     def labels(self) -> list[tuple[str, str]]:
-        return [(str(item["value"]), str(item["name"])) for item in self.meta["labels"]]
+        return list(self.card.labels)
 
 
 def load_model_dir(model: str | Path | None, device: str = "auto", log=None) -> LoadedModel:
-    path = resolve_model_path(model)
-    meta = verify(path)
+    return load_model(read_card(model), device=device, log=log)
+
+
+def load_model(card: ModelCard, device: str = "auto", log=None) -> LoadedModel:
+    """The Keras model (``safe_mode``) and the embedder of a checked card."""
+    path = card.path
     from .embed import load_embedder
     from .model import import_tensorflow
 
@@ -212,5 +296,5 @@ def load_model_dir(model: str | Path | None, device: str = "auto", log=None) -> 
         keras_model = keras.saving.load_model(path / KERAS_FILE, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file
         raise ModelError(f"{path / KERAS_FILE} could not be loaded safely: {exc}") from exc
-    embedder = load_embedder(path, meta["embedder"], device=device, log=log)
-    return LoadedModel(path=path, meta=meta, keras_model=keras_model, embedder=embedder, hash=model_hash(path))
+    embedder = load_embedder(path, card.embedder, device=device, log=log)
+    return LoadedModel(card=card, keras_model=keras_model, embedder=embedder)

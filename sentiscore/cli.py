@@ -402,15 +402,14 @@ def explain(texts, model, text_file, as_json, color):
 @_errors_to_exit
 def info(model, as_json):
     """Show a model's card (default: the shipped default model)."""
-    from .artifacts import model_hash, resolve_model_path, verify
+    from .artifacts import read_card
     from .report import format_card
 
-    path = resolve_model_path(model)
-    meta = verify(path)
+    card = read_card(model)
     if as_json:
-        click.echo(json.dumps(meta, ensure_ascii=False, indent=2))
+        click.echo(json.dumps(card.raw, ensure_ascii=False, indent=2))
     else:
-        click.echo(format_card(meta, path, model_hash(path)))
+        click.echo(format_card(card))
 
 
 @cli.group()

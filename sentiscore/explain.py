@@ -32,10 +32,12 @@ class Explanation:
 def explain_texts(scorer, texts: list, logit_split: bool = True) -> list[Explanation]:
     from .pipeline import STATUS_NO_TOKENS, STATUS_OK, STATUS_TRUNCATED
 
-    prepared, segmented, probs, attention, contribution = scorer.analyse(texts)
+    prepared = scorer.preprocess(texts)
+    forwarded = scorer.forward(prepared, logit_parts=logit_split)
+    segmented, probs, attention, contribution = forwarded.segmented, forwarded.probs, forwarded.attention, forwarded.contribution
     offsets = segmented.offsets
     names = [name for _, name in scorer.labels]
-    parts = _logit_parts(scorer, prepared, segmented) if logit_split else {}
+    parts = forwarded.logit_parts
     out = []
     for i, text in enumerate(texts):
         u = int(prepared.row_to_unique[i])
@@ -60,25 +62,6 @@ def explain_texts(scorer, texts: list, logit_split: bool = True) -> list[Explana
             logit_split={path: {n: round(float(v), 3) for n, v in zip(names, logits[u])} for path, logits in parts.items()},
         ))
     return out
-
-
-def _logit_parts(scorer, prepared, segmented) -> dict[str, np.ndarray]:
-    """Per distinct text, the logits of each path (deep, wide) before calibration."""
-    rows = np.flatnonzero(segmented.lengths > 0)
-    if rows.size == 0:
-        return {}
-    features = scorer.embedder.featurize(segmented)
-    width = min(int(segmented.lengths.max()), scorer.maxlen)
-    inputs = scorer.embedder.encode(features, rows, width)
-    if scorer.hasher is not None:
-        inputs["ngram_ids"] = scorer.hasher.transform([prepared.unique_texts[i] for i in rows])
-    parts = scorer.predictor.logit_parts(inputs)
-    full = {}
-    for path, logits in parts.items():
-        table = np.zeros((segmented.lengths.size, logits.shape[1]), np.float32)
-        table[rows] = logits
-        full[path] = table
-    return full
 
 
 def render(explanation: Explanation, color: bool) -> str:

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,12 +294,15 @@ def read_table(path, fmt: str, columns: list[str] | None = None, encoding: str =
 
 
 def temp_path_for(out: Path) -> Path:
+    """Where a run writes OUT before renaming it into place: beside it, named
+    by this process, so a crash never leaves a half output under OUT's name
+    (a file for the local engine, a directory of parts for Ray)."""
     return out.with_name(f".{out.name}.sentiscore-{os.getpid()}.tmp")
 
 
 def remove_stale_temp_files(out: Path) -> list[Path]:
-    """Temp files of earlier runs for OUT whose process is gone (a run killed
-    with SIGKILL cannot clean up after itself)."""
+    """Temp files or directories of earlier runs for OUT whose process is
+    gone (a run killed with SIGKILL cannot clean up after itself)."""
     removed = []
     for path in out.parent.glob(f".{out.name}.sentiscore-*.tmp"):
         pid_text = path.name[len(f".{out.name}.sentiscore-") : -len(".tmp")]
@@ -306,13 +310,16 @@ def remove_stale_temp_files(out: Path) -> list[Path]:
             continue
         try:
             os.kill(int(pid_text), 0)
-            continue  # still running: another run's file
+            continue  # still running: another run's output
         except ProcessLookupError:
             pass
         except PermissionError:
             continue
         try:
-            path.unlink()
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
             removed.append(path)
         except OSError:
             pass

@@ -1,12 +1,15 @@
-"""Scoring: load a model once, then per chunk
+"""Scoring: load a model once, then per chunk three stages, each taking
+only what the one before returned:
 
-    preprocess   dedupe texts, segment (worker processes), ids, n-gram ids
-    _forward     the Keras model on length-bucketed batches, no autograd
-    postprocess  probabilities → label columns, confidence, top words (Arrow)
+    preprocess(texts) -> Prepared       dedupe texts, start segmenting them (worker processes)
+    forward(prepared) -> Forwarded      embed, the Keras model on length-bucketed batches, no autograd
+    postprocess(prepared, forwarded)    probabilities → label columns, confidence, top words (Arrow)
 
-``score_file`` streams a file through it: memory is bounded by the chunk
-size, not the file size, and segmentation of the next chunk overlaps the
-model's work on the current one.
+``plan_run`` checks a run's inputs, columns, output and model card once;
+``score_file`` (the local engine) and ``ray_engine.score_with_ray`` both
+start from it. ``score_file`` streams a file through the stages: memory is
+bounded by the chunk size, not the file size, and segmentation of the next
+chunk overlaps the model's work on the current one.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import __version__
-from .artifacts import STOPWORDS_FILE, LoadedModel, load_model_dir, trained_segmenter_config, trained_wide_config
+from .artifacts import STOPWORDS_FILE, LoadedModel, ModelCard, load_model, read_card
 from .config import ScoreConfig, default_workers
 from .errors import InputError, ModelError, OutputError, RunStopped, SettingsMismatchError, UsageError, WorkerError
 from .io import (
@@ -93,31 +96,65 @@ class ScoreSummary:
 
 
 @dataclass
-class _Prepared:
-    """A chunk after dedupe, waiting for (or holding) its segmentation."""
+class Prepared:
+    """A chunk after dedupe: what ``forward`` needs. Its segmentation runs in
+    worker processes meanwhile; ``segmentation()`` waits for it."""
 
     row_to_unique: np.ndarray  # int64, -1 for rows that get no label
     row_status: np.ndarray  # object array of statuses for rows without a label
     unique_texts: list[str]
-    wait_segmented: object  # callable → SegmentedBatch
+    segmentation: object  # callable → SegmentedBatch
+
+
+@dataclass
+class Forwarded:
+    """The model's results per distinct text of a chunk: what ``postprocess``
+    and explanations need."""
+
+    segmented: SegmentedBatch
+    probs: np.ndarray  # (U, C), after any prior shift
+    attention: np.ndarray  # flat, one per token
+    contribution: np.ndarray  # flat: each token's share of its text's predicted-class logit
+    logit_parts: dict[str, np.ndarray] = field(default_factory=dict)  # path (deep, wide) → (U, C) logits before calibration
+
+
+def as_text(column) -> pa.Array | None:
+    """A text column as one Arrow string array: numbers, dates and booleans
+    become their text, a null-typed column nulls; None when it holds no
+    text at all (lists, structs: those rows are ``not_text``). Both engines
+    coerce text here."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_null(column.type):
+        return pa.nulls(len(column), pa.string())
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column
+    try:
+        return pc.cast(column, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
 
 
 class Scorer:
     """Load once, score many. ``predict`` for lists of texts, ``score_batch``
-    for Arrow batches, ``score_file`` (module level) for files."""
+    for Arrow batches, ``score_file`` (module level) for files.
+    ``segmenter``: where texts are segmented (default: worker processes with
+    the model's own settings); the Ray engine passes its pre-segmented tokens."""
 
-    def __init__(self, loaded: LoadedModel, workers: int | None = None, batch_size: int | None = None, top_k: int = 3):
+    def __init__(self, loaded: LoadedModel, workers: int | None = None, batch_size: int | None = None, top_k: int = 3,
+                 segmenter=None):
         from .model import Predictor, framework_versions
 
         self.loaded = loaded
-        meta = loaded.meta
-        self.labels = loaded.labels
-        self.maxlen = int(meta["embedder"]["maxlen"])
-        self.segmenter_config = trained_segmenter_config(loaded.path, meta)
+        card = self.card = loaded.card
+        self.labels = list(card.labels)
+        self.maxlen = card.maxlen
+        self.segmenter_config = card.segmenter_config()
         self.workers = workers or default_workers()
-        self.segmenter = ParallelSegmenter(self.segmenter_config, self.maxlen, self.workers)
+        self.segmenter = segmenter or ParallelSegmenter(self.segmenter_config, self.maxlen, self.workers)
         self.embedder = loaded.embedder
-        self.hasher = CharNgramHasher(trained_wide_config(meta)) if meta["model"]["arch"] == "wide-deep" else None
+        wide = card.wide_config()
+        self.hasher = CharNgramHasher(wide) if wide is not None else None
         batch_size = batch_size or self.embedder.score_batch_size
         self.predictor = Predictor(loaded.keras_model, batch_size=batch_size)
         self.batch_size = batch_size
@@ -131,7 +168,7 @@ class Scorer:
             "sentiscore.model_hash": loaded.hash,
             "sentiscore.model_path": str(loaded.path),
             "sentiscore.segmenter": f"jieba_fast {segmenter_version()}",
-            "sentiscore.embedder": _embedder_line(meta["embedder"], self.embedder.device),
+            "sentiscore.embedder": _embedder_line(card.embedder, self.embedder.device),
             "sentiscore.tensorflow_version": versions["tensorflow"],
             "sentiscore.keras_version": versions["keras"],
         }
@@ -140,20 +177,27 @@ class Scorer:
 
     @classmethod
     def from_model(cls, model=None, *, workers=None, batch_size=None, top_k=3, expect: dict | None = None,
-                   device: str = "auto") -> "Scorer":
+                   device: str = "auto", segmenter=None) -> "Scorer":
         """``expect`` holds settings the caller asked for (``maxlen``,
         ``user_dict``, ``stopwords``, ``layer_mix``); any that differ from the
         model's training settings raise :class:`SettingsMismatchError`.
         ``device`` is where an ELMo embedder runs (auto, cpu, cuda)."""
-        loaded = load_model_dir(model, device=device, log=_log_stderr)
-        check_expected_settings(loaded, expect or {})
-        return cls(loaded, workers=workers, batch_size=batch_size, top_k=top_k)
+        card = read_card(model)
+        check_expected_settings(card, expect or {})
+        return cls.from_card(card, workers=workers, batch_size=batch_size, top_k=top_k, device=device, segmenter=segmenter)
+
+    @classmethod
+    def from_card(cls, card: ModelCard, *, workers=None, batch_size=None, top_k=3, device: str = "auto",
+                  segmenter=None) -> "Scorer":
+        """The scorer of a model whose card is already read and checked (a :class:`RunPlan`'s)."""
+        return cls(load_model(card, device=device, log=_log_stderr), workers=workers, batch_size=batch_size, top_k=top_k,
+                   segmenter=segmenter)
 
     @property
     def reference_prior(self) -> np.ndarray:
         """The class prior the model believes in: its mean calibrated
         posterior on its validation split, from the card."""
-        reference = (self.loaded.meta.get("training", {}).get("calibration") or {}).get("reference_prior")
+        reference = self.card.reference_prior
         if reference is None:
             raise ModelError(f"model {self.loaded.name} has no reference prior in its card (trained before sentiscore 0.2), "
                              "so its priors cannot be adapted; retrain it, or score without --adapt-priors/--priors")
@@ -203,28 +247,25 @@ class Scorer:
         rows = []
         for batch in batches:
             prepared = self.preprocess(batch.column(text_column))
-            segmented = prepared.wait_segmented()
-            probs, _, _ = self._forward(prepared.unique_texts, segmented)
+            forwarded = self.forward(prepared, explain=False)
             labelled = prepared.row_to_unique[prepared.row_to_unique >= 0]
-            labelled = labelled[segmented.lengths[labelled] > 0]
-            rows.append(probs[labelled])
+            labelled = labelled[forwarded.segmented.lengths[labelled] > 0]
+            rows.append(forwarded.probs[labelled])
         probs = np.concatenate(rows) if rows else np.zeros((0, len(self.labels)))
         return adapt_priors(probs, reference)
 
     # -- stages ---------------------------------------------------------------
-    def preprocess(self, texts: pa.Array) -> _Prepared:
+    def preprocess(self, texts) -> Prepared:
+        """Stage 1: a text column (Arrow array, or a list) deduplicated, its
+        segmentation started."""
+        if not isinstance(texts, (pa.Array, pa.ChunkedArray)):
+            texts = _text_array(texts)
         n = len(texts)
         status = np.full(n, STATUS_OK, dtype=object)
-        if pa.types.is_null(texts.type):
-            texts = pa.nulls(n, pa.string())
-        elif not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
-            try:  # numbers, dates, booleans: score their text form
-                texts = pc.cast(texts, pa.string())
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                status[:] = STATUS_NOT_TEXT
-                return _Prepared(np.full(n, -1, np.int64), status, [], lambda: SegmentedBatch.concat([]))
-        if isinstance(texts, pa.ChunkedArray):
-            texts = texts.combine_chunks()
+        texts = as_text(texts)
+        if texts is None:
+            status[:] = STATUS_NOT_TEXT
+            return Prepared(np.full(n, -1, np.int64), status, [], lambda: SegmentedBatch.concat([]))
         blank = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0), True)
         encoded = pc.dictionary_encode(texts)  # score each distinct text once
         indices = encoded.indices.to_numpy(zero_copy_only=False)
@@ -237,7 +278,7 @@ class Scorer:
         renumber[used] = np.arange(used.size)
         row_to_unique = np.where(indices >= 0, renumber[indices], -1)
         unique_texts = [unique[i] for i in used]
-        return _Prepared(row_to_unique, status, unique_texts, self.segmenter.submit(unique_texts))
+        return Prepared(row_to_unique, status, unique_texts, self.segmenter.submit(unique_texts))
 
     def _batches(self, lengths: np.ndarray):
         """Indices of texts grouped into batches of similar length, so compute
@@ -246,9 +287,14 @@ class Scorer:
         for start in range(0, order.size, self.batch_size):
             yield order[start : start + self.batch_size]
 
-    def _forward(self, texts: list[str], segmented: SegmentedBatch):
-        """Probabilities (U, C), and for every token (flat) its attention
-        weight and its contribution to its text's predicted-class logit."""
+    def forward(self, prepared: Prepared, explain: bool = True, logit_parts: bool = False) -> Forwarded:
+        """Stage 2: waits for the segmentation, runs the model. Probabilities
+        (U, C), and for every token (flat) its attention weight and its
+        contribution to its text's predicted-class logit (``explain=False``:
+        probabilities only, the token arrays stay zero). ``logit_parts``:
+        also each path's own logits, for explanations."""
+        texts = prepared.unique_texts
+        segmented = prepared.segmentation()
         n = len(texts)
         probs = np.zeros((n, len(self.labels)), np.float32)
         attention = np.zeros(int(segmented.lengths.sum()), np.float32)
@@ -264,11 +310,17 @@ class Scorer:
                 inputs["ngram_ids"] = self.hasher.transform([texts[i] for i in batch_idx])
             return batch_idx, inputs
 
+        parts: dict[str, np.ndarray] = {}
         for batch_idx, inputs in self._encoded(encode, list(self._batches_of(scorable, segmented.lengths))):
             batch_probs, batch_alpha, token_logits = self.predictor(inputs)
+            if logit_parts:
+                for path, logits in self.predictor.logit_parts(inputs).items():
+                    parts.setdefault(path, np.zeros((n, logits.shape[1]), np.float32))[batch_idx] = logits
             if self.prior_shift is not None:
                 batch_probs = shift_priors(batch_probs, self.prior_shift).astype(np.float32)
             probs[batch_idx] = batch_probs
+            if not explain:
+                continue
             # Write each token's numbers back at its flat position.
             rows, cols = np.nonzero(inputs["mask"])
             flat = offsets[batch_idx[rows]] + cols
@@ -279,7 +331,7 @@ class Scorer:
                 share += self._wide_share([segmented.tokens[i] for i in flat], predicted,
                                           np.maximum((inputs["ngram_ids"] != 0).sum(axis=1), 1)[rows])
             contribution[flat] = share / self.predictor.temperature
-        return probs, attention, contribution
+        return Forwarded(segmented, probs, attention, contribution, parts)
 
     def _encoded(self, encode, batches: list[np.ndarray]):
         """``encode`` of every batch, in order. An embedder that does heavy
@@ -341,7 +393,9 @@ class Scorer:
         weights = pa.ListArray.from_arrays(list_offsets, pa.array(np.round(weight[keep], 4), pa.float64()))
         return words, weights
 
-    def postprocess(self, prepared: _Prepared, probs: np.ndarray, segmented: SegmentedBatch, contribution: np.ndarray, prefix: str = "") -> list[tuple[str, pa.Array]]:
+    def postprocess(self, prepared: Prepared, forwarded: Forwarded, prefix: str = "") -> list[tuple[str, pa.Array]]:
+        """Stage 3: the output columns, row for row of the chunk."""
+        segmented, probs, contribution = forwarded.segmented, forwarded.probs, forwarded.contribution
         row_u = prepared.row_to_unique.copy()
         status = prepared.row_status.copy()
         no_tokens = segmented.lengths == 0
@@ -376,26 +430,9 @@ class Scorer:
         return [(prefix + name, arr) for name, arr in columns]
 
     # -- public ---------------------------------------------------------------
-    def analyse(self, texts: list):
-        """The intermediate results for explanations: the dedupe map, tokens,
-        probabilities per distinct text, and every token's attention weight
-        and contribution to the predicted class's logit."""
-        prepared = self.start(_text_array(texts))
-        segmented = prepared.wait_segmented()
-        probs, attention, contribution = self._forward(prepared.unique_texts, segmented)
-        return prepared, segmented, probs, attention, contribution
-
-    def start(self, texts: pa.Array) -> _Prepared:
-        return self.preprocess(texts)
-
-    def finish(self, prepared: _Prepared, prefix: str = "") -> list[tuple[str, pa.Array]]:
-        segmented = prepared.wait_segmented()
-        probs, _attention, contribution = self._forward(prepared.unique_texts, segmented)
-        return self.postprocess(prepared, probs, segmented, contribution, prefix)
-
     def score_batch(self, batch: pa.RecordBatch, text_column: str, keep_columns=None, prefix: str = "") -> pa.RecordBatch:
-        prepared = self.start(batch.column(text_column))
-        return self._assemble(batch, self.finish(prepared, prefix), keep_columns)
+        prepared = self.preprocess(batch.column(text_column))
+        return self._assemble(batch, self.postprocess(prepared, self.forward(prepared), prefix), keep_columns)
 
     @staticmethod
     def _assemble(batch: pa.RecordBatch, added, keep_columns) -> pa.RecordBatch:
@@ -403,7 +440,7 @@ class Scorer:
         arrays = [batch.column(name) for name in keep] + [arr for _, arr in added]
         return pa.RecordBatch.from_arrays(arrays, names=keep + [name for name, _ in added])
 
-    def predict(self, texts) -> "pd.DataFrame":  # noqa: F821
+    def predict(self, texts):
         """Score a list of texts; returns a DataFrame with ``text`` and the
         same added columns as ``score``."""
         batch = pa.RecordBatch.from_arrays([_text_array(texts)], names=["text"])
@@ -453,31 +490,82 @@ def _log_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def check_expected_settings(loaded: LoadedModel, expect: dict) -> None:
-    meta = loaded.meta
+def check_expected_settings(card: ModelCard, expect: dict) -> None:
+    """Settings a user asked for (``maxlen``, ``user_dict``, ``stopwords``,
+    ``layer_mix``, ``embedder``) against the card: any difference is a
+    :class:`SettingsMismatchError`, never a silent change of settings."""
     problems = []
-    if expect.get("maxlen") is not None and int(expect["maxlen"]) != int(meta["embedder"]["maxlen"]):
-        problems.append(f"maxlen {expect['maxlen']} (model: {meta['embedder']['maxlen']})")
+    if expect.get("maxlen") is not None and int(expect["maxlen"]) != card.maxlen:
+        problems.append(f"maxlen {expect['maxlen']} (model: {card.maxlen})")
     if expect.get("user_dict"):
         from .artifacts import sha256_of
 
-        trained = meta["segmenter"].get("user_dict_sha256")
+        trained = card.segmenter.get("user_dict_sha256")
         if trained != sha256_of(Path(expect["user_dict"])):
             problems.append(f"user dictionary {expect['user_dict']} (model: {'another file' if trained else 'none'})")
     if expect.get("stopwords"):
         from .segment import load_stopwords
 
-        if load_stopwords(expect["stopwords"]) != load_stopwords(str(loaded.path / STOPWORDS_FILE)):
+        if load_stopwords(expect["stopwords"]) != load_stopwords(str(card.path / STOPWORDS_FILE)):
             problems.append(f"stopwords {expect['stopwords']} (model: its own stopwords.txt)")
-    if expect.get("layer_mix") and expect["layer_mix"] != meta["embedder"].get("layer_mix"):
-        problems.append(f"ELMo layer mix {expect['layer_mix']} (model: {meta['embedder'].get('layer_mix') or 'no ELMo'})")
-    if expect.get("embedder") and expect["embedder"] != meta["embedder"].get("type"):
-        problems.append(f"embedder {expect['embedder']} (model: {meta['embedder'].get('type')})")
+    if expect.get("layer_mix") and expect["layer_mix"] != card.embedder.get("layer_mix"):
+        problems.append(f"ELMo layer mix {expect['layer_mix']} (model: {card.embedder.get('layer_mix') or 'no ELMo'})")
+    if expect.get("embedder") and expect["embedder"] != card.embedder_type:
+        problems.append(f"embedder {expect['embedder']} (model: {card.embedder_type})")
     if problems:
         raise SettingsMismatchError(
-            f"model {loaded.name} was trained with other settings: {'; '.join(problems)}. "
+            f"model {card.name} was trained with other settings: {'; '.join(problems)}. "
             "Drop these options to use the model's own settings, or train a model with them"
         )
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A scoring run decided and checked once, before any work: the model's
+    card and the columns that go out. The local engine (``score_file``) and
+    the Ray engine both execute one."""
+
+    card: ModelCard
+    text_column: str
+    keep: tuple[str, ...]  # input columns copied to the output, in order
+    prefix: str
+
+    @property
+    def added(self) -> list[str]:
+        return output_column_names(list(self.card.labels), self.prefix)
+
+
+def plan_run(card: ModelCard, inputs: list[tuple[str, list[str]]], config: ScoreConfig, prefix: str = "",
+             expect: dict | None = None) -> RunPlan:
+    """Check every input's columns (``inputs``: each input's name and its
+    column names), the settings asked for and the output columns against
+    the model's card. The first input's columns are kept unless
+    ``config.keep_columns`` names them; every other input must have them."""
+    check_expected_settings(card, expect or {})
+    several = len(inputs) > 1
+    first_path, first_names = inputs[0]
+    keep = list(config.keep_columns) if config.keep_columns is not None else list(first_names)
+    for path, names in inputs:
+        missing = [c for c in dict.fromkeys([config.text_column, *keep]) if c not in names]
+        if config.text_column in missing:
+            raise InputError(
+                f"no text column {config.text_column!r} in {path}; its columns are: {', '.join(names)}. "
+                "Pick one with --text-column" + (" (every input file needs it)" if several else "")
+            )
+        if missing and config.keep_columns is not None:
+            raise InputError(f"--keep-columns: no column {', '.join(missing)} in {path}; its columns are: {', '.join(names)}")
+        if missing:
+            raise InputError(
+                f"{path} lacks column(s) {', '.join(missing)} that {first_path} has; its columns are: {', '.join(names)}. "
+                "Score files with other columns separately, or pass the shared ones with --keep-columns"
+            )
+    plan = RunPlan(card=card, text_column=config.text_column, keep=tuple(keep), prefix=prefix)
+    clashes = [c for c in plan.added if c in keep]
+    if clashes:
+        raise InputError(
+            f"the input already has column(s) {', '.join(clashes)}; pass --prefix (e.g. --prefix ss_) or leave them out with --keep-columns"
+        )
+    return plan
 
 
 def score_file(input_path, output_path, model=None, config: ScoreConfig | None = None, scorer: Scorer | None = None, prefix: str = "", expect: dict | None = None, progress=None,
@@ -503,29 +591,14 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
         out_fmt = detect_format(output_path, config.output_format, OUTPUT_FORMATS, "--output-format")
         check_output_path(output_path, input_path, config.overwrite)
     source = open_input(input_path, in_fmt, config.chunk_size, config.encoding, config.on_bad_lines)
-    names = source.schema.names
-    if config.text_column not in names:
-        raise InputError(
-            f"no text column {config.text_column!r} in {input_path}; its columns are: {', '.join(names)}. "
-            "Pick one with --text-column"
-        )
-    keep = list(config.keep_columns) if config.keep_columns is not None else list(names)
-    missing = [c for c in keep if c not in names]
-    if missing:
-        raise InputError(f"--keep-columns: no column {', '.join(missing)} in {input_path}; its columns are: {', '.join(names)}")
+    card = scorer.card if scorer is not None else read_card(model)
+    plan = plan_run(card, [(str(input_path), source.schema.names)], config, prefix, expect)
+    keep = list(plan.keep)
     own_scorer = scorer is None
     if own_scorer:
-        scorer = Scorer.from_model(model, workers=config.workers, batch_size=config.batch_size, top_k=config.top_k, expect=expect,
-                                   device=config.device)
+        scorer = Scorer.from_card(card, workers=config.workers, batch_size=config.batch_size, top_k=config.top_k, device=config.device)
     try:
         with scorer.keeping_priors():
-            added = output_column_names(scorer.labels, prefix)
-            clashes = [c for c in added if c in keep]
-            if clashes:
-                raise InputError(
-                    f"the input already has column(s) {', '.join(clashes)}; pass --prefix (e.g. --prefix ss_) "
-                    "or leave them out with --keep-columns"
-                )
             priors = None
             if config.priors is not None:
                 priors = scorer.priors_from_values(config.priors)
@@ -540,7 +613,7 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
             if config.resume:
                 run = {
                     "input": file_fingerprint(input_path),
-                    "model_hash": scorer.loaded.hash,
+                    "model_hash": card.hash,
                     "options": {"text_column": config.text_column, "chunk_size": config.chunk_size, "top_k": config.top_k,
                                 "keep_columns": keep, "prefix": prefix, "input_format": in_fmt, "encoding": config.encoding,
                                 "on_bad_lines": config.on_bad_lines,
@@ -585,21 +658,21 @@ def _stream(scorer: Scorer, source, sink, config: ScoreConfig, keep, prefix, pro
     counts = np.zeros(len(scorer.labels), np.int64)
     unlabelled = 0
 
-    def emit(index: int, batch: pa.RecordBatch, prepared: _Prepared, first_row: int) -> None:
+    def emit(index: int, batch: pa.RecordBatch, prepared: Prepared, first_row: int) -> None:
         nonlocal unlabelled
         try:
-            added = scorer.finish(prepared, prefix)
+            added = scorer.postprocess(prepared, scorer.forward(prepared), prefix)
         except WorkerError as exc:
             raise WorkerError(f"chunk {index + 1} (input rows {first_row + 1:,}-{first_row + batch.num_rows:,}): {exc}") from exc
         out = Scorer._assemble(batch, added, keep)
         sink.write(index, out)
-        unlabelled += _tally(out.column(prefix + "label"), scorer.labels, counts)
+        unlabelled += tally_labels(out.column(prefix + "label"), scorer.labels, counts)
         if progress is not None:
             progress(out.num_rows)
 
     def empty_schema() -> pa.Schema:
         empty = pa.RecordBatch.from_pylist([], schema=source.schema)
-        return Scorer._assemble(empty, scorer.finish(scorer.start(empty.column(config.text_column)), prefix), keep).schema
+        return scorer.score_batch(empty, config.text_column, keep, prefix).schema
 
     try:
         pending = None  # segmentation of the next chunk overlaps the model's work on this one
@@ -607,11 +680,11 @@ def _stream(scorer: Scorer, source, sink, config: ScoreConfig, keep, prefix, pro
         for index, batch in enumerate(source.batches):
             _check_stop(stop)
             if sink.is_done(index):  # --resume: this chunk's part is already written
-                unlabelled += _tally(sink.read_done(index, [prefix + "label"]).column(0), scorer.labels, counts)
+                unlabelled += tally_labels(sink.read_done(index, [prefix + "label"]).column(0), scorer.labels, counts)
                 if progress is not None:
                     progress(batch.num_rows)
             else:
-                prepared = scorer.start(batch.column(config.text_column))
+                prepared = scorer.preprocess(batch.column(config.text_column))
                 if pending is not None:
                     emit(*pending)
                 pending = (index, batch, prepared, first_row)
@@ -651,12 +724,7 @@ def write_bad_lines(source, input_path, output_path, encoding: str) -> Path | No
     return path
 
 
-def _chain(batches):
-    yield from batches
-    yield None
-
-
-def _tally(label_col, labels, counts: np.ndarray) -> int:
+def tally_labels(label_col, labels, counts: np.ndarray) -> int:
     """Add a label column's per-label counts to ``counts``; return its nulls."""
     position = {name: j for j, (_, name) in enumerate(labels)}
     for item in pc.value_counts(label_col).to_pylist():

@@ -55,10 +55,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .artifacts import LoadedModel, model_hash, resolve_model_path, trained_segmenter_config, verify
+from .artifacts import model_hash, parse_card, read_card, read_meta, resolve_model_path
 from .config import ScoreConfig, SegmenterConfig
 from .errors import InputError, ModelError, OutputError, SentiscoreError, UsageError, WorkerError
-from .io import INPUT_FORMATS, RESUME_MANIFEST, SUCCESS_MARKER, detect_format, is_stdio, open_input
+from .io import (INPUT_FORMATS, RESUME_MANIFEST, SUCCESS_MARKER, detect_format, is_stdio, open_input,
+                 remove_stale_temp_files, temp_path_for)
+from .pipeline import as_text
 
 TOKENS_COLUMN = "__sentiscore_tokens"
 TRUNCATED_COLUMN = "__sentiscore_truncated"
@@ -281,27 +283,10 @@ def _node_name() -> str:
 
 def segmenter_setup(model_dir: Path) -> tuple[SegmenterConfig, int]:
     """The segmenter settings and maxlen a model was trained with, from its
-    card alone (no TensorFlow): what the segmentation tasks use. The scoring
-    actors check that their Scorer agrees."""
-    meta = json.loads((model_dir / "meta.json").read_text(encoding="utf-8"))
-    config = trained_segmenter_config(model_dir, meta, host=socket.gethostname())
-    return config, int(meta["embedder"]["maxlen"])
-
-
-def _as_text(column) -> pa.Array | None:
-    """The text column as strings, coerced as ``Scorer.preprocess`` does
-    (numbers, dates, booleans → their text; null column → nulls); None when
-    it holds no text (lists, structs: those rows become ``not_text``)."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if pa.types.is_null(column.type):
-        return pa.nulls(len(column), pa.string())
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        return column
-    try:
-        return pc.cast(column, pa.string())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
+    card (no TensorFlow, and the worker already checked the manifest's
+    hash): what the segmentation tasks and the scoring actors both use."""
+    card = parse_card(model_dir, read_meta(model_dir), model_hash(model_dir))
+    return card.segmenter_config(host=socket.gethostname()), card.maxlen
 
 
 def _where(table: pa.Table, plan: _Plan) -> str:
@@ -338,7 +323,7 @@ def segment_block(table: pa.Table, plan: _Plan) -> pa.Table:
         if segmenter is None:
             config, maxlen = segmenter_setup(model_dir)
             segmenter = _SEGMENTERS[model_dir] = Segmenter(config, maxlen)
-        texts = _as_text(table.column(plan.text_column))
+        texts = as_text(table.column(plan.text_column))
         if texts is None:
             tokens = pa.nulls(table.num_rows, pa.list_(pa.string()))
             truncated = pa.nulls(table.num_rows, pa.bool_())
@@ -403,18 +388,15 @@ class ScoreActor:
 
     def __init__(self, plan: _Plan):
         from .pipeline import Scorer
+        from .segment import ParallelSegmenter
 
         self.plan = plan
         model_dir = _model_dir(plan)
-        self.scorer = Scorer.from_model(model_dir, workers=1, batch_size=plan.batch_size, top_k=plan.top_k, device=plan.device)
-        config, maxlen = segmenter_setup(model_dir)
-        if (self.scorer.segmenter_config, self.scorer.maxlen) != (config, maxlen):
-            raise ModelError(
-                f"sentiscore's Ray engine and its Scorer disagree on how {model_dir} segments text "
-                f"({config}, maxlen {maxlen} vs {self.scorer.segmenter_config}, maxlen {self.scorer.maxlen}); this is a bug"
-            )
-        self.segmenter = _Presegmented(self.scorer.segmenter)
-        self.scorer.segmenter = self.segmenter
+        # The same settings the segmentation tasks used (segmenter_setup): a
+        # text they did not segment is segmented here, the same way.
+        self.segmenter = _Presegmented(ParallelSegmenter(*segmenter_setup(model_dir), 1))
+        self.scorer = Scorer.from_model(model_dir, workers=1, batch_size=plan.batch_size, top_k=plan.top_k, device=plan.device,
+                                        segmenter=self.segmenter)
         self.metadata = {k.encode(): v.encode() for k, v in {**self.scorer.provenance, **dict(plan.provenance)}.items()}
 
     def score(self, table: pa.Table) -> pa.Table:
@@ -422,7 +404,7 @@ class ScoreActor:
         row; FILE_COLUMN, ROW_COLUMN and END_COLUMN carried over when present."""
         try:
             _check_columns(table, self.plan)
-            texts = _as_text(table.column(self.plan.text_column))
+            texts = as_text(table.column(self.plan.text_column))
             if texts is not None and TOKENS_COLUMN in table.column_names:
                 tokens = table.column(TOKENS_COLUMN).to_pylist()
                 cut = table.column(TRUNCATED_COLUMN).to_pylist()
@@ -597,54 +579,6 @@ def _check_output_dir(out: Path, input_files_: list[str], overwrite: bool) -> No
             raise OutputError(f"{out} is a directory that holds no sentiscore output; refusing to replace it with --overwrite")
 
 
-def _temp_dir_for(out: Path) -> Path:
-    return out.with_name(f".{out.name}.sentiscore-{os.getpid()}.tmp")
-
-
-def _remove_stale_temp_dirs(out: Path) -> None:
-    for path in out.parent.glob(f".{out.name}.sentiscore-*.tmp"):
-        pid = path.name[len(f".{out.name}.sentiscore-"):-len(".tmp")]
-        if not pid.isdigit() or int(pid) == os.getpid() or not path.is_dir():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # that run is still going
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except PermissionError:
-            continue
-
-
-def _check_inputs(files: list[str], fmt: str, config: ScoreConfig, labels, prefix: str):
-    """Every file's columns against the options, on the driver. Returns the
-    columns to keep and each file's row count where its footer holds it."""
-    from .pipeline import output_column_names
-
-    columns, rows = file_columns(files, fmt, config.encoding)
-    names = columns[0]
-    keep = list(config.keep_columns) if config.keep_columns is not None else list(names)
-    for path, file_names in zip(files, columns):
-        missing = [c for c in dict.fromkeys([config.text_column, *keep]) if c not in file_names]
-        if config.text_column in missing:
-            raise InputError(
-                f"no text column {config.text_column!r} in {path}; its columns are: {', '.join(file_names)}. "
-                "Pick one with --text-column" + (" (every input file needs it)" if len(files) > 1 else "")
-            )
-        if missing and config.keep_columns is not None:
-            raise InputError(f"--keep-columns: no column {', '.join(missing)} in {path}; its columns are: {', '.join(file_names)}")
-        if missing:
-            raise InputError(
-                f"{path} lacks column(s) {', '.join(missing)} that {files[0]} has; its columns are: {', '.join(file_names)}. "
-                "Score files with other columns separately, or pass the shared ones with --keep-columns"
-            )
-    clashes = [c for c in output_column_names(labels, prefix) if c in keep]
-    if clashes:
-        raise InputError(
-            f"the input already has column(s) {', '.join(clashes)}; pass --prefix (e.g. --prefix ss_) or leave them out with --keep-columns"
-        )
-    return keep, rows
-
-
 # --- the run -----------------------------------------------------------------
 
 
@@ -652,7 +586,7 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
                    prefix: str = "", expect: dict | None = None):
     """Score IN (a file, directory or glob) into the directory OUT on Ray.
     Returns a :class:`sentiscore.pipeline.ScoreSummary`."""
-    from .pipeline import ScoreSummary, _tally, check_expected_settings
+    from .pipeline import ScoreSummary, plan_run, tally_labels
 
     config = config or ScoreConfig()
     options = options or RayOptions()
@@ -671,12 +605,11 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
     _check_output_dir(out, files, config.overwrite)
 
     # Fail here, before any cluster work, on what the driver can see.
-    model_dir = resolve_model_path(model)
-    meta = verify(model_dir)
-    loaded = LoadedModel(path=model_dir, meta=meta, keras_model=None, embedder=None, hash=model_hash(model_dir))
-    check_expected_settings(loaded, expect or {})
-    segmenter_setup(model_dir)
-    keep, expected_rows = _check_inputs(files, fmt, config, loaded.labels, prefix)
+    card = read_card(model)
+    model_dir = card.path
+    card.segmenter_config()  # this machine can segment as the model was trained
+    columns, expected_rows = file_columns(files, fmt, config.encoding)
+    keep = list(plan_run(card, list(zip(files, columns)), config, prefix, expect).keep)
 
     ray = import_ray()
     own_ray = not ray.is_initialized()
@@ -687,7 +620,7 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
             where = options.address or "a new local Ray instance"
             raise UsageError(f"cannot start or reach Ray at {where}: {exc}. "
                              "Start a cluster with `ray start --head`, or drop --ray-address for a local Ray") from exc
-    tmp = _temp_dir_for(out)
+    tmp = temp_path_for(out)
     restore = []
     try:
         num_workers = _num_workers(ray, options)
@@ -696,13 +629,13 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
         else:  # a directory: the same absolute path on every node, else relative to the job's working directory
             candidates = tuple(dict.fromkeys([str(model_dir.resolve()), str(model)]))
         plan = _Plan(
-            model_candidates=candidates, model_hash=loaded.hash, text_column=config.text_column, keep=tuple(keep),
+            model_candidates=candidates, model_hash=card.hash, text_column=config.text_column, keep=tuple(keep),
             prefix=prefix, batch_size=config.batch_size, top_k=config.top_k, device=config.device,
             provenance=(("sentiscore.engine", f"ray {ray.__version__}"),),
             files=tuple(files), input_format=fmt, encoding=config.encoding, chunk_size=config.chunk_size, parts_dir=str(tmp),
         )
         restore = _quiet_ray(ray, progress=not config.quiet and sys.stderr.isatty())
-        _remove_stale_temp_dirs(out)
+        remove_stale_temp_files(out)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         dataset = _scored(ray, _segmented(ray, plan), plan, num_workers, options.gpus_per_worker)
@@ -717,12 +650,12 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
         parts = _rename_parts(tmp, check_parts(reports, plan, expected_rows))
         if not parts:  # no rows at all: still one valid, empty part with the full schema
             parts = [_write_empty_part(tmp, files[0], fmt, config, keep, prefix, model_dir, plan)]
-        rows, counts, unlabelled, provenance = _summarise(parts, prefix + "label", loaded.labels, _tally)
+        rows, counts, unlabelled, provenance = _summarise(parts, prefix + "label", card.labels, tally_labels)
         run = {
             "engine": f"ray {ray.__version__}",
             "inputs": files,
             "input_format": fmt,
-            "model_hash": loaded.hash,
+            "model_hash": card.hash,
             "options": {"text_column": config.text_column, "chunk_size": config.chunk_size, "batch_size": config.batch_size,
                         "top_k": config.top_k, "keep_columns": keep, "prefix": prefix, "encoding": config.encoding,
                         "num_workers": num_workers, "gpus_per_worker": options.gpus_per_worker},
@@ -745,10 +678,10 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
     return ScoreSummary(
         rows=rows,
         seconds=time.perf_counter() - started,
-        label_counts={name: int(c) for (_, name), c in zip(loaded.labels, counts)},
+        label_counts={name: int(c) for (_, name), c in zip(card.labels, counts)},
         unlabelled=unlabelled,
-        model_name=loaded.name,
-        model_hash=loaded.hash,
+        model_name=card.name,
+        model_hash=card.hash,
         output=str(output_path),
         provenance=provenance,
     )

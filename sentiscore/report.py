@@ -1,8 +1,8 @@
-"""Plain-text rendering of a model card (meta.json)."""
+"""Plain-text rendering of a model card (:class:`artifacts.ModelCard`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from .artifacts import ModelCard
 
 
 def _metric_line(name: str, m: dict) -> str:
@@ -15,7 +15,8 @@ def _embedder_line(emb: dict) -> str:
         corpus = ", ".join(f"{c['path']} ({c['tokens']:,} tokens)" for c in elmo.get("corpus") or []) or "unknown corpus"
         return (f"  embedder: ELMo {elmo.get('source')} ({emb.get('dim')}-d, {emb.get('layers')} layers, mix {emb.get('layer_mix')}, "
                 f"maxlen {emb['maxlen']}; pretrained by {elmo.get('pretrained_by')} on {corpus}, {elmo.get('epochs')} epochs, "
-                f"held-out perplexity {elmo.get('perplexity')})")
+                f"held-out perplexity {elmo.get('perplexity')}"
+                + (f", {elmo['tokens_seen']:,} tokens seen" if elmo.get("tokens_seen") else "") + ")")
     vectors = emb.get("vectors")
     start = (f"; starts from word vectors {vectors['name']} ({vectors['vocabulary_words_pretrained']:,} words pretrained, "
              f"{'fine-tuned' if vectors.get('trainable') else 'frozen'})") if vectors else ""
@@ -42,30 +43,30 @@ def _class_weighting(training: dict) -> str:
     return mode + (f" ({', '.join(f'{w:.2f}' for w in weights)})" if weights else "")
 
 
-def format_card(meta: dict, path: Path, hash_: str) -> str:
-    emb, seg, model = meta["embedder"], meta["segmenter"], meta["model"]
+def format_card(card: ModelCard) -> str:
+    seg, data = card.segmenter, card.data
     lines = [
-        f"{meta.get('name')}  ({path})",
-        f"  hash {hash_} · made by sentiscore {meta.get('sentiscore_version')} on {meta.get('created')}",
-        "  labels: " + ", ".join(f"{item['value']}={item['name']}" for item in meta["labels"]),
-        f"  architecture: {model['arch']} (BiLSTM {model['lstm_units']}×2 + feed-forward attention"
-        + (", + hashed char 1-3-gram linear path)" if model["arch"] == "wide-deep" else ")"),
-        _embedder_line(emb),
-        f"  segmenter: {seg['name']} {seg.get('version')} (HMM {seg.get('hmm')}, stopwords {seg.get('stopwords_source')}, "
+        f"{card.name}  ({card.path})",
+        f"  hash {card.hash} · made by sentiscore {card.made_by} on {card.raw.get('created')}",
+        "  labels: " + ", ".join(f"{value}={name}" for value, name in card.labels),
+        f"  architecture: {card.arch} (BiLSTM {card.raw['model'].get('lstm_units')}×2 + feed-forward attention"
+        + (", + hashed char 1-3-gram linear path)" if card.arch == "wide-deep" else ")"),
+        _embedder_line(card.embedder),
+        f"  segmenter: {seg.get('name')} {seg.get('version')} (HMM {seg.get('hmm')}, stopwords {seg.get('stopwords_source')}, "
         f"user dictionary {'yes' if seg.get('user_dict') else 'none'}, markup {seg.get('markup', 'keep')})",
-        f"  trained on: {meta['data'].get('path')} ({meta['data'].get('train_rows', 0):,} train / {meta['data'].get('val_rows', 0):,} validation rows)"
-        + (f"; sources: {', '.join(f'{g} {n:,}' for g, n in meta['data']['sources'].items())}" if meta["data"].get("sources") else ""),
-        f"  class weights: {_class_weighting(meta.get('training', {}))}",
-        _calibration_line(meta.get("training", {}).get("calibration")),
+        f"  trained on: {data.get('path')} ({data.get('train_rows', 0):,} train / {data.get('val_rows', 0):,} validation rows)"
+        + (f"; sources: {', '.join(f'{g} {n:,}' for g, n in data['sources'].items())}" if data.get("sources") else ""),
+        f"  class weights: {_class_weighting(card.training)}",
+        _calibration_line(card.training.get("calibration")),
         "  metrics:",
     ]
-    metrics = meta.get("metrics", {})
+    metrics = card.metrics
     if "validation" in metrics:
         lines.append(_metric_line("validation", metrics["validation"]))
     if "dev" in metrics:
         lines.append(_metric_line("dev", metrics["dev"]))
         for group, m in metrics["dev"].get("by_group", {}).items():
             lines.append(_metric_line(f"  {group}", m))
-    if model["arch"] == "wide-deep":
+    if card.arch == "wide-deep":
         lines.append("  note: the character n-gram path contributes to the label too; top_words count both paths' contributions.")
     return "\n".join(lines)

@@ -75,3 +75,35 @@ def test_default_model_resolves_to_the_shipped_one():
     assert path.name == "zh-fast" and (path / "meta.json").is_file() and (path / "vocab.txt").is_file()
     elmo = resolve_model_path("zh-elmo")
     assert (elmo / "meta.json").is_file() and (elmo / "elmo" / "encoder.pkl").is_file()
+
+
+def test_the_card_is_typed_and_a_0_1_card_still_loads(tiny_model):
+    """zh-elmo ships a card written by sentiscore 0.1: no reference prior and
+    no markup setting (it segmented markup as text)."""
+    from sentiscore.artifacts import read_card
+
+    old = read_card("zh-elmo")
+    assert old.made_by.startswith("0.1") and old.reference_prior is None
+    assert old.labels == (("-1", "负评"), ("0", "中评"), ("1", "正评")) and isinstance(old.maxlen, int)
+    assert old.segmenter_config().markup == "keep" and old.wide_config().markup == "keep"
+    new = read_card(tiny_model)
+    assert new.segmenter_config().markup == "social" and len(new.reference_prior) == len(new.labels)
+    assert abs(sum(new.reference_prior) - 1) < 1e-3 and new.hash == read_card(tiny_model).hash
+
+
+@pytest.mark.parametrize("damage", ["no_maxlen", "no_labels", "short_prior"])
+def test_a_card_missing_what_scoring_needs_is_refused_when_read(model_copy, damage):
+    from sentiscore.artifacts import read_card, write_manifest
+
+    meta_path = model_copy / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    if damage == "no_maxlen":
+        del meta["embedder"]["maxlen"]
+    elif damage == "no_labels":
+        meta["labels"] = meta["labels"][:1]
+    else:
+        meta["training"]["calibration"]["reference_prior"] = [1.0]
+    meta_path.write_text(json.dumps(meta))
+    write_manifest(model_copy)  # an internally consistent model, only its card is wrong
+    with pytest.raises(ModelError, match="meta.json"):
+        read_card(model_copy)

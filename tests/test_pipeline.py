@@ -101,7 +101,8 @@ def test_token_contributions_add_up_to_the_deep_logits(tiny_scorer):
     from sentiscore.explain import explain_texts
 
     texts = ["屏幕很清晰，电池耐用，好评"]
-    prepared, segmented, probs, attention, contribution = tiny_scorer.analyse(texts)
+    prepared = tiny_scorer.preprocess(texts)
+    segmented = tiny_scorer.forward(prepared).segmented
     features = tiny_scorer.embedder.featurize(segmented)
     inputs = tiny_scorer.embedder.encode(features, np.array([0]), int(segmented.lengths[0]))
     inputs["ngram_ids"] = tiny_scorer.hasher.transform(prepared.unique_texts)
@@ -371,3 +372,39 @@ def test_a_set_stop_event_stops_before_the_next_chunk_and_leaves_no_output(tiny_
 
     summary = score_file(sample_dir / "reviews.csv", out, config=ScoreConfig(chunk_size=50), scorer=tiny_scorer, stop=threading.Event())
     assert summary.rows == 300
+
+
+def test_the_run_plan_checks_every_input_once_for_both_engines(tiny_model):
+    """plan_run holds the column rules that score_file and --engine ray share."""
+    from sentiscore.artifacts import read_card
+    from sentiscore.pipeline import plan_run
+
+    card = read_card(tiny_model)
+    plan = plan_run(card, [("a.csv", ["id", "txt"]), ("b.csv", ["txt", "id", "extra"])], ScoreConfig())
+    assert plan.keep == ("id", "txt") and plan.added[0] == "label" and plan.card is card
+    with pytest.raises(InputError, match="every input file needs it"):
+        plan_run(card, [("a.csv", ["id", "txt"]), ("b.csv", ["id"])], ScoreConfig())
+    with pytest.raises(InputError, match="b.csv lacks column"):
+        plan_run(card, [("a.csv", ["id", "txt"]), ("b.csv", ["txt"])], ScoreConfig())
+    assert plan_run(card, [("a.csv", ["id", "txt"]), ("b.csv", ["txt"])], ScoreConfig(keep_columns=("txt",))).keep == ("txt",)
+    with pytest.raises(InputError, match="--prefix"):
+        plan_run(card, [("a.csv", ["txt", "label"])], ScoreConfig())
+    assert "ss_label" in plan_run(card, [("a.csv", ["txt", "label"])], ScoreConfig(), prefix="ss_").added
+    with pytest.raises(SettingsMismatchError, match="maxlen"):
+        plan_run(card, [("a.csv", ["txt"])], ScoreConfig(), expect={"maxlen": card.maxlen + 1})
+
+
+def test_stages_pass_forward_only_what_the_next_one_needs(tiny_scorer):
+    """preprocess → forward → postprocess; forward(explain=False) gives the
+    same probabilities without the per-token work."""
+    from sentiscore.pipeline import Forwarded, Prepared
+
+    texts = ["质量很好，物流也快", "质量很好，物流也快", "", "太差了"]
+    prepared = tiny_scorer.preprocess(texts)
+    assert isinstance(prepared, Prepared) and len(prepared.unique_texts) == 2
+    full, quick = tiny_scorer.forward(prepared), tiny_scorer.forward(prepared, explain=False)
+    assert isinstance(full, Forwarded)
+    np.testing.assert_allclose(full.probs, quick.probs)
+    assert np.abs(full.contribution).sum() > 0 and not quick.contribution.any()
+    columns = dict(tiny_scorer.postprocess(prepared, full))
+    assert columns["status"].to_pylist() == ["ok", "ok", "empty", "ok"]

@@ -128,7 +128,7 @@ def test_prefit_wide_path_stays_frozen(tiny_model):
     layer = loaded.keras_model.get_layer("wide_logits")
     assert not layer.trainable
     assert np.abs(layer.get_weights()[0]).max() > 0
-    assert "validation_wide_only" in loaded.meta["metrics"]
+    assert "validation_wide_only" in loaded.card.metrics
 
 
 def test_val_source_holds_out_a_whole_source(sample_dir):
