@@ -97,7 +97,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
 
-ELMO_SIZES = ("small", "base", "large")
+ELMO_SIZES = ("tiny", "small", "base", "large")
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,8 @@ class ElmoPretrainConfig:
     max_sent_len: int = 40  # training windows (tokens); texts longer are split
     min_count: int = 3  # words rarer than this are <oov> as softmax targets
     max_vocab: int = 100_000
-    n_samples: int = 4096  # sampled-softmax columns; raised to cover one batch's words
+    softmax_cutoffs: tuple[int, ...] = (2000, 10000)  # adaptive softmax: head, then tails by word frequency
+    softmax_div: float = 2.0  # each tail's vectors are this many times smaller than the one before
     epochs: int = 2
     batch_size: int = 32
     learning_rate: float = 1e-3
@@ -131,7 +132,7 @@ class ElmoPretrainConfig:
     threads: int | None = None
 
     def __post_init__(self):
-        if self.size not in ELMO_SIZES:
+        if self.size not in ELMO_SIZES + ("custom",):
             raise UsageError(f"--size must be one of {', '.join(ELMO_SIZES)}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UsageError("--device must be auto, cpu or cuda")
@@ -140,18 +141,41 @@ class ElmoPretrainConfig:
 
     @classmethod
     def sized(cls, size: str, **overrides) -> "ElmoPretrainConfig":
-        """``small`` (256-d layers, CPU-friendly), ``base`` (512-d) and
+        """``tiny`` (128-d layers, about twice small's speed on CPU),
+        ``small`` (256-d layers, CPU-friendly), ``base`` (512-d) and
         ``large`` (HIT-SCIR's shape, 1024-d; wants a GPU)."""
         presets = {
+            "tiny": {"lstm_dim": 256, "projection_dim": 64},
             "small": {},
             "base": {"filters": ((1, 32), (2, 64), (3, 128), (4, 256), (5, 512)), "n_highway": 2,
                      "lstm_dim": 2048, "projection_dim": 256, "char_dim": 50},
             "large": {"filters": ((1, 32), (2, 32), (3, 64), (4, 128), (5, 256), (6, 512), (7, 1024)), "n_highway": 2,
-                      "lstm_dim": 4096, "projection_dim": 512, "char_dim": 50, "n_samples": 8192},
+                      "lstm_dim": 4096, "projection_dim": 512, "char_dim": 50},
         }
         if size not in presets:
             raise UsageError(f"--size must be one of {', '.join(ELMO_SIZES)}")
         return cls(size=size, **{**presets[size], **overrides})
+
+    @classmethod
+    def from_network(cls, network: dict, **overrides) -> "ElmoPretrainConfig":
+        """The settings of an existing biLM (its network JSON), to continue
+        training it (``elmo pretrain --init``); ``size`` names the matching
+        preset, or ``custom``."""
+        encoder, embedder = network["encoder"], network["token_embedder"]
+        if embedder.get("word_dim", 0) or embedder.get("char_dim", 0) <= 0:
+            raise UsageError("--init: only char-CNN biLMs without word embeddings (as 'elmo pretrain' writes) can be continued")
+        shape = {"filters": tuple(tuple(int(v) for v in f) for f in embedder["filters"]), "n_highway": int(embedder["n_highway"]),
+                 "char_dim": int(embedder["char_dim"]), "max_chars_per_token": int(embedder["max_characters_per_token"]),
+                 "lstm_dim": int(encoder["dim"]), "projection_dim": int(encoder["projection_dim"]),
+                 "n_layers": int(encoder["n_layers"]), "cell_clip": float(encoder["cell_clip"]),
+                 "proj_clip": float(encoder["proj_clip"]), "dropout": float(network.get("dropout", cls.dropout))}
+        size = "custom"
+        for name in ELMO_SIZES:
+            preset = cls.sized(name)
+            if all(getattr(preset, key) == value for key, value in shape.items() if key != "dropout"):
+                size = name
+                break
+        return cls(size=size, **{**shape, **overrides})
 
     def network_config(self) -> dict:
         """The JSON elmoformanylangs builds its classes from."""
@@ -161,7 +185,8 @@ class ElmoPretrainConfig:
             "token_embedder": {"name": "cnn", "activation": "relu", "filters": [list(f) for f in self.filters],
                                "n_highway": self.n_highway, "word_dim": 0, "char_dim": self.char_dim,
                                "max_characters_per_token": self.max_chars_per_token},
-            "classifier": {"name": "sampled_softmax", "n_samples": self.n_samples},
+            # elmoformanylangs' Embedder ignores the classifier: it is only the LM's training head.
+            "classifier": {"name": "adaptive_softmax", "cutoffs": list(self.softmax_cutoffs), "div_value": self.softmax_div},
             "dropout": self.dropout,
         }
 

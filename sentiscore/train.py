@@ -515,9 +515,9 @@ def _embed(config: TrainConfig, segmented: SegmentedBatch, train_idx: np.ndarray
     if emb_cfg.type == "elmo":
         if not config.elmo_model:
             raise TrainingError("--embedder elmo needs --elmo-model DIR (a folder from 'sentiscore elmo pretrain', or HIT-SCIR's zhs.model)")
-        from .embed.elmo import ElmoEmbedder, cached_features, elmo_card
+        from .embed.elmo import ElmoEmbedder, cached_features, elmo_card, resolve_elmo_dir
 
-        embedder = ElmoEmbedder(resolve_elmo_dir(config.elmo_model), layer_mix=emb_cfg.layer_mix, device=config.device, log=log)
+        embedder = ElmoEmbedder(resolve_elmo_dir(config.elmo_model, "--elmo-model"), layer_mix=emb_cfg.layer_mix, device=config.device, log=log)
         features = cached_features(embedder, segmented, log)
         card = elmo_card(embedder)
         summary = f"ELMo {Path(config.elmo_model).name}: {embedder.dim}-d, {embedder.n_layers} layers, mix {emb_cfg.layer_mix}"
@@ -565,22 +565,6 @@ def _with_vectors(config: TrainConfig, embedder, log) -> dict:
         "summary": f"vocabulary {embedder.size - 2:,} words, {found:,} from vectors {path.name}",
         "initial_embedding": matrix,
     }
-
-
-def resolve_elmo_dir(spec: str) -> Path:
-    """A biLM folder, or a sentiscore model (directory or built-in name)
-    whose biLM to reuse."""
-    from .artifacts import builtin_models
-    from .embed.elmo import ELMO_SUBDIR
-
-    path = Path(spec)
-    if not path.is_dir() and spec in builtin_models():
-        path = builtin_models()[spec]
-    if (path / ELMO_SUBDIR / "config.json").is_file():
-        return path / ELMO_SUBDIR
-    if (path / "config.json").is_file():
-        return path
-    raise TrainingError(f"--elmo-model {spec}: not a biLM folder (no config.json) nor a model with an ELMo embedder")
 
 
 def _learning_rate(config: TrainConfig, steps_per_epoch: int):

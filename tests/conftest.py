@@ -75,7 +75,7 @@ def tiny_elmo_config(**overrides):
     from sentiscore.config import ElmoPretrainConfig
 
     base = dict(filters=((1, 8), (2, 8)), char_dim=8, n_highway=1, lstm_dim=32, projection_dim=8, epochs=1,
-                batch_size=16, max_sent_len=20, min_count=1, n_samples=64, valid_fraction=0.05)
+                batch_size=16, max_sent_len=20, min_count=1, valid_fraction=0.05)
     base.update(overrides)
     return ElmoPretrainConfig(**base)
 

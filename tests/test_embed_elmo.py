@@ -107,16 +107,21 @@ def test_device_falls_back_to_cpu_with_a_log_line():
         resolve_device("tpu")
 
 
-def test_n_samples_is_raised_above_a_batch_of_words(tmp_path):
+def test_a_batch_of_all_distinct_words_trains(tmp_path):
+    """16 windows x 22 tokens, all distinct: elmoformanylangs' sampled
+    softmax would spin forever here at 64 samples; the adaptive softmax
+    head has no such limit, and its held-out perplexity is over the whole
+    vocabulary (finite, at most about the vocabulary size for a barely
+    trained model)."""
+    import math
+
     from sentiscore.embed.elmo_pretrain import pretrain
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(" ".join(f"词{i}_{j}" for j in range(20)) for i in range(40)) + "\n", encoding="utf-8")
-    lines = []
-    # 16 windows x 22 tokens, all distinct: the package's own sampled softmax would spin forever at 64 samples.
-    card = pretrain([corpus], tmp_path / "lm", tiny_elmo_config(n_samples=64), log=lines.append, progress=False)
-    assert card["settings"]["n_samples"] == 16 * 22 + 1
-    assert any("n_samples raised" in line for line in lines)
+    card = pretrain([corpus], tmp_path / "lm", tiny_elmo_config(), log=lambda m: None, progress=False)
+    assert card["settings"]["softmax_cutoffs"] and all(c < card["vocabulary"] for c in card["settings"]["softmax_cutoffs"])
+    assert math.isfinite(card["valid_perplexity"]) and 1 < card["valid_perplexity"] < 3 * card["vocabulary"]
 
 
 def test_resume_continues_from_the_last_epoch_and_refuses_other_settings(tmp_path):
@@ -365,3 +370,71 @@ def test_elmo_models_score_in_smaller_batches_unless_told(tiny_elmo_model, tiny_
         assert vocab.batch_size == DEFAULT_SCORE_BATCH
     with Scorer.from_model(tiny_elmo_model, workers=1, batch_size=100) as told:
         assert told.batch_size == told.predictor.batch_size == 100
+
+
+def test_a_run_stopped_mid_epoch_resumes_from_its_checkpoint(tmp_path):
+    """With checkpoints inside the epoch, a run killed after one resumes from
+    that batch: the finished run has seen each training token once."""
+    from sentiscore.embed.elmo_pretrain import pretrain
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text((SAMPLE / "reviews.csv").read_text(encoding="utf-8").replace(",", " "), encoding="utf-8")
+    clean = pretrain([corpus], tmp_path / "clean", tiny_elmo_config(batch_size=4), checkpoint_minutes=None,
+                     log=lambda m: None, progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_first_checkpoint(message):
+        if "checkpoint saved" in message:
+            raise Killed
+
+    out = tmp_path / "lm"
+    with pytest.raises(Killed):
+        pretrain([corpus], out, tiny_elmo_config(batch_size=4), checkpoint_minutes=1e-9, log=kill_at_first_checkpoint, progress=False)
+    stopped = json.loads((out / "sentiscore_elmo.json").read_text(encoding="utf-8"))
+    assert stopped["history"] == [] and 0 < stopped["in_progress"]["batches"] < stopped["in_progress"]["of"]
+    assert 0 < stopped["tokens_seen"] < clean["tokens_seen"]
+    lines = []
+    card = pretrain([corpus], out, tiny_elmo_config(batch_size=4), resume=True, checkpoint_minutes=None, log=lines.append,
+                    progress=False)
+    assert any(f"batch {stopped['in_progress']['batches']:,} of epoch 1" in line for line in lines)
+    assert card["tokens_seen"] == clean["tokens_seen"] == card["history"][0]["tokens"] and card["in_progress"] is None
+
+
+def test_init_continues_from_a_pretrained_bilm_on_new_text(tiny_elmo, tmp_path):
+    """Domain adaptation: the shape and the character ids of the biLM it
+    starts from are kept, new characters are added, the LM vocabulary is
+    rebuilt, tokens seen add up; another shape is refused."""
+    from sentiscore.config import ElmoPretrainConfig
+    from sentiscore.embed.elmo import read_lexicon, read_network_config
+    from sentiscore.embed.elmo_pretrain import pretrain
+
+    corpus = tmp_path / "cars.txt"
+    corpus.write_text("\n".join(["油耗 很 低 变速箱 平顺", "底盘 异响 售后 推诿", "内饰 做工 一般 般"] * 20) + "\n", encoding="utf-8")
+    config = ElmoPretrainConfig.from_network(read_network_config(tiny_elmo), epochs=1, batch_size=16, max_sent_len=20,
+                                             min_count=1, valid_fraction=0.05)
+    base = json.loads((tiny_elmo / "sentiscore_elmo.json").read_text(encoding="utf-8"))
+    card = pretrain([corpus], tmp_path / "adapted", config, init=tiny_elmo, log=lambda m: None, progress=False)
+    assert card["init"]["path"] == str(tiny_elmo) and len(card["init"]["encoder_sha256"]) == 12
+    assert card["tokens_seen"] == base["tokens_seen"] + card["tokens_seen_this_run"]
+    old, new = read_lexicon(tiny_elmo / "char.dic"), read_lexicon(tmp_path / "adapted" / "char.dic")
+    assert all(new[ch] == i for ch, i in old.items()) and "箱" in new
+    assert "变速箱" in read_lexicon(tmp_path / "adapted" / "word.dic")
+    with pytest.raises(UsageError, match="differs"):
+        pretrain([corpus], tmp_path / "other", tiny_elmo_config(lstm_dim=16), init=tiny_elmo, log=lambda m: None, progress=False)
+
+
+def test_elmo_pretrain_init_from_the_cli(tiny_elmo, tmp_path):
+    from click.testing import CliRunner
+
+    from sentiscore.cli import cli
+
+    corpus = tmp_path / "mine.txt"
+    corpus.write_text("\n".join(["这 车 油耗 很 低", "售后 服务 太 差"] * 30) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["elmo", "pretrain", str(corpus), "--out", str(tmp_path / "mine"), "--init", str(tiny_elmo),
+                                      "--epochs", "1", "--batch-size", "8", "--min-count", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "tokens seen" in result.output
+    result = CliRunner().invoke(cli, ["elmo", "pretrain", str(corpus), "--out", str(tmp_path / "x"), "--init", str(tmp_path / "nope")])
+    assert result.exit_code != 0 and "--init" in result.output

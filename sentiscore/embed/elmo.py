@@ -36,6 +36,7 @@ from . import padded_positions
 ELMO_SUBDIR = "elmo"  # inside a sentiscore model directory
 LAYER_MIXES = ("average", "top", "scalar")
 ELMO_FILES = ("config.json", "char.dic", "word.dic", "token_embedder.pkl", "encoder.pkl")
+PRETRAIN_CARD = "sentiscore_elmo.json"  # written by 'elmo pretrain': corpus, tokens seen, perplexity
 # elmoformanylangs starts every token's characters with the id of '<eow>' and
 # ends them with '<bow>' (both its trainer and its Embedder swap the two).
 # Weights trained either way expect it, so we do the same.
@@ -114,6 +115,22 @@ def network_config_path(directory: Path) -> Path:
     if bundled is not None and bundled.is_file():
         return bundled
     raise ModelError(f"{top} names {name}, which is neither in {directory} nor among elmoformanylangs' configs")
+
+
+def resolve_elmo_dir(spec: str, option: str = "--elmo-model") -> Path:
+    """A biLM folder, or a sentiscore model (a folder or a built-in name,
+    e.g. zh-elmo) whose biLM to reuse."""
+    from importlib import resources
+
+    path = Path(spec)
+    builtin = Path(str(resources.files("sentiscore.models"))) / spec
+    if not path.is_dir() and builtin.is_dir():
+        path = builtin
+    if (path / ELMO_SUBDIR / "config.json").is_file():
+        return path / ELMO_SUBDIR
+    if (path / "config.json").is_file():
+        return path
+    raise UsageError(f"{option} {spec}: not a biLM folder (no config.json) nor a model with an ELMo embedder")
 
 
 def read_network_config(directory: Path) -> dict:
@@ -493,7 +510,7 @@ class ElmoEmbedder:
         network = network_config_path(self.directory)
         network_name = network.name
         names = [*ELMO_FILES, network_name]
-        for name in ELMO_FILES:
+        for name in (*ELMO_FILES, PRETRAIN_CARD):
             source = self.directory / name
             if source.is_file():
                 shutil.copyfile(source, target / name)
@@ -502,7 +519,7 @@ class ElmoEmbedder:
         top = json.loads((target / "config.json").read_text(encoding="utf-8"))
         top["config_path"] = network_name
         (target / "config.json").write_text(json.dumps(top, ensure_ascii=False), encoding="utf-8")
-        return [f"{ELMO_SUBDIR}/{n}" for n in names if (target / n).is_file()]
+        return [f"{ELMO_SUBDIR}/{n}" for n in (*names, PRETRAIN_CARD) if (target / n).is_file()]
 
     @classmethod
     def load(cls, directory: Path, settings: dict, device: str = "auto", log=None) -> "ElmoEmbedder":
@@ -573,7 +590,7 @@ def cached_features(embedder: ElmoEmbedder, batch: SegmentedBatch, log: Callable
 
 def elmo_card(embedder: ElmoEmbedder) -> dict:
     """What a model card records of the biLM it was trained on."""
-    card_path = embedder.directory / "sentiscore_elmo.json"
+    card_path = embedder.directory / PRETRAIN_CARD
     card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
     return {
         "source": embedder.directory.name,
@@ -582,6 +599,8 @@ def elmo_card(embedder: ElmoEmbedder) -> dict:
         "pretrained_by": f"sentiscore {card['sentiscore_version']}" if card else "unknown (not made by sentiscore elmo pretrain)",
         "corpus": card.get("corpus"),
         "epochs": len(card.get("history", [])) or None,
-        "perplexity": (card.get("history") or [{}])[-1].get("valid_perplexity"),
+        "perplexity": card.get("valid_perplexity", (card.get("history") or [{}])[-1].get("valid_perplexity")),
+        "tokens_seen": card.get("tokens_seen"),
+        "init": (card.get("init") or {}).get("encoder_sha256"),
         "segmenter": card.get("segmenter"),
     }

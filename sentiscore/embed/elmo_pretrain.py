@@ -1,13 +1,20 @@
-"""Pretrains a compact Chinese ELMo biLM: our training loop around
-elmoformanylangs' own classes (its training ``Model`` with ``ConvTokenEmbedder``,
-``ElmobiLm`` and ``SampledSoftmaxLayer``), writing the directory format its
-``Embedder`` loads: config.json, the network JSON, char.dic, word.dic,
-token_embedder.pkl, encoder.pkl.
+"""Pretrains a compact Chinese ELMo biLM: elmoformanylangs' own token
+embedder (``ConvTokenEmbedder``) and encoder (``ElmobiLm``) under our
+training loop, writing the directory format its ``Embedder`` loads:
+config.json, the network JSON, char.dic, word.dic, token_embedder.pkl,
+encoder.pkl.
 
-Why not the package's own trainer: it fails on current torch
-(``loss.data[0]`` on a 0-d tensor), and its sampled softmax loops forever
-once one batch holds more distinct words than ``n_samples``; here
-``n_samples`` is always raised above the most words a batch can hold.
+The language-model head is torch's ``AdaptiveLogSoftmaxWithLoss`` (Grave et
+al. 2017), not the package's ``SampledSoftmaxLayer``: that one scores each
+batch against a queue of recently seen words with no sampling correction
+(so its training loss says little about the full-vocabulary perplexity),
+loops in Python over every token, and spins forever once a batch holds more
+distinct words than its ``n_samples``. The adaptive softmax gives exact,
+normalised probabilities over the whole vocabulary, so the held-out
+perplexity in the card is the true one. The package's own trainer is not
+used either: it fails on current torch (``loss.data[0]`` on a 0-d tensor).
+Only the token embedder and the encoder are what the Embedder loads; the
+head lives in the ``--resume`` state alone.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -25,11 +32,10 @@ from .. import __version__
 from ..config import ElmoPretrainConfig, SegmenterConfig
 from ..corpus import read_corpus
 from ..errors import TrainingError, UsageError
-from .elmo import BatchTensors, resolve_device, write_lexicon
+from .elmo import PRETRAIN_CARD as CARD_FILE, BatchTensors, resolve_device, write_lexicon
 
 NETWORK_FILE = "network.json"
-STATE_FILE = "training_state.pt"  # optimizer + softmax state, for --resume; not needed to embed
-CARD_FILE = "sentiscore_elmo.json"
+STATE_FILE = "training_state.pt"  # optimizer + LM head state, for --resume; not needed to embed
 SPECIAL_WORDS = ("<oov>", "<bos>", "<eos>", "<pad>")
 SPECIAL_CHARS = ("<bos>", "<eos>", "<oov>", "<pad>", "<bow>", "<eow>")
 
@@ -77,45 +83,86 @@ def _batches(pieces: list[list[str]], batch_size: int, rng: random.Random, shuff
     return batches
 
 
-def _forward_loss(model, tensors: BatchTensors, sentences: list[list[str]]):
-    """Summed forward and backward LM losses, and the number of predicted tokens."""
+def softmax_cutoffs(requested: tuple[int, ...], n_words: int) -> list[int]:
+    """The adaptive softmax's cluster edges that fit the vocabulary (word ids
+    are ranked by frequency, so the head holds the frequent words)."""
+    cutoffs = [c for c in requested if 0 < c < n_words - 1]
+    return cutoffs or [max(1, n_words // 2)]
+
+
+def build_trainer(network: dict, config: ElmoPretrainConfig, chars: dict[str, int], n_words: int, device: str):
+    """The biLM with its LM head: token_embedder and encoder (what the
+    Embedder loads, same state-dict names) plus ``softmax``."""
     import torch
+    from elmoformanylangs.modules.elmo import ElmobiLm
+    from elmoformanylangs.modules.embedding_layer import EmbeddingLayer
+    from elmoformanylangs.modules.token_embedder import ConvTokenEmbedder
+
+    use_cuda = device == "cuda"
+    char_layer = EmbeddingLayer(config.char_dim, chars, fix_emb=False, embs=None)
+    model = torch.nn.ModuleDict({
+        "token_embedder": ConvTokenEmbedder(network, None, char_layer, use_cuda),
+        "encoder": ElmobiLm(network, use_cuda),
+        "softmax": torch.nn.AdaptiveLogSoftmaxWithLoss(config.projection_dim, n_words,
+                                                       softmax_cutoffs(config.softmax_cutoffs, n_words),
+                                                       div_value=config.softmax_div),
+    })
+    return model.to(device)
+
+
+def _forward_loss(model, tensors: BatchTensors, sentences: list[list[str]], dropout: float, device: str):
+    """Summed forward and backward LM losses (nats), and the number of
+    predicted tokens per direction. The forward LM's state at a token
+    predicts the next one; the backward LM's, the previous one."""
+    import torch
+    import torch.nn.functional as F
 
     words, chars, mask, has_next, has_previous = tensors.build(sentences)
-    masks = [torch.from_numpy(mask), torch.from_numpy(has_next), torch.from_numpy(has_previous)]
+    batch, width = mask.shape
     model.encoder.reset_states()  # texts are independent: no state carried from the last batch
-    loss_forward, loss_backward = model(torch.from_numpy(words), torch.from_numpy(chars), masks)
-    return loss_forward, loss_backward, int(has_next.size)
+    embedded = model.token_embedder(None, torch.from_numpy(chars).to(device), (batch, width))
+    embedded = F.dropout(embedded, dropout, model.training)
+    top = model.encoder(embedded, torch.from_numpy(mask).to(device))[1]  # the top layer, both directions
+    top = F.dropout(top, dropout, model.training)
+    forward, backward = top.split(top.shape[-1] // 2, dim=2)
+    dim = forward.shape[-1]
+    next_at = torch.from_numpy(has_next).to(device)
+    previous_at = torch.from_numpy(has_previous).to(device)
+    targets = torch.from_numpy(words).to(device).reshape(-1)
+    n = int(has_next.size)
+    loss_forward = model.softmax(forward.reshape(-1, dim).index_select(0, next_at), targets.index_select(0, previous_at)).loss * n
+    loss_backward = model.softmax(backward.reshape(-1, dim).index_select(0, previous_at), targets.index_select(0, next_at)).loss * n
+    return loss_forward, loss_backward, n
 
 
-def _evaluate(model, tensors, pieces, batches) -> float:
+def _evaluate(model, tensors, pieces, batches, device: str) -> float:
+    """Held-out perplexity: exact, over the whole LM vocabulary (the mean of
+    both directions' losses)."""
     import torch
 
     model.eval()
     total, count = 0.0, 0
-    with torch.inference_mode():  # the model's forward refreshes the softmax columns itself
+    with torch.inference_mode():
         for batch in batches:
-            loss_forward, loss_backward, n = _forward_loss(model, tensors, [pieces[i] for i in batch])
+            loss_forward, loss_backward, n = _forward_loss(model, tensors, [pieces[i] for i in batch], 0.0, device)
             total += (loss_forward.item() + loss_backward.item()) / 2
             count += n
     model.train()
     return math.exp(total / max(count, 1))
 
 
-def _softmax_state(layer) -> dict:
-    return {"negative_samples": list(layer.negative_samples), "word_to_column": dict(layer.word_to_column),
-            "all_word": list(layer.all_word), "all_word_to_column": dict(layer.all_word_to_column)}
-
-
 def pretrain(corpus_paths, out_dir, config: ElmoPretrainConfig | None = None, *, text_column: str = "txt",
              segmenter: SegmenterConfig | None = None, workers: int | None = None, resume: bool = False,
+             init: Path | None = None, checkpoint_minutes: float | None = 10.0,
              log: Callable[[str], None] = print, progress: bool = True) -> dict:
     """Train a biLM on the corpus and write it to ``out_dir`` after every
-    epoch. ``resume`` continues from the last finished epoch there. Returns
-    the card (``sentiscore_elmo.json``)."""
+    epoch and every ``checkpoint_minutes`` within one. ``resume`` continues
+    from the last checkpoint there. ``init`` (a biLM folder) starts from its
+    weights instead of random ones: domain adaptation; ``config`` must then
+    have its shape (``ElmoPretrainConfig.from_network``). Its character
+    lexicon is kept and extended, the softmax vocabulary is rebuilt from
+    this corpus. Returns the card (``sentiscore_elmo.json``)."""
     import torch
-    from elmoformanylangs.biLM import Model as TrainingModel
-    from elmoformanylangs.modules.embedding_layer import EmbeddingLayer
 
     config = config or ElmoPretrainConfig()
     segmenter = segmenter or SegmenterConfig()
@@ -150,33 +197,35 @@ def pretrain(corpus_paths, out_dir, config: ElmoPretrainConfig | None = None, *,
         words, chars = read_lexicon(out_dir / "word.dic"), read_lexicon(out_dir / "char.dic")
     else:
         words, chars = build_lexicons(train, config.min_count, config.max_vocab, config.max_chars_per_token)
+        if init is not None:
+            chars = _extend_lexicon(_check_init(init, config), chars)
 
-    # SampledSoftmaxLayer spins forever when a batch's distinct words reach
-    # n_samples: keep n_samples above the most a batch can hold.
-    most_in_batch = config.batch_size * (config.max_sent_len + 2)
-    n_samples = max(config.n_samples, most_in_batch + 1)
-    if n_samples != config.n_samples:
-        log(f"n_samples raised to {n_samples:,} (a batch holds up to {most_in_batch:,} words)")
-    network = replace(config, n_samples=n_samples).network_config()
+    network = config.network_config()
+    network["classifier"]["cutoffs"] = softmax_cutoffs(config.softmax_cutoffs, len(words))
 
     torch.manual_seed(config.seed)
-    char_layer = EmbeddingLayer(config.char_dim, chars, fix_emb=False, embs=None)
-    model = TrainingModel(network, None, char_layer, len(words), use_cuda=device == "cuda")
-    model.to(device)
+    model = build_trainer(network, config, chars, len(words), device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     history: list[dict] = []
-    first_epoch = 0
+    first_epoch = first_step = 0
+    partial = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
+    init_record = None
     if resume:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        for key, value in saved["softmax"].items():
-            setattr(model.classify_layer, key, value)
         history = list(saved["history"])
         first_epoch = int(saved["epochs_done"])
+        first_step = int(saved.get("step", 0))
+        partial = dict(saved.get("partial", partial))
+        init_record = saved.get("init")
         torch.set_rng_state(saved["torch_rng"])
         rng.setstate(saved["python_rng"])
-        log(f"resuming {out_dir} after epoch {first_epoch}")
+        log(f"resuming {out_dir} after epoch {first_epoch}" + (f", batch {first_step:,} of epoch {first_epoch + 1}" if first_step else ""))
     else:
+        if init is not None:
+            init_record = _load_init(model, Path(init), chars)
+            seen = init_record["tokens_seen"]
+            log(f"starting from the biLM in {init} ({f'{seen:,}' if seen else 'an unknown number of'} tokens seen there)")
         write_lexicon(out_dir / "word.dic", words)
         write_lexicon(out_dir / "char.dic", chars)
         (out_dir / NETWORK_FILE).write_text(json.dumps(network, indent=2) + "\n", encoding="utf-8")
@@ -188,6 +237,10 @@ def pretrain(corpus_paths, out_dir, config: ElmoPretrainConfig | None = None, *,
 
     tensors = BatchTensors(network, words, chars)
     valid_batches = _batches(valid, 64, random.Random(0), shuffle=False)
+
+    def evaluate() -> float | None:
+        return _evaluate(model, tensors, valid, valid_batches, device) if valid else None
+
     n_tokens = sum(len(s) + 1 for s in train)
     log(f"biLM {config.size}: {sum(p.numel() for p in model.token_embedder.parameters()) + sum(p.numel() for p in model.encoder.parameters()):,} "
         f"parameters kept; vocabulary {len(words):,} words, {len(chars):,} characters; {len(train):,} training windows "
@@ -195,19 +248,30 @@ def pretrain(corpus_paths, out_dir, config: ElmoPretrainConfig | None = None, *,
     if first_epoch >= config.epochs:
         log(f"{out_dir} already has {first_epoch} epochs")
 
+    def card() -> dict:
+        return _card(config, network, segmenter, corpus_paths, corpus_record, words, chars, history, partial, init_record)
+
+    checkpoint_every = checkpoint_minutes * 60 if checkpoint_minutes else None
     for epoch in range(first_epoch, config.epochs):
         model.train()
-        total, count = 0.0, 0
-        started = time.monotonic()
+        epoch_rng = rng.getstate()  # a mid-epoch checkpoint regenerates this epoch's batches from it
         batches = _batches(train, config.batch_size, rng, shuffle=True)
+        skip = first_step if epoch == first_epoch else 0
+        if not skip:
+            partial = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
+        total, count = partial["loss"], partial["tokens"]
+        started = time.monotonic() - partial["seconds"]
+        last_checkpoint = time.monotonic()
         bar = None
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False, mininterval=2)
+            bar = tqdm(total=len(batches), initial=skip, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False, mininterval=2)
         for step, batch in enumerate(batches):
+            if step < skip:
+                continue
             optimizer.zero_grad()
-            loss_forward, loss_backward, n = _forward_loss(model, tensors, [train[i] for i in batch])
+            loss_forward, loss_backward, n = _forward_loss(model, tensors, [train[i] for i in batch], config.dropout, device)
             loss = (loss_forward + loss_backward) / (2 * n)
             if not torch.isfinite(loss):
                 raise TrainingError(f"epoch {epoch + 1}, batch {step}: the loss is {loss.item()}; lower --learning-rate")
@@ -220,38 +284,130 @@ def pretrain(corpus_paths, out_dir, config: ElmoPretrainConfig | None = None, *,
                 bar.update(1)
                 if step % 20 == 0:
                     bar.set_postfix(ppl=f"{math.exp(total / count):.1f}", refresh=False)
+            if checkpoint_every and time.monotonic() - last_checkpoint >= checkpoint_every and step + 1 < len(batches):
+                partial = {"loss": total, "tokens": count, "seconds": time.monotonic() - started}
+                valid_ppl = evaluate()
+                partial["valid_perplexity"] = round(valid_ppl, 2) if valid_ppl else None
+                partial["batches"], partial["of"] = step + 1, len(batches)
+                _save_state(out_dir, model, optimizer, config, history, epoch, epoch_rng, step + 1, partial, init_record)
+                _write_card(out_dir, card())
+                log(f"epoch {epoch + 1}, batch {step + 1:,}/{len(batches):,}: train perplexity {math.exp(total / max(count, 1)):.1f}"
+                    + (f", held-out perplexity {valid_ppl:.1f}" if valid_ppl else "") + f" ({count / max(partial['seconds'], 1e-9):,.0f} tokens/s); checkpoint saved")
+                last_checkpoint = time.monotonic()
         if bar is not None:
             bar.close()
         seconds = time.monotonic() - started
         train_ppl = math.exp(total / max(count, 1))
-        valid_ppl = _evaluate(model, tensors, valid, valid_batches) if valid else None
+        valid_ppl = evaluate()
         history.append({"epoch": epoch + 1, "train_perplexity": round(train_ppl, 2),
-                        "valid_perplexity": round(valid_ppl, 2) if valid_ppl else None,
+                        "valid_perplexity": round(valid_ppl, 2) if valid_ppl else None, "tokens": count,
                         "seconds": round(seconds, 1), "tokens_per_second": round(count / max(seconds, 1e-9))})
+        partial = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
         log(f"epoch {epoch + 1}: train perplexity {train_ppl:.1f}"
             + (f", held-out perplexity {valid_ppl:.1f}" if valid_ppl else "") + f" ({seconds:.0f} s, {count / max(seconds, 1e-9):,.0f} tokens/s)")
-        _save_epoch(out_dir, model, optimizer, config, history, epoch + 1, rng)
+        _save_state(out_dir, model, optimizer, config, history, epoch + 1, rng.getstate(), 0, partial, init_record)
+        _write_card(out_dir, card())
 
-    card = {
+    result = card()
+    _write_card(out_dir, result)
+    return result
+
+
+def _card(config, network, segmenter, corpus_paths, corpus_record, words, chars, history, partial, init_record) -> dict:
+    """``sentiscore_elmo.json``: settings, corpus, perplexities and the tokens
+    seen (this run's finished epochs, the epoch in progress, and those of
+    the biLM it started from)."""
+    import torch
+
+    run_tokens = sum(int(h.get("tokens", 0)) for h in history) + int(partial.get("tokens", 0))
+    inherited = (init_record or {}).get("tokens_seen")
+    last = history[-1] if history else {}
+    if partial.get("tokens") and partial.get("valid_perplexity") is not None:
+        last = partial
+    return {
         "sentiscore_version": __version__,
         "size": config.size,
-        "settings": asdict(config) | {"n_samples": n_samples},
+        "settings": asdict(config) | {"softmax_cutoffs": network["classifier"]["cutoffs"]},
         "segmenter": segmenter.to_dict() if any(not Path(p).suffix.lower() == ".txt" for p in corpus_paths) else None,
         "corpus": corpus_record,
+        "init": init_record,
         "vocabulary": len(words),
         "characters": len(chars),
         "output_dim": 2 * config.projection_dim,
         "layers": config.n_layers + 1,
+        "tokens_seen": run_tokens + (inherited if isinstance(inherited, int) else 0),
+        "tokens_seen_this_run": run_tokens,
+        "valid_perplexity": last.get("valid_perplexity"),
+        "in_progress": {k: v for k, v in partial.items() if k != "loss"} if partial.get("tokens") else None,
         "history": history,
         "torch": torch.__version__,
     }
-    (out_dir / CARD_FILE).write_text(json.dumps(card, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    return card
 
 
-def _save_epoch(out_dir: Path, model, optimizer, config, history, epochs_done: int, rng: random.Random) -> None:
+def _write_card(out_dir: Path, card: dict) -> None:
+    tmp = out_dir / (CARD_FILE + ".tmp")
+    tmp.write_text(json.dumps(card, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out_dir / CARD_FILE)
+
+
+def _check_init(init: Path, config: ElmoPretrainConfig) -> dict[str, int]:
+    """The init biLM's character lexicon, once its shape is known to be ``config``'s."""
+    from .elmo import read_lexicon, read_network_config
+
+    init = Path(init)
+    theirs = ElmoPretrainConfig.from_network(read_network_config(init))
+    shape = ("filters", "n_highway", "char_dim", "max_chars_per_token", "lstm_dim", "projection_dim", "n_layers")
+    if any(getattr(theirs, key) != getattr(config, key) for key in shape):
+        raise UsageError(f"--init {init}: its network differs from these settings; build them with ElmoPretrainConfig.from_network")
+    return read_lexicon(init / "char.dic")
+
+
+def _extend_lexicon(base: dict[str, int], new: dict[str, int]) -> dict[str, int]:
+    """``base`` unchanged (its ids index the pretrained character
+    embedding), then the characters only ``new`` has."""
+    merged = dict(base)
+    for ch in new:
+        merged.setdefault(ch, len(merged))
+    return merged
+
+
+def _load_init(model, init: Path, chars: dict[str, int]) -> dict:
+    """The init biLM's token embedder and encoder weights into ``model``;
+    characters new to it get fresh embedding rows. Returns what the card
+    records of it."""
+    import hashlib
+
+    import torch
+
+    from .elmo import read_lexicon
+
+    state = torch.load(init / "token_embedder.pkl", map_location="cpu", weights_only=True)
+    key = "char_emb_layer.embedding.weight"
+    own = model.token_embedder.state_dict()[key]
+    if key in state and state[key].shape[0] < own.shape[0]:
+        known = state[key].shape[0]
+        if known != len(read_lexicon(init / "char.dic")):
+            raise UsageError(f"--init {init}: char.dic and token_embedder.pkl disagree")
+        state[key] = torch.cat([state[key], own[known:]], dim=0)
+    try:
+        model.token_embedder.load_state_dict(state)
+        model.encoder.load_state_dict(torch.load(init / "encoder.pkl", map_location="cpu", weights_only=True))
+    except (RuntimeError, KeyError) as exc:
+        raise UsageError(f"--init {init}: cannot load its weights ({exc})") from exc
+    digest = hashlib.sha256((init / "encoder.pkl").read_bytes()).hexdigest()[:12]
+    card_path = init / CARD_FILE
+    theirs = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    tokens = theirs.get("tokens_seen")
+    return {"path": str(init), "encoder_sha256": digest, "tokens_seen": tokens if isinstance(tokens, int) else None,
+            "characters": len(read_lexicon(init / "char.dic"))}
+
+
+def _save_state(out_dir: Path, model, optimizer, config, history, epochs_done: int, python_rng, step: int,
+                partial: dict, init_record: dict | None) -> None:
     """The embedder's two weight files, then the resume state; each written
-    to a temp name and renamed, so a kill leaves the last epoch intact."""
+    to a temp name and renamed, so a kill leaves the last checkpoint intact.
+    ``step`` > 0: a checkpoint within epoch ``epochs_done + 1``, whose
+    batches ``python_rng`` (the state at that epoch's start) regenerates."""
     import torch
 
     def save(obj, name):
@@ -261,7 +417,7 @@ def _save_epoch(out_dir: Path, model, optimizer, config, history, epochs_done: i
 
     save(model.token_embedder.state_dict(), "token_embedder.pkl")
     save(model.encoder.state_dict(), "encoder.pkl")
-    save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "softmax": _softmax_state(model.classify_layer),
-          "history": history, "epochs_done": epochs_done, "config": asdict(config),
-          "torch_rng": torch.get_rng_state(), "python_rng": rng.getstate()}, STATE_FILE)
+    save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+          "history": history, "epochs_done": epochs_done, "step": step, "partial": partial, "init": init_record,
+          "config": asdict(config), "torch_rng": torch.get_rng_state(), "python_rng": python_rng}, STATE_FILE)
 
