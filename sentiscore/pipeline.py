@@ -149,9 +149,8 @@ class Scorer:
         card = self.card = loaded.card
         self.labels = list(card.labels)
         self.maxlen = card.maxlen
-        self.segmenter_config = card.segmenter_config()
         self.workers = workers or default_workers()
-        self.segmenter = segmenter or ParallelSegmenter(self.segmenter_config, self.maxlen, self.workers)
+        self.segmenter = segmenter or ParallelSegmenter(card.segmenter_config(), self.maxlen, self.workers)
         self.embedder = loaded.embedder
         wide = card.wide_config()
         self.hasher = CharNgramHasher(wide) if wide is not None else None

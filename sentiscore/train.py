@@ -4,7 +4,7 @@
     fit           build the classifier, prefit the wide path, fit with early stopping
     calibrate     temperature (and optional class biases) on the validation split
     model_card    the meta.json dict
-    train         the four, then one save of the model directory
+    train         the four, the dev set scored in memory, then one save of the model directory
 
 ``train`` returns the model's card."""
 
@@ -472,21 +472,37 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
         f"(best epoch {fitted.best_epoch}; before calibration {record['validation_macro_f1_before']:.4f}, "
         f"ECE {record['validation_ece_before']:.3f} → {record['validation_ece_after']:.3f})")
     meta = model_card(config, data, fitted, calibration, data_path)
-    out_dir = Path(out_dir)
-    seg_cfg = config.segmenter
-    save_model_dir(out_dir, calibrated(fitted.model, calibration.temperature, calibration.bias), meta, data.embedder,
-                   _stopwords_text(seg_cfg), seg_cfg.user_dict)
+    final_model = calibrated(fitted.model, calibration.temperature, calibration.bias)
     if dev_path is not None:
-        from .evaluate import evaluate
-
-        dev = evaluate(dev_path, model=out_dir, text_column=config.text_column, label_column=config.label_column,
-                       group_column=group_column, workers=config.workers or default_workers())
-        meta["metrics"]["dev"] = {k: dev[k] for k in ("rows", "accuracy", "macro_f1", "per_class", "confusion_matrix", "by_group") if k in dev}
-        meta["data"]["dev_path"] = Path(str(dev_path)).name
-        meta["data"]["dev_sha256"] = sha256_of(Path(str(dev_path)))
+        meta = with_dev_metrics(meta, evaluate_in_memory(dev_path, meta, final_model, data, config, group_column), dev_path)
+        dev = meta["metrics"]["dev"]
         log(f"dev: accuracy {dev['accuracy']:.4f}, macro-F1 {dev['macro_f1']:.4f} on {dev['rows']:,} rows")
-        _rewrite_meta(out_dir, meta)
+    seg_cfg = config.segmenter
+    save_model_dir(Path(out_dir), final_model, meta, data.embedder, _stopwords_text(seg_cfg), seg_cfg.user_dict)
     return meta
+
+
+def evaluate_in_memory(dev_path, meta: dict, keras_model, data: PreparedData, config: TrainConfig, group_column: str) -> dict:
+    """``evaluate`` of the model just trained, before anything is written:
+    the scorer is built from the objects in memory and segments with the
+    training settings themselves."""
+    from .artifacts import LoadedModel, parse_card
+    from .evaluate import evaluate
+    from .pipeline import Scorer
+
+    card = parse_card(Path("<in memory>"), meta, "unsaved")
+    workers = config.workers or default_workers()
+    segmenter = ParallelSegmenter(config.segmenter, card.maxlen, workers)
+    with Scorer(LoadedModel(card, keras_model, data.embedder), workers=workers, top_k=0, segmenter=segmenter) as scorer:
+        return evaluate(dev_path, scorer=scorer, text_column=config.text_column, label_column=config.label_column,
+                        group_column=group_column)
+
+
+def with_dev_metrics(meta: dict, dev: dict, dev_path) -> dict:
+    """The card with the dev set's metrics and the dev file's identity."""
+    metrics = {k: dev[k] for k in ("rows", "accuracy", "macro_f1", "per_class", "confusion_matrix", "by_group") if k in dev}
+    return {**meta, "metrics": {**meta["metrics"], "dev": metrics},
+            "data": {**meta["data"], "dev_path": Path(str(dev_path)).name, "dev_sha256": sha256_of(Path(str(dev_path)))}}
 
 
 def _split(y: np.ndarray, extras: dict, config: TrainConfig, group_column: str, data_path):
@@ -628,15 +644,3 @@ def _segmenter_card(seg_cfg) -> dict:
         "markup": seg_cfg.markup,
         "normalization": "NFKC+lower; tokens without letters or digits dropped",
     }
-
-
-def _rewrite_meta(out_dir: Path, meta: dict) -> None:
-    """Update meta.json (adding dev metrics) and refresh the manifest."""
-    import json
-
-    from .artifacts import META_FILE, read_meta, write_manifest
-
-    current = read_meta(out_dir)
-    current.update(meta)
-    (out_dir / META_FILE).write_text(json.dumps(current, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    write_manifest(out_dir)

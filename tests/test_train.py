@@ -87,6 +87,11 @@ def test_training_with_a_dev_file_records_metrics_per_source(sample_dir, tmp_pat
     from sentiscore.artifacts import verify
 
     verify(out)  # the manifest was refreshed after meta.json changed
+    from sentiscore.evaluate import evaluate
+
+    # Scored in memory before the save, the same as the saved model scores.
+    saved = evaluate(sample_dir / "labelled.jsonl", model=out, workers=1)
+    assert saved["macro_f1"] == card["metrics"]["dev"]["macro_f1"] and saved["confusion_matrix"] == card["metrics"]["dev"]["confusion_matrix"]
 
 
 def test_tiny_model_learns_something(tiny_model, sample_dir):
