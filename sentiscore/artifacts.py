@@ -9,7 +9,10 @@
     manifest.json   sha256 of every file above
 
 Loading checks the manifest before anything is built or deserialised, and
-loads Keras with ``safe_mode=True``.
+loads Keras with ``safe_mode=True``. ``read_card`` does the checks and
+parses meta.json once into a :class:`ModelCard`, the one typed view of a
+card that scoring, the Ray engine and ``info`` read; ``load_model`` then
+builds the Keras model and the embedder from it.
 """
 
 from __future__ import annotations

@@ -433,6 +433,12 @@ def elmo():
 @click.option("--learning-rate", type=float, default=1e-3, show_default=True)
 @click.option("--max-sent-len", type=click.IntRange(min=2), default=40, show_default=True, help="Tokens per training window.")
 @click.option("--min-count", type=click.IntRange(min=1), default=3, show_default=True, help="Rarer words are <oov> as LM targets.")
+@click.option("--max-vocab", type=click.IntRange(min=10), default=100_000, show_default=True,
+              help="The most frequent words the LM predicts; the rest are <oov> as targets (the char-CNN still reads them).")
+@click.option("--stopwords", default="builtin", show_default=True,
+              help="builtin, none, or a file: removed before the biLM sees the text. The classifier trained on this "
+                   "biLM must use the same (train --stopwords); 'none' lets the LM see natural text.")
+@markup_option
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's choice).")
 @click.option("--text-column", default="txt", show_default=True, help="Text column of table corpora.")
@@ -441,8 +447,8 @@ def elmo():
 @workers_option
 @click.option("--quiet", "-q", is_flag=True)
 @_errors_to_exit
-def pretrain(corpus, out_dir, size, init, checkpoint_minutes, epochs, batch_size, learning_rate, max_sent_len, min_count, seed,
-             threads, text_column, resume, device, workers, quiet):
+def pretrain(corpus, out_dir, size, init, checkpoint_minutes, epochs, batch_size, learning_rate, max_sent_len, min_count, max_vocab,
+             stopwords, markup, seed, threads, text_column, resume, device, workers, quiet):
     """Pretrain a compact Chinese ELMo on CORPUS files: .txt files of
     segmented sentences (one per line, tokens split by spaces), or any file
     'score' reads (segmented here with the built-in segmenter settings).
@@ -458,12 +464,13 @@ def pretrain(corpus, out_dir, size, init, checkpoint_minutes, epochs, batch_size
     from .embed.elmo import read_network_config, resolve_elmo_dir
 
     settings = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_sent_len=max_sent_len,
-                    min_count=min_count, seed=seed, device=device, threads=threads)
+                    min_count=min_count, max_vocab=max_vocab, seed=seed, device=device, threads=threads)
     init_dir = resolve_elmo_dir(init, "--init") if init else None
     config = (ElmoPretrainConfig.from_network(read_network_config(init_dir), **settings) if init_dir
               else ElmoPretrainConfig.sized(size, **settings))
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     card = run_pretrain(list(corpus), out_dir, config, text_column=text_column, workers=workers, resume=resume, init=init_dir,
+                        segmenter=SegmenterConfig(stopwords=stopwords, markup=markup),
                         checkpoint_minutes=checkpoint_minutes or None, log=log, progress=not quiet and sys.stderr.isatty())
     click.echo(f"wrote {out_dir}: {card['output_dim']}-d ELMo, {len(card['history'])} epochs, "
                f"{card['tokens_seen']:,} tokens seen, held-out perplexity {card['valid_perplexity']}")

@@ -100,6 +100,14 @@ def load_stopwords(spec: str) -> frozenset[str]:
     return parse_word_list(path.read_text(encoding="utf-8"))
 
 
+def stopwords_digest(spec: str) -> str:
+    """A short fingerprint of a stopword set (not of its file's path), for
+    cards that must say which words were removed."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(load_stopwords(spec))).encode("utf-8")).hexdigest()[:16]
+
+
 def cache_dir(kind: str) -> Path:
     """A per-user cache folder (``$SENTISCORE_CACHE_DIR/kind`` or
     ``~/.cache/sentiscore/kind``); never a shared /tmp path that another

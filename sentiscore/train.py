@@ -96,24 +96,42 @@ def _padded(flat: np.ndarray, offsets: np.ndarray, rows: np.ndarray, width_step:
     return out
 
 
-class BucketedBatches:
-    """Length-bucketed batches padded to their own longest text, reshuffled
-    every pass when ``shuffle``. ``rows`` are the subset's indices into the
-    full data; the deep inputs come from ``embedder.encode(features, …)`` (ids
-    or ELMo vectors). ``to_tf()`` gives a tf.data pipeline whose signature
-    leaves batch size and width free (Keras' own adapters fix the width from
-    the first batch)."""
+@dataclass(frozen=True)
+class BatchSource:
+    """What every training subset is cut from: the embedder and its features,
+    the n-gram ids (when the wide path trains with the rest), labels and
+    weights of every row, and the batching settings."""
 
-    def __init__(self, embedder, features, rows, ngram_ids, ngram_offsets, y, weights, batch_size, shuffle, seed, maxlen,
-                 wide_offset=None, input_specs=None):
-        self.embedder, self.features, self.rows = embedder, features, rows
-        self.ngram_ids, self.ngram_offsets = ngram_ids, ngram_offsets  # over the full data
-        self.wide_offset = wide_offset  # (N, classes) fixed wide-path logits for the subset, instead of n-gram ids
-        self.y, self.weights = y, weights
-        self.batch_size, self.shuffle, self.maxlen = batch_size, shuffle, maxlen
-        self.input_specs = input_specs  # {name: (shape after batch, dtype)} of the deep inputs
-        self.rng = np.random.default_rng(seed)
-        self.lengths = np.minimum(features.lengths[rows], maxlen)
+    embedder: object
+    features: object
+    ngram_ids: np.ndarray | None  # flat, over the full data
+    ngram_offsets: np.ndarray | None
+    y: np.ndarray
+    weights: np.ndarray
+    batch_size: int
+    seed: int
+    maxlen: int
+    input_specs: dict  # {name: (shape after batch, dtype)} of the deep inputs
+
+
+class BucketedBatches:
+    """Length-bucketed batches of ``rows`` (indices into the full data),
+    padded to their own longest text, reshuffled every pass when
+    ``shuffle``. The deep inputs come from ``embedder.encode(features, …)``
+    (ids or ELMo vectors). ``wide_offset``: (len(rows), classes) fixed
+    wide-path logits, fed instead of the n-gram ids. ``to_tf()`` gives a
+    tf.data pipeline whose signature leaves batch size and width free
+    (Keras' own adapters fix the width from the first batch)."""
+
+    def __init__(self, source: BatchSource, rows: np.ndarray, shuffle: bool, wide_offset: np.ndarray | None = None):
+        self.embedder, self.features, self.rows = source.embedder, source.features, rows
+        self.ngram_ids, self.ngram_offsets = source.ngram_ids, source.ngram_offsets
+        self.wide_offset = wide_offset
+        self.y, self.weights = source.y[rows], source.weights[rows]
+        self.batch_size, self.shuffle, self.maxlen = source.batch_size, shuffle, source.maxlen
+        self.input_specs = source.input_specs
+        self.rng = np.random.default_rng(source.seed)
+        self.lengths = np.minimum(self.features.lengths[rows], self.maxlen)
         self.batches = self._plan()
 
     def _plan(self) -> list[np.ndarray]:
@@ -357,16 +375,11 @@ def fit(data: PreparedData, config: TrainConfig, log: Callable[[str], None] = pr
                                                    [name for _, name in config.labels])
         log(f"wide path (logistic regression on hashed char n-grams): validation macro-F1 {wide_only_metrics['macro_f1']:.4f}")
 
-    input_specs = {t.name: (tuple(t.shape[1:]), t.dtype) for t in model.inputs if t.name != "ngram_ids"}
     ngrams = (data.ngram_ids, data.ngram_offsets) if data.ngram_ids is not None and not prefit else (None, None)
-
-    def batches(rows, shuffle):
-        return BucketedBatches(data.embedder, data.features, rows, *ngrams, y[rows], sample_weights[rows], config.batch_size,
-                               shuffle, config.seed, emb_cfg.maxlen, wide_offset=wide_offset[rows] if prefit else None,
-                               input_specs=input_specs)
-
-    train_data = batches(data.train_idx, shuffle=True)
-    val_data = batches(data.val_idx, shuffle=False)
+    source = BatchSource(data.embedder, data.features, *ngrams, y, sample_weights, config.batch_size, config.seed, emb_cfg.maxlen,
+                         {t.name: (tuple(t.shape[1:]), t.dtype) for t in model.inputs if t.name != "ngram_ids"})
+    train_data = BucketedBatches(source, data.train_idx, shuffle=True, wide_offset=wide_offset[data.train_idx] if prefit else None)
+    val_data = BucketedBatches(source, data.val_idx, shuffle=False, wide_offset=wide_offset[data.val_idx] if prefit else None)
     # With a prefit wide path the deep layers train against its out-of-fold
     # logits (an input), so they learn to correct it where it errs on unseen
     # text rather than on text it has memorised.
@@ -531,9 +544,11 @@ def _embed(config: TrainConfig, segmented: SegmentedBatch, train_idx: np.ndarray
     if emb_cfg.type == "elmo":
         if not config.elmo_model:
             raise TrainingError("--embedder elmo needs --elmo-model DIR (a folder from 'sentiscore elmo pretrain', or HIT-SCIR's zhs.model)")
-        from .embed.elmo import ElmoEmbedder, cached_features, elmo_card, resolve_elmo_dir
+        from .embed.elmo import ElmoEmbedder, cached_features, check_bilm_segmenter, elmo_card, resolve_elmo_dir
 
-        embedder = ElmoEmbedder(resolve_elmo_dir(config.elmo_model, "--elmo-model"), layer_mix=emb_cfg.layer_mix, device=config.device, log=log)
+        bilm_dir = resolve_elmo_dir(config.elmo_model, "--elmo-model")
+        check_bilm_segmenter(bilm_dir, config.segmenter)
+        embedder = ElmoEmbedder(bilm_dir, layer_mix=emb_cfg.layer_mix, device=config.device, log=log)
         features = cached_features(embedder, segmented, log)
         card = elmo_card(embedder)
         summary = f"ELMo {Path(config.elmo_model).name}: {embedder.dim}-d, {embedder.n_layers} layers, mix {emb_cfg.layer_mix}"

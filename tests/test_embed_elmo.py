@@ -438,3 +438,20 @@ def test_elmo_pretrain_init_from_the_cli(tiny_elmo, tmp_path):
     assert "tokens seen" in result.output
     result = CliRunner().invoke(cli, ["elmo", "pretrain", str(corpus), "--out", str(tmp_path / "x"), "--init", str(tmp_path / "nope")])
     assert result.exit_code != 0 and "--init" in result.output
+
+
+def test_a_classifier_must_segment_as_its_bilm_was_pretrained(tiny_elmo, tmp_path):
+    """The biLM read text without the built-in stopwords; a classifier that
+    keeps them would feed it contexts it never saw: refused before training."""
+    from sentiscore.config import EmbedderConfig, SegmenterConfig
+    from sentiscore.train import train
+
+    from .conftest import tiny_config
+
+    card = json.loads((tiny_elmo / "sentiscore_elmo.json").read_text(encoding="utf-8"))
+    assert card["segmenter"]["stopwords"] == "builtin" and len(card["segmenter"]["stopwords_sha256"]) == 16
+    config = tiny_config(embedder=EmbedderConfig(type="elmo", maxlen=48), elmo_model=str(tiny_elmo),
+                         segmenter=SegmenterConfig(stopwords="none"))
+    with pytest.raises(UsageError, match="stopwords builtin"):
+        train(SAMPLE / "labelled.csv", tmp_path / "m", config, log=lambda m: None, verbose=0)
+    assert not (tmp_path / "m").exists()

@@ -588,6 +588,32 @@ def cached_features(embedder: ElmoEmbedder, batch: SegmentedBatch, log: Callable
     return ElmoFeatures(np.load(path, mmap_mode="r"), offsets, batch.lengths)
 
 
+def check_bilm_segmenter(directory: Path, segmenter, option: str = "--elmo-model") -> None:
+    """The classifier must segment as the biLM's corpus was segmented: the
+    same markup handling, HMM, user dictionary and stopwords (a biLM that
+    read natural text sees other contexts without its function words).
+    biLMs without a sentiscore card (HIT-SCIR's, pre-segmented corpora)
+    are taken as they are."""
+    from ..segment import stopwords_digest
+
+    card_path = Path(directory) / PRETRAIN_CARD
+    trained = (json.loads(card_path.read_text(encoding="utf-8")).get("segmenter") or {}) if card_path.is_file() else {}
+    if not trained:
+        return
+    problems = [f"{key} {trained[key]}" for key in ("hmm", "markup") if key in trained and trained[key] != getattr(segmenter, key)]
+    if bool(trained.get("user_dict")) != bool(segmenter.user_dict):
+        problems.append("user dictionary " + ("yes" if trained.get("user_dict") else "none"))
+    digest = trained.get("stopwords_sha256")
+    if digest is None and trained.get("stopwords") in ("builtin", "none"):  # cards before the digest was recorded
+        digest = stopwords_digest(trained["stopwords"])
+    if digest and digest != stopwords_digest(segmenter.stopwords):
+        problems.append(f"stopwords {trained.get('stopwords')}")
+    if problems:
+        raise UsageError(f"{option} {directory}: its biLM was pretrained on text segmented with other settings "
+                         f"({', '.join(problems)}); train with the same (--stopwords, --markup, --user-dict) "
+                         "or pretrain a biLM with yours")
+
+
 def elmo_card(embedder: ElmoEmbedder) -> dict:
     """What a model card records of the biLM it was trained on."""
     card_path = embedder.directory / PRETRAIN_CARD

@@ -32,6 +32,7 @@ from .. import __version__
 from ..config import ElmoPretrainConfig, SegmenterConfig
 from ..corpus import read_corpus
 from ..errors import TrainingError, UsageError
+from ..segment import stopwords_digest
 from .elmo import PRETRAIN_CARD as CARD_FILE, BatchTensors, resolve_device, write_lexicon
 
 NETWORK_FILE = "network.json"
@@ -328,7 +329,8 @@ def _card(config, network, segmenter, corpus_paths, corpus_record, words, chars,
         "sentiscore_version": __version__,
         "size": config.size,
         "settings": asdict(config) | {"softmax_cutoffs": network["classifier"]["cutoffs"]},
-        "segmenter": segmenter.to_dict() if any(not Path(p).suffix.lower() == ".txt" for p in corpus_paths) else None,
+        "segmenter": (segmenter.to_dict() | {"stopwords_sha256": stopwords_digest(segmenter.stopwords)}
+                      if any(not Path(p).suffix.lower() == ".txt" for p in corpus_paths) else None),
         "corpus": corpus_record,
         "init": init_record,
         "vocabulary": len(words),
