@@ -198,7 +198,7 @@ class ModelCard:
     maxlen: int
     embedder: dict  # the embedder's own settings (type, maxlen, vocab or ELMo fields)
     segmenter: dict
-    wide: dict | None
+    wide: object  # WideConfig of the char n-gram path (wide-deep), else None
     reference_prior: tuple[float, ...] | None  # mean calibrated validation posterior (cards from 0.2)
     raw: dict
 
@@ -222,10 +222,6 @@ class ModelCard:
         """The segmenter settings it was trained with (see :func:`trained_segmenter_config`)."""
         return trained_segmenter_config(self.path, self.raw, host=host)
 
-    def wide_config(self):
-        """The char n-gram path's settings, or None for the attention-only architecture."""
-        return trained_wide_config(self.raw) if self.arch == "wide-deep" else None
-
 
 def parse_card(model_dir: Path, meta: dict, hash_: str) -> ModelCard:
     """The typed card of a meta dict; a card missing what scoring needs is a
@@ -237,7 +233,7 @@ def parse_card(model_dir: Path, meta: dict, hash_: str) -> ModelCard:
         maxlen = int(embedder["maxlen"])
         arch = str(meta["model"]["arch"])
         segmenter = dict(meta["segmenter"])
-        wide = dict(meta["wide"]) if arch == "wide-deep" else (dict(meta["wide"]) if meta.get("wide") else None)
+        wide = trained_wide_config(meta) if arch == "wide-deep" else None
         reference = ((meta.get("training") or {}).get("calibration") or {}).get("reference_prior")
         prior = tuple(float(p) for p in reference) if reference is not None else None
     except (KeyError, TypeError, ValueError) as exc:

@@ -152,8 +152,7 @@ class Scorer:
         self.workers = workers or default_workers()
         self.segmenter = segmenter or ParallelSegmenter(card.segmenter_config(), self.maxlen, self.workers)
         self.embedder = loaded.embedder
-        wide = card.wide_config()
-        self.hasher = CharNgramHasher(wide) if wide is not None else None
+        self.hasher = CharNgramHasher(card.wide) if card.wide is not None else None
         batch_size = batch_size or self.embedder.score_batch_size
         self.predictor = Predictor(loaded.keras_model, batch_size=batch_size)
         self.batch_size = batch_size

@@ -392,11 +392,12 @@ class ScoreActor:
 
         self.plan = plan
         model_dir = _model_dir(plan)
-        # The same settings the segmentation tasks used (segmenter_setup): a
-        # text they did not segment is segmented here, the same way.
-        self.segmenter = _Presegmented(ParallelSegmenter(*segmenter_setup(model_dir), 1))
-        self.scorer = Scorer.from_model(model_dir, workers=1, batch_size=plan.batch_size, top_k=plan.top_k, device=plan.device,
-                                        segmenter=self.segmenter)
+        card = read_card(model_dir)
+        # The card's settings, as in segmenter_setup: a text the segmentation
+        # tasks did not segment is segmented here, the same way.
+        self.segmenter = _Presegmented(ParallelSegmenter(card.segmenter_config(host=socket.gethostname()), card.maxlen, 1))
+        self.scorer = Scorer.from_card(card, workers=1, batch_size=plan.batch_size, top_k=plan.top_k, device=plan.device,
+                                       segmenter=self.segmenter)
         self.metadata = {k.encode(): v.encode() for k, v in {**self.scorer.provenance, **dict(plan.provenance)}.items()}
 
     def score(self, table: pa.Table) -> pa.Table:

@@ -85,7 +85,7 @@ def test_the_card_is_typed_and_a_0_1_card_still_loads(tiny_model):
     old = read_card("zh-elmo")
     assert old.made_by.startswith("0.1") and old.reference_prior is None
     assert old.labels == (("-1", "负评"), ("0", "中评"), ("1", "正评")) and isinstance(old.maxlen, int)
-    assert old.segmenter_config().markup == "keep" and old.wide_config().markup == "keep"
+    assert old.segmenter_config().markup == "keep" and old.wide.markup == "keep"
     new = read_card(tiny_model)
     assert new.segmenter_config().markup == "social" and len(new.reference_prior) == len(new.labels)
     assert abs(sum(new.reference_prior) - 1) < 1e-3 and new.hash == read_card(tiny_model).hash

@@ -509,8 +509,8 @@ class ElmoEmbedder:
         target.mkdir(parents=True, exist_ok=True)
         network = network_config_path(self.directory)
         network_name = network.name
-        names = [*ELMO_FILES, network_name]
-        for name in (*ELMO_FILES, PRETRAIN_CARD):
+        copied = (*ELMO_FILES, PRETRAIN_CARD)  # the card only when 'elmo pretrain' wrote one
+        for name in copied:
             source = self.directory / name
             if source.is_file():
                 shutil.copyfile(source, target / name)
@@ -519,7 +519,7 @@ class ElmoEmbedder:
         top = json.loads((target / "config.json").read_text(encoding="utf-8"))
         top["config_path"] = network_name
         (target / "config.json").write_text(json.dumps(top, ensure_ascii=False), encoding="utf-8")
-        return [f"{ELMO_SUBDIR}/{n}" for n in (*names, PRETRAIN_CARD) if (target / n).is_file()]
+        return [f"{ELMO_SUBDIR}/{n}" for n in (*copied, network_name) if (target / n).is_file()]
 
     @classmethod
     def load(cls, directory: Path, settings: dict, device: str = "auto", log=None) -> "ElmoEmbedder":

@@ -32,6 +32,7 @@ from .. import __version__
 from ..config import ElmoPretrainConfig, SegmenterConfig
 from ..corpus import read_corpus
 from ..errors import TrainingError, UsageError
+from ..io import sha256_of
 from ..segment import stopwords_digest
 from .elmo import PRETRAIN_CARD as CARD_FILE, BatchTensors, resolve_device, write_lexicon
 
@@ -199,7 +200,8 @@ def pretrain(corpus_paths, out_dir, config: ElmoPretrainConfig | None = None, *,
     else:
         words, chars = build_lexicons(train, config.min_count, config.max_vocab, config.max_chars_per_token)
         if init is not None:
-            chars = _extend_lexicon(_check_init(init, config), chars)
+            init_chars = _check_init(init, config)
+            chars = _extend_lexicon(init_chars, chars)
 
     network = config.network_config()
     network["classifier"]["cutoffs"] = softmax_cutoffs(config.softmax_cutoffs, len(words))
@@ -224,7 +226,7 @@ def pretrain(corpus_paths, out_dir, config: ElmoPretrainConfig | None = None, *,
         log(f"resuming {out_dir} after epoch {first_epoch}" + (f", batch {first_step:,} of epoch {first_epoch + 1}" if first_step else ""))
     else:
         if init is not None:
-            init_record = _load_init(model, Path(init), chars)
+            init_record = _load_init(model, Path(init), len(init_chars))
             seen = init_record["tokens_seen"]
             log(f"starting from the biLM in {init} ({f'{seen:,}' if seen else 'an unknown number of'} tokens seen there)")
         write_lexicon(out_dir / "word.dic", words)
@@ -373,35 +375,30 @@ def _extend_lexicon(base: dict[str, int], new: dict[str, int]) -> dict[str, int]
     return merged
 
 
-def _load_init(model, init: Path, chars: dict[str, int]) -> dict:
+def _load_init(model, init: Path, init_characters: int) -> dict:
     """The init biLM's token embedder and encoder weights into ``model``;
-    characters new to it get fresh embedding rows. Returns what the card
-    records of it."""
-    import hashlib
-
+    characters new to it (ids from ``init_characters`` on) get fresh
+    embedding rows. Returns what the card records of it."""
     import torch
-
-    from .elmo import read_lexicon
 
     state = torch.load(init / "token_embedder.pkl", map_location="cpu", weights_only=True)
     key = "char_emb_layer.embedding.weight"
     own = model.token_embedder.state_dict()[key]
     if key in state and state[key].shape[0] < own.shape[0]:
-        known = state[key].shape[0]
-        if known != len(read_lexicon(init / "char.dic")):
+        if state[key].shape[0] != init_characters:
             raise UsageError(f"--init {init}: char.dic and token_embedder.pkl disagree")
-        state[key] = torch.cat([state[key], own[known:]], dim=0)
+        state[key] = torch.cat([state[key], own[init_characters:]], dim=0)
     try:
         model.token_embedder.load_state_dict(state)
         model.encoder.load_state_dict(torch.load(init / "encoder.pkl", map_location="cpu", weights_only=True))
     except (RuntimeError, KeyError) as exc:
         raise UsageError(f"--init {init}: cannot load its weights ({exc})") from exc
-    digest = hashlib.sha256((init / "encoder.pkl").read_bytes()).hexdigest()[:12]
+    digest = sha256_of(init / "encoder.pkl")[:12]
     card_path = init / CARD_FILE
     theirs = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
     tokens = theirs.get("tokens_seen")
     return {"path": str(init), "encoder_sha256": digest, "tokens_seen": tokens if isinstance(tokens, int) else None,
-            "characters": len(read_lexicon(init / "char.dic"))}
+            "characters": init_characters}
 
 
 def _save_state(out_dir: Path, model, optimizer, config, history, epochs_done: int, python_rng, step: int,
