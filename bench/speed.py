@@ -40,6 +40,7 @@ import json
 import os
 import pickle
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -225,15 +226,16 @@ def run_speed(models: dict[str, str], rows_list, peers, caps: tuple[int | None, 
     for rows in rows_list:
         inp = make_input(source, rows, out_dir / f"input-{rows}.parquet", seed)
         distinct = len(set(pq.read_table(inp, columns=["txt"]).column("txt").to_pylist()))
-        for name, model in models.items():
-            out = out_dir / f"output-{name}-{rows}.parquet"
-            cmd = [sys.executable, "-m", "sentiscore", "score", str(inp), str(out), "--model", model, "--quiet", "--overwrite"]
+        for name, spec in models.items():
+            out = out_dir / f"output-{name.replace('/', '_')}-{rows}.parquet"
+            model, *extra = shlex.split(spec)
+            cmd = [sys.executable, "-m", "sentiscore", "score", str(inp), str(out), "--model", model, *extra, "--quiet", "--overwrite"]
             if workers is not None:
                 cmd += ["--workers", str(workers)]
             log(f"running: {' '.join(cmd)}")
             m = run_measured(cmd)
             check_rows(out, rows)
-            runs.append({"system": name, "model": model, "kind": "sentiscore", "rows": rows, "distinct_texts": distinct, **m,
+            runs.append({"system": name, "model": model, "score_args": extra, "kind": "sentiscore", "rows": rows, "distinct_texts": distinct, **m,
                          "rows_per_s": round(rows / m["seconds"], 1)})
             log(f"  {rows:,} rows: {m['seconds']:.1f} s, {rows / m['seconds']:,.0f} rows/s, peak RSS {m['peak_rss_tree_mb']:,.0f} MiB")
         for peer in peers:
@@ -370,7 +372,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", default=None,
                         help="Model directory or built-in name (repeatable; default: every built-in model). "
-                             "Ratios are to the first.")
+                             "Ratios are to the first. 'NAME=MODEL ARGS...' runs MODEL with more score "
+                             "arguments under NAME, e.g. 'zh-fast/full=zh-fast --no-cascade'.")
     parser.add_argument("--rows", type=int, nargs="+", default=list(DEFAULT_ROWS), help="Row counts (default: 10k 100k 1M).")
     parser.add_argument("--peers", default=",".join(DEFAULT_PEERS),
                         help=f"Comma-separated peers ({', '.join(PEERS)}; default: {','.join(DEFAULT_PEERS)}; '' for none).")
@@ -395,7 +398,7 @@ def main(argv=None) -> None:
     if unknown:
         raise SystemExit(f"--peers: unknown {', '.join(unknown)} (known: {', '.join(PEERS)})")
     info = machine_info()
-    models = {Path(m).name: m for m in (args.model or builtin_model_names())}
+    models = dict(m.split("=", 1) if "=" in m else (Path(m).name, m) for m in (args.model or builtin_model_names()))
     result = run_speed(models, args.rows, peers, parse_caps(args.peer_max_rows or DEFAULT_PEER_CAPS),
                        args.source, args.out_dir, args.peer_python, args.peer_models, args.train, args.workers, args.seed)
     result["machine"] = info

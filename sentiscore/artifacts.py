@@ -148,6 +148,21 @@ def save_model_dir(out_dir: Path, keras_model, meta: dict, embedder, stopwords_t
     return out_dir
 
 
+def add_card_section(model_dir: Path, key: str, value: dict) -> None:
+    """Add (or replace) one top-level section of an existing model's card
+    and renew its manifest; the weights are not touched. For sections fitted
+    after training, such as a cascade fitted to a model trained before
+    cascades existed. The manifest is checked first: a damaged model is not
+    re-signed."""
+    model_dir = Path(model_dir)
+    meta = verify(model_dir)
+    meta = {**meta, key: value}
+    tmp = model_dir / (META_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(model_dir / META_FILE)
+    write_manifest(model_dir)
+
+
 def trained_segmenter_config(model_dir: Path, meta: dict, host: str | None = None):
     """The segmenter settings a model was trained with, pointing at its own
     stopword and user-dictionary files; an error when this machine (``host``,
@@ -201,6 +216,7 @@ class ModelCard:
     wide: object  # WideConfig of the char n-gram path (wide-deep), else None
     reference_prior: tuple[float, ...] | None  # mean calibrated validation posterior (cards from 0.2)
     raw: dict
+    cascade: object = None  # CascadeConfig: when the n-gram path alone decides a row (wide-deep cards from 0.2)
 
     @property
     def embedder_type(self) -> str:
@@ -236,6 +252,7 @@ def parse_card(model_dir: Path, meta: dict, hash_: str) -> ModelCard:
         wide = trained_wide_config(meta) if arch == "wide-deep" else None
         reference = ((meta.get("training") or {}).get("calibration") or {}).get("reference_prior")
         prior = tuple(float(p) for p in reference) if reference is not None else None
+        cascade = _cascade_of(meta) if wide is not None else None
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{where}: the card is incomplete or malformed ({type(exc).__name__}: {exc})") from exc
     if len(labels) < 2:
@@ -244,7 +261,15 @@ def parse_card(model_dir: Path, meta: dict, hash_: str) -> ModelCard:
         raise ModelError(f"{where}: the reference prior has {len(prior)} shares for {len(labels)} labels")
     return ModelCard(path=Path(model_dir), hash=hash_, name=str(meta.get("name", Path(model_dir).name)),
                      made_by=str(meta.get("sentiscore_version", "0")), labels=labels, arch=arch, maxlen=maxlen,
-                     embedder=embedder, segmenter=segmenter, wide=wide, reference_prior=prior, raw=meta)
+                     embedder=embedder, segmenter=segmenter, wide=wide, reference_prior=prior, raw=meta,
+                     cascade=cascade)
+
+
+def _cascade_of(meta: dict):
+    from .cascade import CascadeConfig
+
+    raw = meta.get("cascade")
+    return CascadeConfig.from_dict(raw) if raw else None
 
 
 def read_card(model: str | Path | None) -> ModelCard:

@@ -118,6 +118,15 @@ def device_option(func):
     )(func)
 
 
+def cascade_option(func):
+    return click.option(
+        "--cascade/--no-cascade", default=True, show_default=True,
+        help="Wide-deep models whose card holds a cascade: rows their char n-gram path is confident about skip the "
+             "BiLSTM (and ELMo), marked 'ngrams' in scored_by. Fitted at training to change at most 0.05% of "
+             "validation labels. --no-cascade runs every row through the whole model.",
+    )(func)
+
+
 def engine_options(func):
     """Where ``score`` runs: this machine, or a Ray cluster (sentiscore.ray_engine)."""
     func = click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None,
@@ -179,11 +188,12 @@ def cli():
                    "and score under it: for a file whose label mix differs from the training data's. Twice the time.")
 @click.option("--priors", default=None, metavar="LABEL=SHARE,...",
               help="Score under known label shares, e.g. \"-1=0.3,0=0.1,1=0.6\" (one pass).")
+@cascade_option
 @engine_options
 @_errors_to_exit
 def score(input_path, output_path, model, text_column, input_format, encoding, output_format, chunk_size, batch_size,
           top_k, keep_columns, prefix, maxlen, user_dict, stopwords, layer_mix, device, workers, on_bad_lines, resume, overwrite,
-          quiet, engine, ray_address, num_workers, gpus_per_worker, adapt_priors, priors):
+          quiet, engine, ray_address, num_workers, gpus_per_worker, adapt_priors, priors, cascade):
     """Score IN (CSV/TSV/Parquet/JSONL, or '-' for stdin) into OUT (Parquet,
     CSV, TSV or JSONL, or '-' for stdout).
 
@@ -217,7 +227,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
         input_format=input_format, output_format=output_format, encoding=encoding,
         keep_columns=tuple(c.strip() for c in keep_columns.split(",") if c.strip()) if keep_columns is not None else None,
         overwrite=overwrite, quiet=quiet, on_bad_lines=on_bad_lines, resume=resume, device=device,
-        adapt_priors=adapt_priors, priors=parse_priors(priors) if priors else None,
+        adapt_priors=adapt_priors, priors=parse_priors(priors) if priors else None, cascade=cascade,
     )
     expect = {"maxlen": maxlen, "user_dict": user_dict, "stopwords": stopwords, "layer_mix": layer_mix}
     if engine == "ray":
@@ -339,10 +349,11 @@ def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch
 @click.option("--faithfulness-rows", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Rows sampled for the report's faithfulness measure (0: skip it).")
 @click.option("--adapt-priors", is_flag=True, help="Measure 'score --adapt-priors': label shares estimated from DATA's texts (never its labels).")
+@cascade_option
 @workers_option
 @_errors_to_exit
 def evaluate(data_path, model, text_column, label_column, group_column, input_format, encoding, json_path, report_path,
-             faithfulness_rows, adapt_priors, workers):
+             faithfulness_rows, adapt_priors, cascade, workers):
     """Measure a model on labelled DATA: accuracy, macro-F1, per-class
     precision/recall/F1 and the confusion matrix."""
     from .evaluate import evaluate as run_evaluation
@@ -350,7 +361,7 @@ def evaluate(data_path, model, text_column, label_column, group_column, input_fo
 
     from .pipeline import Scorer
 
-    with Scorer.from_model(model, workers=workers, top_k=0) as scorer:
+    with Scorer.from_model(model, workers=workers, top_k=0, cascade=cascade) as scorer:
         result = run_evaluation(data_path, text_column=text_column, label_column=label_column, group_column=group_column,
                                 input_format=input_format, encoding=encoding, scorer=scorer, adapt_priors=adapt_priors)
         if report_path:
@@ -389,7 +400,7 @@ def explain(texts, model, text_file, as_json, color):
     items = list(texts) + ([line.rstrip("\n") for line in text_file] if text_file is not None else [])
     if not items:
         raise UsageError("give texts as arguments or --file FILE")
-    with Scorer.from_model(model, workers=1) as scorer:
+    with Scorer.from_model(model, workers=1, cascade=False) as scorer:  # an explanation shows both paths
         explanations = explain_texts(scorer, items)
     use_color = sys.stdout.isatty() if color is None else color
     for e in explanations:

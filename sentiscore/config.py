@@ -251,6 +251,7 @@ class ScoreConfig:
     device: str = "auto"  # where an ELMo embedder runs: auto, cpu or cuda
     adapt_priors: bool = False  # estimate the file's class priors by EM in a first pass, then score under them
     priors: tuple[tuple[str, float], ...] | None = None  # (label value, prior) pairs: score under these priors
+    cascade: bool = True  # rows the n-gram path decides skip the deep path (models whose card has a cascade)
 
     def __post_init__(self):
         if self.adapt_priors and self.priors is not None:

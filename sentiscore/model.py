@@ -203,7 +203,8 @@ class Predictor:
         kernel = keras_model.get_layer("deep_logits").kernel
         names = {layer.name for layer in keras_model.layers}
         self.temperature = float(keras_model.get_layer("calibration").temperature) if "calibration" in names else 1.0
-        self.wide_table = keras_model.get_layer("wide_logits").get_weights()[0] if "wide_logits" in names else None
+        # The n-gram path's weights, for explanations and for the cascade's NumPy copy of that path.
+        self.wide_table, self.wide_bias = keras_model.get_layer("wide_logits").get_weights() if "wide_logits" in names else (None, None)
 
         def run(inputs):
             probs, alpha, h = self._explaining(inputs, training=False)

@@ -42,6 +42,7 @@ from .io import (
     open_input,
 )
 from .calibration import shift_priors
+from .cascade import split_rows, wide_logits
 from .embed import DEFAULT_SCORE_BATCH  # noqa: F401  (re-exported: the default --batch-size)
 from .ngrams import CharNgramHasher
 from .segment import ParallelSegmenter, SegmentedBatch, segmenter_version
@@ -52,12 +53,13 @@ STATUS_EMPTY = "empty"  # null, empty or whitespace-only text
 STATUS_NO_TOKENS = "no_tokens"  # only punctuation, symbols, emoji or stopwords
 STATUS_NOT_TEXT = "not_text"  # a list, struct or other value that is not text
 _LABELLED = (STATUS_OK, STATUS_TRUNCATED)
+SCORED_BY_FULL, SCORED_BY_NGRAMS = "full", "ngrams"  # the scored_by column: which path labelled the row
 _WIDTH_STEP = 8  # batch widths are rounded up to this: fewer distinct shapes
 
 
 def output_column_names(labels: list[tuple[str, str]], prefix: str = "") -> list[str]:
     names = ["label", "label_id", "confidence"] + [f"prob_{name}" for _, name in labels]
-    names += ["top_words", "top_weights", "status"]
+    names += ["top_words", "top_weights", "status", "scored_by"]
     return [prefix + n for n in names]
 
 
@@ -116,6 +118,27 @@ class Forwarded:
     attention: np.ndarray  # flat, one per token
     contribution: np.ndarray  # flat: each token's share of its text's predicted-class logit
     logit_parts: dict[str, np.ndarray] = field(default_factory=dict)  # path (deep, wide) → (U, C) logits before calibration
+    deep: np.ndarray | None = None  # (U,) bool: the deep path ran (False: the cascade's n-gram path decided, or no tokens)
+
+
+@dataclass
+class _Ngrams:
+    """Hashed char n-grams of a chunk's texts, flat: text i's ids are
+    ``flat[starts[i]:starts[i] + counts[i]]``."""
+
+    batches: list[np.ndarray]  # text indices, in the batches they were hashed in
+    flat: np.ndarray
+    starts: np.ndarray
+    counts: np.ndarray
+
+    def padded(self, rows: np.ndarray) -> np.ndarray:
+        """The ids of these texts as a matrix padded with 0 to the longest."""
+        counts = self.counts[rows]
+        out = np.zeros((rows.size, max(1, int(counts.max(initial=0)))), np.int32)
+        which = np.repeat(np.arange(rows.size), counts)
+        col = np.arange(which.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        out[which, col] = self.flat[np.repeat(self.starts[rows], counts) + col]
+        return out
 
 
 def as_text(column) -> pa.Array | None:
@@ -142,7 +165,7 @@ class Scorer:
     the model's own settings); the Ray engine passes its pre-segmented tokens."""
 
     def __init__(self, loaded: LoadedModel, workers: int | None = None, batch_size: int | None = None, top_k: int = 3,
-                 segmenter=None):
+                 segmenter=None, cascade: bool = True):
         from .model import Predictor, framework_versions
 
         self.loaded = loaded
@@ -153,6 +176,8 @@ class Scorer:
         self.segmenter = segmenter or ParallelSegmenter(card.segmenter_config(), self.maxlen, self.workers)
         self.embedder = loaded.embedder
         self.hasher = CharNgramHasher(card.wide) if card.wide is not None else None
+        # The card's cascade (wide-deep models trained by 0.2), unless the caller wants every row through the deep path.
+        self.cascade = card.cascade if cascade and self.hasher is not None else None
         batch_size = batch_size or self.embedder.score_batch_size
         self.predictor = Predictor(loaded.keras_model, batch_size=batch_size)
         self.batch_size = batch_size
@@ -175,21 +200,22 @@ class Scorer:
 
     @classmethod
     def from_model(cls, model=None, *, workers=None, batch_size=None, top_k=3, expect: dict | None = None,
-                   device: str = "auto", segmenter=None) -> "Scorer":
+                   device: str = "auto", segmenter=None, cascade: bool = True) -> "Scorer":
         """``expect`` holds settings the caller asked for (``maxlen``,
         ``user_dict``, ``stopwords``, ``layer_mix``); any that differ from the
         model's training settings raise :class:`SettingsMismatchError`.
         ``device`` is where an ELMo embedder runs (auto, cpu, cuda)."""
         card = read_card(model)
         check_expected_settings(card, expect or {})
-        return cls.from_card(card, workers=workers, batch_size=batch_size, top_k=top_k, device=device, segmenter=segmenter)
+        return cls.from_card(card, workers=workers, batch_size=batch_size, top_k=top_k, device=device, segmenter=segmenter,
+                             cascade=cascade)
 
     @classmethod
     def from_card(cls, card: ModelCard, *, workers=None, batch_size=None, top_k=3, device: str = "auto",
-                  segmenter=None) -> "Scorer":
+                  segmenter=None, cascade: bool = True) -> "Scorer":
         """The scorer of a model whose card is already read and checked (a :class:`RunPlan`'s)."""
         return cls(load_model(card, device=device, log=_log_stderr), workers=workers, batch_size=batch_size, top_k=top_k,
-                   segmenter=segmenter)
+                   segmenter=segmenter, cascade=cascade)
 
     @property
     def reference_prior(self) -> np.ndarray:
@@ -290,7 +316,9 @@ class Scorer:
         (U, C), and for every token (flat) its attention weight and its
         contribution to its text's predicted-class logit (``explain=False``:
         probabilities only, the token arrays stay zero). ``logit_parts``:
-        also each path's own logits, for explanations."""
+        also each path's own logits, for explanations (every row then runs
+        the whole model). With a cascade, rows the n-gram path decides skip
+        the deep path (``Forwarded.deep``)."""
         texts = prepared.unique_texts
         segmented = prepared.segmentation()
         n = len(texts)
@@ -298,14 +326,26 @@ class Scorer:
         attention = np.zeros(int(segmented.lengths.sum()), np.float32)
         contribution = np.zeros(int(segmented.lengths.sum()), np.float32)
         offsets = segmented.offsets
-        features = self.embedder.featurize(segmented)
         scorable = np.flatnonzero(segmented.lengths > 0)
+        deep = np.zeros(n, bool)
+        ngrams = self._ngrams_of(texts, scorable, segmented.lengths) if self.hasher is not None else None
+        if ngrams is not None and self.cascade is not None and not logit_parts:
+            in_order = np.concatenate(ngrams.batches) if ngrams.batches else scorable
+            logits = [wide_logits(self.predictor.wide_table, self.predictor.wide_bias, ngrams.padded(b)) for b in ngrams.batches]
+            decided, wide_probs = split_rows(np.concatenate(logits) if logits else np.zeros((0, len(self.labels))), self.cascade)
+            by_ngrams = in_order[decided]
+            probs[by_ngrams] = self._shifted(wide_probs[decided])
+            if explain and by_ngrams.size:
+                self._explain_by_ngrams(segmented, by_ngrams, probs, np.maximum(ngrams.counts[by_ngrams], 1), contribution)
+            scorable = np.setdiff1d(scorable, by_ngrams, assume_unique=True)
+        deep[scorable] = True
+        features = self.embedder.featurize(segmented)
 
         def encode(batch_idx: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
             width = int(-(-int(segmented.lengths[batch_idx].max()) // _WIDTH_STEP) * _WIDTH_STEP)
             inputs = self.embedder.encode(features, batch_idx, min(width, self.maxlen))
-            if self.hasher is not None:
-                inputs["ngram_ids"] = self.hasher.transform([texts[i] for i in batch_idx])
+            if ngrams is not None:
+                inputs["ngram_ids"] = ngrams.padded(batch_idx)
             return batch_idx, inputs
 
         parts: dict[str, np.ndarray] = {}
@@ -314,8 +354,7 @@ class Scorer:
             if logit_parts:
                 for path, logits in self.predictor.logit_parts(inputs).items():
                     parts.setdefault(path, np.zeros((n, logits.shape[1]), np.float32))[batch_idx] = logits
-            if self.prior_shift is not None:
-                batch_probs = shift_priors(batch_probs, self.prior_shift).astype(np.float32)
+            batch_probs = self._shifted(batch_probs)
             probs[batch_idx] = batch_probs
             if not explain:
                 continue
@@ -329,7 +368,35 @@ class Scorer:
                 share += self._wide_share([segmented.tokens[i] for i in flat], predicted,
                                           np.maximum((inputs["ngram_ids"] != 0).sum(axis=1), 1)[rows])
             contribution[flat] = share / self.predictor.temperature
-        return Forwarded(segmented, probs, attention, contribution, parts)
+        return Forwarded(segmented, probs, attention, contribution, parts, deep)
+
+    def _shifted(self, probs: np.ndarray) -> np.ndarray:
+        return probs if self.prior_shift is None else shift_priors(probs, self.prior_shift).astype(np.float32)
+
+    def _ngrams_of(self, texts: list[str], rows: np.ndarray, lengths: np.ndarray) -> "_Ngrams":
+        """The hashed n-grams of these texts, hashed once, in batches of
+        similar length (the batches the deep path will run)."""
+        batches = list(self._batches_of(rows, lengths))
+        hashed = [self.hasher.transform([texts[i] for i in batch]) for batch in batches]
+        counts = np.zeros(len(texts), np.int64)
+        for batch, ids in zip(batches, hashed):
+            counts[batch] = (ids != 0).sum(axis=1)  # ids are packed left: row i's are its first counts[i]
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        flat = np.zeros(int(counts.sum()), np.int32)
+        for batch, ids in zip(batches, hashed):
+            keep = ids != 0
+            flat[np.repeat(starts[batch], counts[batch]) + (np.nonzero(keep)[1])] = ids[keep]
+        return _Ngrams(batches, flat, starts, counts)
+
+    def _explain_by_ngrams(self, segmented: SegmentedBatch, rows: np.ndarray, probs: np.ndarray, counts: np.ndarray,
+                           contribution: np.ndarray) -> None:
+        """Token contributions of the rows the n-gram path decided: each
+        token's own n-grams' weights for the predicted label."""
+        offsets, lengths = segmented.offsets, segmented.lengths[rows]
+        flat = np.repeat(offsets[rows], lengths) + (np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+        predicted = np.repeat(probs[rows].argmax(axis=1), lengths)
+        shares = self._wide_share([segmented.tokens[i] for i in flat], predicted, np.repeat(counts, lengths))
+        contribution[flat] = shares / self.cascade.wide_temperature
 
     def _encoded(self, encode, batches: list[np.ndarray]):
         """``encode`` of every batch, in order. An embedder that does heavy
@@ -425,6 +492,10 @@ class Scorer:
         columns.append(("top_words", pc.take(words, list_index)))
         columns.append(("top_weights", pc.take(weights, list_index)))
         columns.append(("status", pa.array(status.astype(str), pa.string())))
+        deep = forwarded.deep if forwarded.deep is not None else np.ones(probs.shape[0], bool)
+        path = np.where(deep, SCORED_BY_FULL, SCORED_BY_NGRAMS).astype(object)
+        columns.append(("scored_by", pa.array(path[take] if path.size else np.full(status.size, SCORED_BY_FULL, object),
+                                              pa.string(), mask=null_mask)))
         return [(prefix + name, arr) for name, arr in columns]
 
     # -- public ---------------------------------------------------------------
@@ -594,7 +665,8 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
     keep = list(plan.keep)
     own_scorer = scorer is None
     if own_scorer:
-        scorer = Scorer.from_card(card, workers=config.workers, batch_size=config.batch_size, top_k=config.top_k, device=config.device)
+        scorer = Scorer.from_card(card, workers=config.workers, batch_size=config.batch_size, top_k=config.top_k, device=config.device,
+                                  cascade=config.cascade)
     try:
         with scorer.keeping_priors():
             priors = None

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .artifacts import save_model_dir, sha256_of
+from .cascade import DEFAULT_MAX_LABEL_CHANGE, fit_cascade
 from .config import TrainConfig, default_workers
 from .errors import InputError, TrainingError
 from .io import INPUT_FORMATS, detect_format, read_table
@@ -486,29 +487,79 @@ def train(data_path, out_dir, config: TrainConfig | None = None, dev_path=None, 
         f"ECE {record['validation_ece_before']:.3f} → {record['validation_ece_after']:.3f})")
     meta = model_card(config, data, fitted, calibration, data_path)
     final_model = calibrated(fitted.model, calibration.temperature, calibration.bias)
-    if dev_path is not None:
-        meta = with_dev_metrics(meta, evaluate_in_memory(dev_path, meta, final_model, data, config, group_column), dev_path)
-        dev = meta["metrics"]["dev"]
-        log(f"dev: accuracy {dev['accuracy']:.4f}, macro-F1 {dev['macro_f1']:.4f} on {dev['rows']:,} rows")
+    with in_memory_scorer(meta, final_model, data, config) as scorer:
+        cascade = cascade_on(scorer, [data.texts[i] for i in data.val_idx], data.y[data.val_idx])
+        if cascade is not None:
+            meta = {**meta, "cascade": cascade.to_dict()}
+            log(f"cascade: the n-gram path alone decides rows it is ≥ {cascade.threshold:.3f} sure of: "
+                f"{cascade.skip_share:.1%} of validation rows, {cascade.label_change:.3%} of their labels changed")
+        if dev_path is not None:
+            # The dev rows are scored as `score` would, cascade included.
+            scorer.cascade = cascade
+            meta = with_dev_metrics(meta, evaluate_in_memory(dev_path, scorer, config, group_column), dev_path)
+            dev = meta["metrics"]["dev"]
+            log(f"dev: accuracy {dev['accuracy']:.4f}, macro-F1 {dev['macro_f1']:.4f} on {dev['rows']:,} rows")
     seg_cfg = config.segmenter
     save_model_dir(Path(out_dir), final_model, meta, data.embedder, _stopwords_text(seg_cfg), seg_cfg.user_dict)
     return meta
 
 
-def evaluate_in_memory(dev_path, meta: dict, keras_model, data: PreparedData, config: TrainConfig, group_column: str) -> dict:
-    """``evaluate`` of the model just trained, before anything is written:
-    the scorer is built from the objects in memory and segments with the
-    training settings themselves."""
+def in_memory_scorer(meta: dict, keras_model, data: PreparedData, config: TrainConfig):
+    """A scorer of the model just trained, before anything is written: built
+    from the objects in memory, segmenting with the training settings."""
     from .artifacts import LoadedModel, parse_card
-    from .evaluate import evaluate
     from .pipeline import Scorer
 
     card = parse_card(Path("<in memory>"), meta, "unsaved")
     workers = config.workers or default_workers()
     segmenter = ParallelSegmenter(config.segmenter, card.maxlen, workers)
-    with Scorer(LoadedModel(card, keras_model, data.embedder), workers=workers, top_k=0, segmenter=segmenter) as scorer:
-        return evaluate(dev_path, scorer=scorer, text_column=config.text_column, label_column=config.label_column,
-                        group_column=group_column)
+    return Scorer(LoadedModel(card, keras_model, data.embedder), workers=workers, top_k=0, segmenter=segmenter)
+
+
+def evaluate_in_memory(dev_path, scorer, config: TrainConfig, group_column: str) -> dict:
+    """``evaluate`` of the model just trained (:func:`in_memory_scorer`)."""
+    from .evaluate import evaluate
+
+    return evaluate(dev_path, scorer=scorer, text_column=config.text_column, label_column=config.label_column,
+                    group_column=group_column)
+
+
+def cascade_on(scorer, texts: list[str], y: np.ndarray, max_label_change: float = DEFAULT_MAX_LABEL_CHANGE):
+    """The cascade of a wide-deep model fitted on labelled rows it was not
+    trained on (its validation split): every row through the whole model,
+    then the n-gram path's threshold (:func:`cascade.fit_cascade`). None for
+    other models, or when no threshold keeps within the budget."""
+    if scorer.hasher is None:
+        return None
+    prepared = scorer.preprocess(texts)
+    forwarded = scorer.forward(prepared, explain=False, logit_parts=True)
+    rows = prepared.row_to_unique >= 0
+    unique = prepared.row_to_unique[rows]
+    tokens = forwarded.segmented.lengths[unique] > 0
+    unique, y = unique[tokens], np.asarray(y)[rows][tokens]
+    return fit_cascade(forwarded.logit_parts["wide"][unique], forwarded.probs[unique].argmax(axis=1), y, max_label_change)
+
+
+def validation_rows_of(card, data_path, text_column: str = "txt", label_column: str = "label",
+                       group_column: str = "source") -> tuple[list[str], np.ndarray]:
+    """The texts and class indices of a trained model's validation split,
+    drawn again from its training file with the card's seed and split
+    settings. A file whose sha256 or split size differs from the card's is
+    a :class:`TrainingError`: the rows would not be the ones it held out."""
+    from .config import TrainConfig
+
+    data_card, training = card.data, card.training
+    if data_card.get("sha256") and sha256_of(Path(str(data_path))) != data_card["sha256"]:
+        raise TrainingError(f"{data_path} is not the file model {card.name} was trained on (sha256 differs from its card)")
+    config = TrainConfig(text_column=text_column, label_column=label_column, labels=tuple(card.labels),
+                         val_fraction=training.get("val_fraction") or 0.1, val_source=training.get("val_source"),
+                         seed=int(training["seed"]))
+    texts, y, _dropped, extras = load_labelled(data_path, text_column, label_column, config.labels, extra_columns=(group_column,))
+    _train_idx, val_idx = _split(y, extras, config, group_column, data_path)
+    if val_idx.size != int(data_card.get("val_rows", -1)):
+        raise TrainingError(f"{data_path}: the split gives {val_idx.size:,} validation rows, the card of {card.name} "
+                            f"says {data_card.get('val_rows')}")
+    return [texts[i] for i in val_idx], y[val_idx]
 
 
 def with_dev_metrics(meta: dict, dev: dict, dev_path) -> dict:

@@ -339,7 +339,8 @@ def test_encoding_on_a_thread_gives_the_serial_results_and_passes_errors_on(tiny
     from sentiscore.pipeline import Scorer
 
     texts = pd.read_parquet(SAMPLE / "reviews.parquet")["txt"].head(60).tolist()
-    with Scorer.from_model(tiny_elmo_model, workers=1, batch_size=8) as scorer:
+    # cascade=False: every row through the biLM, so there are batches to overlap.
+    with Scorer.from_model(tiny_elmo_model, workers=1, batch_size=8, cascade=False) as scorer:
         scorer.embedder.encodes_in_background = False
         serial = scorer.predict(texts)
         assert scorer._encoder_thread is None

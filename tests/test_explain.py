@@ -18,7 +18,9 @@ def test_explanations_hold_every_token_with_weights_summing_to_one(tiny_scorer):
     assert (emoji.status, emoji.label) == ("no_tokens", None)
 
 
-def test_explanation_matches_score_output(tiny_scorer):
+def test_explanation_matches_score_output(tiny_scorer, monkeypatch):
+    # An explanation runs the whole model; so does `score --no-cascade`.
+    monkeypatch.setattr(tiny_scorer, "cascade", None)
     texts = ["还不错，下次再来", "太差了"]
     frame = tiny_scorer.predict(texts)
     for e, (_, row) in zip(explain_texts(tiny_scorer, texts), frame.iterrows()):

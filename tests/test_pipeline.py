@@ -11,7 +11,7 @@ from sentiscore.errors import InputError, SettingsMismatchError
 from sentiscore.pipeline import Scorer, output_column_names, score_file
 from sentiscore.segment import load_stopwords
 
-ADDED = ["label", "label_id", "confidence", "prob_负评", "prob_中评", "prob_正评", "top_words", "top_weights", "status"]
+ADDED = ["label", "label_id", "confidence", "prob_负评", "prob_中评", "prob_正评", "top_words", "top_weights", "status", "scored_by"]
 
 
 def score_to_frame(scorer, src, tmp_path, name="out.parquet", **config):
@@ -80,10 +80,13 @@ def test_top_words_are_real_tokens_without_punctuation_or_stopwords(tiny_scorer)
         assert list(weights) == sorted(weights, reverse=True) and all(v > 0 for v in weights)
 
 
-def test_top_words_are_the_words_that_add_most_to_the_predicted_class(tiny_scorer):
+def test_top_words_are_the_words_that_add_most_to_the_predicted_class(tiny_scorer, monkeypatch):
     """top_words = the tokens with the largest contribution to the predicted
-    class's logit (attention-weighted deep part + the token's own n-grams)."""
+    class's logit (attention-weighted deep part + the token's own n-grams),
+    for rows the whole model scores (the cascade's rows: tests/test_cascade.py)."""
     from sentiscore.explain import explain_texts
+
+    monkeypatch.setattr(tiny_scorer, "cascade", None)
 
     texts = ["这个手机的屏幕很清晰，电池也耐用", "物流太慢了，客服态度也差，不会再买", "还行吧，一般般"]
     frame = tiny_scorer.predict(texts)
@@ -204,7 +207,7 @@ def test_settings_mismatch_is_an_error(tiny_model, tmp_path):
 def test_two_label_attention_model_with_custom_names(tiny_attention_model):
     with Scorer.from_model(tiny_attention_model, workers=1) as scorer:
         frame = scorer.predict(["好评", "差评"])
-    assert list(frame.columns) == ["text", "label", "label_id", "confidence", "prob_neg", "prob_pos", "top_words", "top_weights", "status"]
+    assert list(frame.columns) == ["text", "label", "label_id", "confidence", "prob_neg", "prob_pos", "top_words", "top_weights", "status", "scored_by"]
     assert set(frame.label) <= {"neg", "pos"}
 
 

@@ -1,0 +1,89 @@
+"""The scoring cascade of wide-deep models (NumPy only): when the char
+n-gram path alone is confident, the row's label is the one the whole model
+would give, so the BiLSTM (and, for ELMo models, the biLM) is skipped.
+
+The deep path is trained as a correction to the prefit n-gram path's logits
+and is small on most rows, so the n-gram path's confident calls almost never
+change. How confident is "confident" is fitted once, at training time, on
+the validation split: the lowest threshold at which the n-gram path's labels
+differ from the whole model's on at most ``max_label_change`` of the
+validation rows. Skipped rows carry the n-gram path's own calibrated
+probabilities, and the output marks them (``scored_by``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .calibration import fit_temperature, softmax
+
+DEFAULT_MAX_LABEL_CHANGE = 0.0005  # half of the 0.1% of labels the cascade may change (issue #16)
+_MIN_THRESHOLD = 0.5  # below this "confident" means little, whatever the validation split says
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    """What the model card records under ``cascade``."""
+
+    threshold: float  # n-gram path confidence at or above which the deep path is skipped
+    wide_temperature: float  # the n-gram path's own calibration, for the probabilities of skipped rows
+    max_label_change: float  # the budget the threshold was fitted to
+    skip_share: float  # share of validation rows skipped
+    label_change: float  # share of validation rows whose label the cascade changes
+    rows: int  # validation rows it was fitted on
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "CascadeConfig":
+        return cls(float(raw["threshold"]), float(raw["wide_temperature"]), float(raw["max_label_change"]),
+                   float(raw["skip_share"]), float(raw["label_change"]), int(raw["rows"]))
+
+
+def fit_cascade(wide_logits: np.ndarray, full_labels: np.ndarray, y_true: np.ndarray,
+                max_label_change: float = DEFAULT_MAX_LABEL_CHANGE) -> CascadeConfig | None:
+    """The cascade for a model whose validation rows have these n-gram path
+    logits (before calibration), whole-model labels and true labels; None
+    when no threshold ≥ 0.5 keeps the label changes within budget."""
+    n = full_labels.size
+    if n == 0:
+        return None
+    temperature = fit_temperature(wide_logits, y_true)
+    probs = softmax(wide_logits / temperature)
+    confidence = probs.max(axis=1)
+    changed = probs.argmax(axis=1) != full_labels
+    order = np.argsort(-confidence, kind="stable")
+    conf_sorted = confidence[order]
+    changes_sorted = np.cumsum(changed[order])
+    # A threshold skips every row at or above it: only cut where the next row is strictly less confident.
+    cut_ok = np.append(conf_sorted[1:] < conf_sorted[:-1], True) & (conf_sorted >= _MIN_THRESHOLD)
+    within = changes_sorted <= max_label_change * n
+    candidates = np.flatnonzero(cut_ok & within)
+    if candidates.size == 0:
+        return None
+    last = int(candidates[-1])
+    return CascadeConfig(
+        threshold=round(float(conf_sorted[last]), 6),
+        wide_temperature=round(temperature, 4),
+        max_label_change=max_label_change,
+        skip_share=round((last + 1) / n, 4),
+        label_change=round(int(changes_sorted[last]) / n, 6),
+        rows=int(n),
+    )
+
+
+def wide_logits(table: np.ndarray, bias: np.ndarray, ngram_ids: np.ndarray) -> np.ndarray:
+    """The n-gram path's logits, as its Keras layer computes them: the rows
+    of ``table`` for the ids (0 = padding) summed, over √count, plus bias."""
+    keep = ngram_ids != 0
+    count = np.maximum(keep.sum(axis=1, keepdims=True), 1).astype(np.float32)
+    summed = table[ngram_ids].sum(axis=1) - (~keep).sum(axis=1, keepdims=True) * table[0]
+    return (summed / np.sqrt(count) + bias).astype(np.float32)
+
+
+def split_rows(logits: np.ndarray, cascade: CascadeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of rows the n-gram path decides, their calibrated probabilities)."""
+    probs = softmax(logits / cascade.wide_temperature)
+    return probs.max(axis=1) >= cascade.threshold, probs
