@@ -43,6 +43,16 @@ def _class_weighting(training: dict) -> str:
     return mode + (f" ({', '.join(f'{w:.2f}' for w in weights)})" if weights else "")
 
 
+def _cascade_line(card: ModelCard) -> str:
+    cascade = card.cascade
+    if cascade is None:
+        return "  cascade: none (every row runs the whole model)" + (
+            "; scripts/fit_cascade.py can fit one" if card.arch == "wide-deep" else "")
+    return (f"  cascade: rows the n-gram path is ≥ {cascade.threshold:.3f} sure of skip the BiLSTM"
+            f"{' and ELMo' if card.embedder_type == 'elmo' else ''} ({cascade.skip_share:.1%} of "
+            f"{cascade.rows:,} validation rows, {cascade.label_change:.3%} of labels changed; score --no-cascade to turn off)")
+
+
 def format_card(card: ModelCard) -> str:
     seg, data = card.segmenter, card.data
     lines = [
@@ -58,6 +68,7 @@ def format_card(card: ModelCard) -> str:
         + (f"; sources: {', '.join(f'{g} {n:,}' for g, n in data['sources'].items())}" if data.get("sources") else ""),
         f"  class weights: {_class_weighting(card.training)}",
         _calibration_line(card.training.get("calibration")),
+        _cascade_line(card),
         "  metrics:",
     ]
     metrics = card.metrics

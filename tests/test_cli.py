@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from sentiscore import __version__
+from sentiscore.artifacts import read_card
 from sentiscore.cli import cli
 from tests.conftest import SAMPLE as ROOT_SAMPLE
 
@@ -139,6 +140,8 @@ def test_info_prints_the_card(runner, tiny_model):
     assert result.exit_code == 0
     assert result.stdout.startswith("tiny  (") and "architecture: wide-deep" in result.stdout
     assert "class biases none (fitted only with train --class-bias)" in result.stdout
+    cascade = read_card(tiny_model).cascade
+    assert ("cascade: none" in result.stdout) if cascade is None else (f"≥ {cascade.threshold:.3f} sure" in result.stdout)
     as_json = runner.invoke(cli, ["info", str(tiny_model), "--json"])
     assert json.loads(as_json.stdout)["name"] == "tiny"
 
