@@ -14,7 +14,7 @@ macro-F1 both ways.
 (DIR/folds/GROUP/{train,test}.parquet, DIR/models/RECIPE/GROUP). Their
 models were trained before cascades existed, so each gets one fitted here
 on its own validation split (scripts/fit_cascade.py's procedure, on a copy
-under OUT), never on the group left out; then its test group is scored both
+under OUT; ``--max-label-change`` sets its budget), never on the group left out; then its test group is scored both
 ways. Binary groups are scored as bench/loso.py scores them (a 中评 on a
 binary row is an error).
 """
@@ -33,6 +33,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loso import LABELS, fold_metrics, read  # noqa: E402
+
+from sentiscore.cascade import DEFAULT_MAX_LABEL_CHANGE  # noqa: E402
 
 
 def log(message: str) -> None:
@@ -86,7 +88,7 @@ def compare(name: str, test: str, model, frame: pd.DataFrame) -> dict:
     }
 
 
-def loso_models(loso: Path, recipe: str, out: Path) -> list[tuple[str, Path, Path]]:
+def loso_models(loso: Path, recipe: str, out: Path, max_label_change: float) -> list[tuple[str, Path, Path]]:
     """(group, model copy with a cascade, test file) for every fold model."""
     from sentiscore.artifacts import add_card_section, read_card
     from sentiscore.pipeline import Scorer
@@ -97,14 +99,14 @@ def loso_models(loso: Path, recipe: str, out: Path) -> list[tuple[str, Path, Pat
         fold = loso / "folds" / model_dir.name
         if not (model_dir / "meta.json").is_file() or model_dir.name == "dev":
             continue
-        copy = out / "models" / recipe / model_dir.name
+        copy = out / "models" / f"{recipe}-{max_label_change:g}" / model_dir.name
         if not (copy / "meta.json").is_file() or read_card(copy).cascade is None:
             shutil.rmtree(copy, ignore_errors=True)
             shutil.copytree(model_dir, copy)
             card = read_card(copy)
             texts, y = validation_rows_of(card, fold / "train.parquet")
             with Scorer.from_card(card, cascade=False, top_k=0) as scorer:
-                cascade = cascade_on(scorer, texts, y)
+                cascade = cascade_on(scorer, texts, y, max_label_change)
             if cascade is None:
                 log(f"  {model_dir.name}: no cascade within the budget")
                 continue
@@ -131,6 +133,8 @@ def main(argv=None) -> None:
     parser.add_argument("--dev", type=Path, default=None, help="Labelled Parquet (txt, label) scored by every --model.")
     parser.add_argument("--loso", type=Path, default=None, help="bench/loso.py's output directory.")
     parser.add_argument("--recipe", default="wd-vectors", help="The --loso recipe whose fold models are measured.")
+    parser.add_argument("--max-label-change", type=float, default=DEFAULT_MAX_LABEL_CHANGE,
+                        help="The budget the --loso models' cascades are fitted to (default: train's).")
     parser.add_argument("--out", type=Path, default=Path("build/cascade-bench"))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -141,8 +145,8 @@ def main(argv=None) -> None:
         for model in args.model:
             rows.append(compare(Path(model).name, args.dev.stem, model, dev))
     if args.loso is not None:
-        for group, model, test in loso_models(args.loso, args.recipe, args.out):
-            rows.append(compare(f"{args.recipe} (LOSO)", group, model, read(test)))
+        for group, model, test in loso_models(args.loso, args.recipe, args.out, args.max_label_change):
+            rows.append(compare(f"{args.recipe} (LOSO, budget {args.max_label_change:g})", group, model, read(test)))
     print(render(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -122,8 +122,8 @@ def cascade_option(func):
     return click.option(
         "--cascade/--no-cascade", default=True, show_default=True,
         help="Wide-deep models whose card holds a cascade: rows their char n-gram path is confident about skip the "
-             "BiLSTM (and ELMo), marked 'ngrams' in scored_by. Fitted at training to change at most 0.05% of "
-             "validation labels. --no-cascade runs every row through the whole model.",
+             "BiLSTM (and ELMo), marked 'ngrams' in scored_by. Its threshold (at least 0.8) is fitted at training "
+             "to change at most 0.05% of validation labels. --no-cascade runs every row through the whole model.",
     )(func)
 
 
