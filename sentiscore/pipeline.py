@@ -391,12 +391,16 @@ class Scorer:
     def _explain_by_ngrams(self, segmented: SegmentedBatch, rows: np.ndarray, probs: np.ndarray, counts: np.ndarray,
                            contribution: np.ndarray) -> None:
         """Token contributions of the rows the n-gram path decided: each
-        token's own n-grams' weights for the predicted label."""
-        offsets, lengths = segmented.offsets, segmented.lengths[rows]
-        flat = np.repeat(offsets[rows], lengths) + (np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths))
-        predicted = np.repeat(probs[rows].argmax(axis=1), lengths)
-        shares = self._wide_share([segmented.tokens[i] for i in flat], predicted, np.repeat(counts, lengths))
-        contribution[flat] = shares / self.cascade.wide_temperature
+        token's own n-grams' weights for the predicted label. A batch of rows
+        at a time: the tokens' n-gram matrix is as wide as the longest token."""
+        offsets = segmented.offsets
+        for start in range(0, rows.size, self.batch_size):
+            batch, batch_counts = rows[start : start + self.batch_size], counts[start : start + self.batch_size]
+            lengths = segmented.lengths[batch]
+            flat = np.repeat(offsets[batch], lengths) + (np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+            predicted = np.repeat(probs[batch].argmax(axis=1), lengths)
+            shares = self._wide_share([segmented.tokens[i] for i in flat], predicted, np.repeat(batch_counts, lengths))
+            contribution[flat] = shares / self.cascade.wide_temperature
 
     def _encoded(self, encode, batches: list[np.ndarray]):
         """``encode`` of every batch, in order. An embedder that does heavy
