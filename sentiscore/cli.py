@@ -118,6 +118,15 @@ def device_option(func):
     )(func)
 
 
+def runtime_option(func):
+    return click.option(
+        "--runtime", type=click.Choice(["auto", "onnx", "tensorflow"]), default="auto", show_default=True,
+        help="What runs the classifier. onnx: ONNX Runtime, on a graph built from the Keras model the first time "
+             "(cached; learned-embedding models only), without loading TensorFlow afterwards; auto: onnx where the "
+             "model and the install allow, else tensorflow.",
+    )(func)
+
+
 def cascade_option(func):
     return click.option(
         "--cascade/--no-cascade", default=True, show_default=True,
@@ -189,11 +198,12 @@ def cli():
 @click.option("--priors", default=None, metavar="LABEL=SHARE,...",
               help="Score under known label shares, e.g. \"-1=0.3,0=0.1,1=0.6\" (one pass).")
 @cascade_option
+@runtime_option
 @engine_options
 @_errors_to_exit
 def score(input_path, output_path, model, text_column, input_format, encoding, output_format, chunk_size, batch_size,
           top_k, keep_columns, prefix, maxlen, user_dict, stopwords, layer_mix, device, workers, on_bad_lines, resume, overwrite,
-          quiet, engine, ray_address, num_workers, gpus_per_worker, adapt_priors, priors, cascade):
+          quiet, engine, ray_address, num_workers, gpus_per_worker, adapt_priors, priors, cascade, runtime):
     """Score IN (CSV/TSV/Parquet/JSONL, or '-' for stdin) into OUT (Parquet,
     CSV, TSV or JSONL, or '-' for stdout).
 
@@ -227,7 +237,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
         input_format=input_format, output_format=output_format, encoding=encoding,
         keep_columns=tuple(c.strip() for c in keep_columns.split(",") if c.strip()) if keep_columns is not None else None,
         overwrite=overwrite, quiet=quiet, on_bad_lines=on_bad_lines, resume=resume, device=device,
-        adapt_priors=adapt_priors, priors=parse_priors(priors) if priors else None, cascade=cascade,
+        adapt_priors=adapt_priors, priors=parse_priors(priors) if priors else None, cascade=cascade, runtime=runtime,
     )
     expect = {"maxlen": maxlen, "user_dict": user_dict, "stopwords": stopwords, "layer_mix": layer_mix}
     if engine == "ray":
@@ -350,10 +360,11 @@ def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch
               help="Rows sampled for the report's faithfulness measure (0: skip it).")
 @click.option("--adapt-priors", is_flag=True, help="Measure 'score --adapt-priors': label shares estimated from DATA's texts (never its labels).")
 @cascade_option
+@runtime_option
 @workers_option
 @_errors_to_exit
 def evaluate(data_path, model, text_column, label_column, group_column, input_format, encoding, json_path, report_path,
-             faithfulness_rows, adapt_priors, cascade, workers):
+             faithfulness_rows, adapt_priors, cascade, runtime, workers):
     """Measure a model on labelled DATA: accuracy, macro-F1, per-class
     precision/recall/F1 and the confusion matrix."""
     from .evaluate import evaluate as run_evaluation
@@ -361,7 +372,7 @@ def evaluate(data_path, model, text_column, label_column, group_column, input_fo
 
     from .pipeline import Scorer
 
-    with Scorer.from_model(model, workers=workers, top_k=0, cascade=cascade) as scorer:
+    with Scorer.from_model(model, workers=workers, top_k=0, cascade=cascade, runtime=runtime) as scorer:
         result = run_evaluation(data_path, text_column=text_column, label_column=label_column, group_column=group_column,
                                 input_format=input_format, encoding=encoding, scorer=scorer, adapt_priors=adapt_priors)
         if report_path:
@@ -400,7 +411,8 @@ def explain(texts, model, text_file, as_json, color):
     items = list(texts) + ([line.rstrip("\n") for line in text_file] if text_file is not None else [])
     if not items:
         raise UsageError("give texts as arguments or --file FILE")
-    with Scorer.from_model(model, workers=1, cascade=False) as scorer:  # an explanation shows both paths
+    # An explanation shows both paths, with their logits: the whole model, on TensorFlow.
+    with Scorer.from_model(model, workers=1, cascade=False, runtime="tensorflow") as scorer:
         explanations = explain_texts(scorer, items)
     use_color = sys.stdout.isatty() if color is None else color
     for e in explanations:

@@ -233,6 +233,9 @@ class TrainConfig:
             raise UsageError("--label-smoothing must be at least 0 and below 1")
 
 
+RUNTIMES = ("auto", "onnx", "tensorflow")
+
+
 @dataclass(frozen=True)
 class ScoreConfig:
     text_column: str = "txt"
@@ -252,6 +255,7 @@ class ScoreConfig:
     adapt_priors: bool = False  # estimate the file's class priors by EM in a first pass, then score under them
     priors: tuple[tuple[str, float], ...] | None = None  # (label value, prior) pairs: score under these priors
     cascade: bool = True  # rows the n-gram path decides skip the deep path (models whose card has a cascade)
+    runtime: str = "auto"  # what runs the classifier: onnx (ONNX Runtime), tensorflow, or auto (onnx where it can)
 
     def __post_init__(self):
         if self.adapt_priors and self.priors is not None:
@@ -264,6 +268,8 @@ class ScoreConfig:
             raise UsageError("--batch-size must be at least 1")
         if self.top_k < 0:
             raise UsageError("--top-k must be 0 or more")
+        if self.runtime not in RUNTIMES:
+            raise UsageError(f"--runtime must be one of {', '.join(RUNTIMES)}")
 
 
 def parse_labels(spec: str) -> tuple[tuple[str, str], ...]:

@@ -215,6 +215,8 @@ class Predictor:
         self._run = tf.function(run, input_signature=signature)
         self._oom_error = tf.errors.ResourceExhaustedError
         self.batch_size = batch_size
+        self.versions = framework_versions()
+        self.runtime = f"tensorflow {self.versions['tensorflow']}"
 
     def logit_parts(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Each path's logits before calibration: ``deep`` (attention BiLSTM)

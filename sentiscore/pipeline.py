@@ -90,6 +90,7 @@ class ScoreSummary:
                if (emb := self.provenance.get("sentiscore.embedder", "vocab")) != "vocab" else "")
             + f"sentiscore {__version__} tensorflow {self.provenance.get('sentiscore.tensorflow_version', '?')} "
             f"keras {self.provenance.get('sentiscore.keras_version', '?')}"
+            + (f" runtime {r}" if (r := self.provenance.get("sentiscore.runtime")) else "")
             + (f" priors {p}" if (p := self.provenance.get("sentiscore.priors")) else "")
             + f" -> {self.output}"
             + (f"; skipped {self.skipped_lines:,} bad CSV lines" + (f" (listed in {self.bad_lines_file})" if self.bad_lines_file else "")
@@ -165,9 +166,9 @@ class Scorer:
     the model's own settings); the Ray engine passes its pre-segmented tokens."""
 
     def __init__(self, loaded: LoadedModel, workers: int | None = None, batch_size: int | None = None, top_k: int = 3,
-                 segmenter=None, cascade: bool = True):
-        from .model import Predictor, framework_versions
-
+                 segmenter=None, cascade: bool = True, onnx_graph: Path | None = None):
+        """``onnx_graph``: run the classifier on ONNX Runtime from this graph
+        (:mod:`onnx_engine`; ``loaded`` then needs no Keras model)."""
         self.loaded = loaded
         card = self.card = loaded.card
         self.labels = list(card.labels)
@@ -179,12 +180,19 @@ class Scorer:
         # The card's cascade (wide-deep models trained by 0.2), unless the caller wants every row through the deep path.
         self.cascade = card.cascade if cascade and self.hasher is not None else None
         batch_size = batch_size or self.embedder.score_batch_size
-        self.predictor = Predictor(loaded.keras_model, batch_size=batch_size)
+        if onnx_graph is not None:
+            from .onnx_engine import OnnxPredictor
+
+            self.predictor = OnnxPredictor(onnx_graph, batch_size=batch_size)
+        else:
+            from .model import Predictor
+
+            self.predictor = Predictor(loaded.keras_model, batch_size=batch_size)
         self.batch_size = batch_size
         self.top_k = top_k
         self.prior_shift: np.ndarray | None = None  # logit offsets from the card's reference prior to the file's (set_priors)
         self._encoder_thread = None
-        versions = framework_versions()
+        versions = self.predictor.versions
         self.provenance = {
             "sentiscore.version": __version__,
             "sentiscore.model": loaded.name,
@@ -194,13 +202,14 @@ class Scorer:
             "sentiscore.embedder": _embedder_line(card.embedder, self.embedder.device),
             "sentiscore.tensorflow_version": versions["tensorflow"],
             "sentiscore.keras_version": versions["keras"],
+            "sentiscore.runtime": self.predictor.runtime,
         }
         if self.embedder.torch_version:
             self.provenance["sentiscore.torch_version"] = self.embedder.torch_version
 
     @classmethod
     def from_model(cls, model=None, *, workers=None, batch_size=None, top_k=3, expect: dict | None = None,
-                   device: str = "auto", segmenter=None, cascade: bool = True) -> "Scorer":
+                   device: str = "auto", segmenter=None, cascade: bool = True, runtime: str = "auto") -> "Scorer":
         """``expect`` holds settings the caller asked for (``maxlen``,
         ``user_dict``, ``stopwords``, ``layer_mix``); any that differ from the
         model's training settings raise :class:`SettingsMismatchError`.
@@ -208,14 +217,21 @@ class Scorer:
         card = read_card(model)
         check_expected_settings(card, expect or {})
         return cls.from_card(card, workers=workers, batch_size=batch_size, top_k=top_k, device=device, segmenter=segmenter,
-                             cascade=cascade)
+                             cascade=cascade, runtime=runtime)
 
     @classmethod
     def from_card(cls, card: ModelCard, *, workers=None, batch_size=None, top_k=3, device: str = "auto",
-                  segmenter=None, cascade: bool = True) -> "Scorer":
-        """The scorer of a model whose card is already read and checked (a :class:`RunPlan`'s)."""
-        return cls(load_model(card, device=device, log=_log_stderr), workers=workers, batch_size=batch_size, top_k=top_k,
-                   segmenter=segmenter, cascade=cascade)
+                  segmenter=None, cascade: bool = True, runtime: str = "auto") -> "Scorer":
+        """The scorer of a model whose card is already read and checked (a
+        :class:`RunPlan`'s). ``runtime``: what runs the classifier, ``onnx``
+        (ONNX Runtime, built from the Keras model once and cached),
+        ``tensorflow``, or ``auto``: ONNX where the model and the install allow."""
+        from .onnx_engine import graph_for
+
+        graph = graph_for(card, runtime, log=_log_stderr)
+        loaded = load_model(card, device=device, log=_log_stderr, keras_model=graph is None)
+        return cls(loaded, workers=workers, batch_size=batch_size, top_k=top_k, segmenter=segmenter, cascade=cascade,
+                   onnx_graph=graph)
 
     @property
     def reference_prior(self) -> np.ndarray:
@@ -670,7 +686,7 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
     own_scorer = scorer is None
     if own_scorer:
         scorer = Scorer.from_card(card, workers=config.workers, batch_size=config.batch_size, top_k=config.top_k, device=config.device,
-                                  cascade=config.cascade)
+                                  cascade=config.cascade, runtime=config.runtime)
     try:
         with scorer.keeping_priors():
             priors = None

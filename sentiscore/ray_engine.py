@@ -102,6 +102,7 @@ class _Plan:
     provenance: tuple[tuple[str, str], ...] = ()
     device: str = "auto"  # where an ELMo embedder runs inside each actor
     cascade: bool = True  # let the card's cascade skip the deep path on rows the n-gram path decides
+    runtime: str = "auto"  # what runs the classifier in each actor (ScoreConfig.runtime)
     files: tuple[str, ...] = ()  # IN's files, sorted: a row's FILE_COLUMN indexes this
     input_format: str = "parquet"
     encoding: str = "utf-8"
@@ -398,7 +399,7 @@ class ScoreActor:
         # tasks did not segment is segmented here, the same way.
         self.segmenter = _Presegmented(ParallelSegmenter(card.segmenter_config(host=socket.gethostname()), card.maxlen, 1))
         self.scorer = Scorer.from_card(card, workers=1, batch_size=plan.batch_size, top_k=plan.top_k, device=plan.device,
-                                       segmenter=self.segmenter, cascade=plan.cascade)
+                                       segmenter=self.segmenter, cascade=plan.cascade, runtime=plan.runtime)
         self.metadata = {k.encode(): v.encode() for k, v in {**self.scorer.provenance, **dict(plan.provenance)}.items()}
 
     def score(self, table: pa.Table) -> pa.Table:
@@ -632,7 +633,7 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
             candidates = tuple(dict.fromkeys([str(model_dir.resolve()), str(model)]))
         plan = _Plan(
             model_candidates=candidates, model_hash=card.hash, text_column=config.text_column, keep=tuple(keep),
-            prefix=prefix, batch_size=config.batch_size, top_k=config.top_k, device=config.device, cascade=config.cascade,
+            prefix=prefix, batch_size=config.batch_size, top_k=config.top_k, device=config.device, cascade=config.cascade, runtime=config.runtime,
             provenance=(("sentiscore.engine", f"ray {ray.__version__}"),),
             files=tuple(files), input_format=fmt, encoding=config.encoding, chunk_size=config.chunk_size, parts_dir=str(tmp),
         )

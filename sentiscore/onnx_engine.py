@@ -1,0 +1,271 @@
+"""ONNX Runtime as the scoring engine of learned-embedding models
+(``vocab`` embedder, attention or wide-deep): the same computation as the
+Keras model, without importing TensorFlow at scoring time.
+
+Keras 3 runs its LSTM as a generic while-loop, which exporters turn into an
+ONNX ``Loop`` that ONNX Runtime runs at half TensorFlow's speed. So the graph
+is built here from the trained weights, with ONNX's own ``LSTM`` operator
+(bidirectional, per-row ``sequence_lens``): embedding lookup → BiLSTM →
+feed-forward attention → dense, plus the hashed n-gram path, the calibration
+and the softmax. Outputs: probabilities, attention weights and the BiLSTM
+states, as :class:`model.Predictor` returns them, and each path's logits.
+
+The graph is built once per model (it needs the Keras model, so TensorFlow,
+and the ``onnx`` package) into the cache, named by the model's hash, and
+checked against Keras on a probe batch before it is kept. Scoring then needs
+``onnxruntime`` only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelError
+
+GRAPH_VERSION = 1  # bump when the graph changes: cached graphs of other versions are rebuilt
+SUPPORTED_EMBEDDERS = ("vocab",)
+_OUTPUTS = ("probs", "alpha", "states")
+
+
+def available() -> bool:
+    """onnxruntime (scoring) and onnx (building, reading the graph) are installed."""
+    from importlib.util import find_spec
+
+    return find_spec("onnxruntime") is not None and find_spec("onnx") is not None
+
+
+def supports(card) -> bool:
+    return card.embedder_type in SUPPORTED_EMBEDDERS
+
+
+def graph_path(card) -> Path:
+    from .segment import cache_dir
+
+    return cache_dir("onnx") / f"{card.hash}-v{GRAPH_VERSION}.onnx"
+
+
+def _lstm_weights(layer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A Keras LSTM's kernel, recurrent kernel and bias in ONNX's layout:
+    gates reordered from Keras' (i, f, c, o) to ONNX's (i, o, f, c), matrices
+    transposed, the bias as [input bias, recurrent bias = 0]."""
+    kernel, recurrent, bias = (np.asarray(w) for w in layer.cell.get_weights())
+    units = recurrent.shape[0]
+    order = np.concatenate([np.arange(units) + k * units for k in (0, 3, 1, 2)])
+    return kernel[:, order].T, recurrent[:, order].T, np.concatenate([bias[order], np.zeros_like(bias)])
+
+
+def build_graph(keras_model, card):
+    """The ONNX model of a learned-embedding Keras classifier (see module doc)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .model import framework_versions
+
+    names = {layer.name for layer in keras_model.layers}
+    bilstm = keras_model.get_layer("bilstm")
+    w_f, r_f, b_f = _lstm_weights(bilstm.forward_layer)
+    w_b, r_b, b_b = _lstm_weights(bilstm.backward_layer)
+    units = r_f.shape[1]
+    attention_w, attention_b = (np.asarray(w) for w in keras_model.get_layer("attention").get_weights())
+    dense_k, dense_b = (np.asarray(w) for w in keras_model.get_layer("deep_logits").get_weights())
+    calibration = keras_model.get_layer("calibration").get_config() if "calibration" in names else {}
+    temperature = float(calibration.get("temperature", 1.0))
+    class_bias = np.asarray(calibration.get("bias") or np.zeros(dense_b.shape), np.float32)
+    f32 = np.float32
+    inits = {
+        "embeddings": np.asarray(keras_model.get_layer("embedding").get_weights()[0], f32),
+        "lstm_W": np.stack([w_f, w_b]).astype(f32), "lstm_R": np.stack([r_f, r_b]).astype(f32),
+        "lstm_B": np.stack([b_f, b_b]).astype(f32),
+        "att_w": attention_w.astype(f32), "att_b": attention_b.astype(f32),
+        "dense_k": dense_k.astype(f32), "dense_b": dense_b.astype(f32),
+        "inv_temperature": np.asarray(1.0 / temperature, f32), "class_bias": class_bias.astype(f32),
+        "zero_i": np.asarray(0, np.int32), "one_f": np.asarray(1.0, f32),
+        "neg_big": np.asarray(-1e9, f32), "tiny": np.asarray(1e-9, f32),
+        "axis1": np.asarray([1], np.int64), "axis2": np.asarray([2], np.int64), "axis_last": np.asarray([-1], np.int64),
+        "start0": np.asarray([0], np.int64), "perm_shape_idx": np.asarray([1], np.int64),
+        "ybt_shape": np.asarray([0, 0, 2 * units], np.int64),
+    }
+    n = helper.make_node
+    nodes = [
+        # Mask and per-row lengths (ids are padded on the right with 0).
+        n("Greater", ["token_ids", "zero_i"], ["mask"]),
+        n("Cast", ["mask"], ["mask_f"], to=TensorProto.FLOAT),
+        n("ReduceSum", ["mask_f", "axis1"], ["lengths_f"], keepdims=0),
+        n("Cast", ["lengths_f"], ["lengths"], to=TensorProto.INT32),
+        n("Gather", ["embeddings", "token_ids"], ["embedded"]),  # (B, T, D)
+        n("Transpose", ["embedded"], ["x_tbd"], perm=[1, 0, 2]),
+        n("LSTM", ["x_tbd", "lstm_W", "lstm_R", "lstm_B", "lengths"], ["y"], hidden_size=units, direction="bidirectional"),
+        # y: (T, 2, B, H) → (B, T, 2, H) → (B, T, 2H), forward states first as Keras concatenates them.
+        n("Transpose", ["y"], ["y_btdh"], perm=[2, 0, 1, 3]),
+        n("Reshape", ["y_btdh", "ybt_shape"], ["states"]),
+        # Attention: e = tanh(h·w + b[:T]), softmax over real tokens only.
+        n("MatMul", ["states", "att_w"], ["scores3"]),
+        n("Squeeze", ["scores3", "axis_last"], ["scores_raw"]),
+        n("Shape", ["token_ids"], ["ids_shape"]),
+        n("Gather", ["ids_shape", "perm_shape_idx"], ["steps"]),
+        n("Slice", ["att_b", "start0", "steps"], ["att_b_t"]),
+        n("Add", ["scores_raw", "att_b_t"], ["scores_b"]),
+        n("Tanh", ["scores_b"], ["scores_t"]),
+        n("Where", ["mask", "scores_t", "neg_big"], ["scores_m"]),
+        n("ReduceMax", ["scores_m", "axis1"], ["scores_max"], keepdims=1),
+        n("Sub", ["scores_m", "scores_max"], ["scores_s"]),
+        n("Exp", ["scores_s"], ["scores_e"]),
+        n("Mul", ["scores_e", "mask_f"], ["weights"]),
+        n("ReduceSum", ["weights", "axis1"], ["weights_sum"], keepdims=1),
+        n("Max", ["weights_sum", "tiny"], ["weights_den"]),
+        n("Div", ["weights", "weights_den"], ["alpha"]),
+        n("Unsqueeze", ["alpha", "axis2"], ["alpha3"]),
+        n("Mul", ["states", "alpha3"], ["weighted"]),
+        n("ReduceSum", ["weighted", "axis1"], ["context"], keepdims=0),
+        n("MatMul", ["context", "dense_k"], ["deep_k"]),
+        n("Add", ["deep_k", "dense_b"], ["deep_logits"]),
+    ]
+    inputs = [helper.make_tensor_value_info("token_ids", TensorProto.INT32, ["batch", "steps"])]
+    logits = "deep_logits"
+    if card.arch == "wide-deep":
+        table, bias = (np.asarray(w, f32) for w in keras_model.get_layer("wide_logits").get_weights())
+        inits.update({"wide_table": table, "wide_bias": bias})
+        inputs.append(helper.make_tensor_value_info("ngram_ids", TensorProto.INT32, ["batch", "ngrams"]))
+        nodes += [
+            n("Greater", ["ngram_ids", "zero_i"], ["ngram_keep"]),
+            n("Cast", ["ngram_keep"], ["ngram_keep_f"], to=TensorProto.FLOAT),
+            n("Gather", ["wide_table", "ngram_ids"], ["ngram_rows"]),  # (B, N, C); row 0 is masked below
+            n("Unsqueeze", ["ngram_keep_f", "axis2"], ["ngram_keep3"]),
+            n("Mul", ["ngram_rows", "ngram_keep3"], ["ngram_kept"]),
+            n("ReduceSum", ["ngram_kept", "axis1"], ["ngram_sum"], keepdims=0),
+            n("ReduceSum", ["ngram_keep_f", "axis1"], ["ngram_count"], keepdims=1),
+            n("Max", ["ngram_count", "one_f"], ["ngram_count1"]),
+            n("Sqrt", ["ngram_count1"], ["ngram_norm"]),
+            n("Div", ["ngram_sum", "ngram_norm"], ["ngram_scaled"]),
+            n("Add", ["ngram_scaled", "wide_bias"], ["wide_logits"]),
+            n("Add", ["deep_logits", "wide_logits"], ["wide_deep_logits"]),
+        ]
+        logits = "wide_deep_logits"
+    nodes += [
+        n("Mul", [logits, "inv_temperature"], ["scaled"]),
+        n("Add", ["scaled", "class_bias"], ["calibrated"]),
+        n("Softmax", ["calibrated"], ["probs"], axis=-1),
+    ]
+    classes = int(dense_b.shape[0])
+    shapes = {"probs": ["batch", classes], "alpha": ["batch", "steps"], "states": ["batch", "steps", 2 * units],
+              "deep_logits": ["batch", classes], "wide_logits": ["batch", classes]}
+    parts = ["deep_logits"] + (["wide_logits"] if card.arch == "wide-deep" else [])
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shapes[name]) for name in (*_OUTPUTS, *parts)]
+    graph = helper.make_graph(nodes, "sentiscore_classifier", inputs, outputs,
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="sentiscore")
+    model.metadata_props.append(onnx.StringStringEntryProto(key="sentiscore", value=json.dumps(
+        {"model_hash": card.hash, "graph_version": GRAPH_VERSION, "temperature": temperature,
+         "built_from": framework_versions()})))
+    onnx.checker.check_model(model)
+    return model
+
+
+class OnnxPredictor:
+    """:class:`model.Predictor`'s interface on ONNX Runtime: probabilities,
+    attention and each token's share of the deep logits, per padded batch."""
+
+    def __init__(self, path: Path, batch_size: int, threads: int | None = None):
+        import onnx
+        import onnxruntime as ort
+        from onnx import numpy_helper
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self._session.get_inputs()]
+        weights = {t.name: t for t in onnx.load(str(path), load_external_data=False).graph.initializer
+                   if t.name in ("wide_table", "wide_bias", "dense_k")}
+        meta = json.loads({p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}["sentiscore"])
+        self.temperature = float(meta["temperature"])
+        self.versions = dict(meta["built_from"])  # the TensorFlow and Keras that built the graph, for provenance
+        self._kernel = numpy_helper.to_array(weights["dense_k"])
+        self.wide_table = numpy_helper.to_array(weights["wide_table"]) if "wide_table" in weights else None
+        self.wide_bias = numpy_helper.to_array(weights["wide_bias"]) if "wide_bias" in weights else None
+        self.batch_size = batch_size
+        self.runtime = f"onnxruntime {ort.__version__}"
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        feed = {name: np.ascontiguousarray(inputs[name], np.int32) for name in self.input_names}
+        probs, alpha, states = self._session.run(list(_OUTPUTS), feed)
+        token_logits = np.einsum("btd,dc->btc", states, self._kernel) * alpha[..., None]
+        return probs, alpha, token_logits
+
+    def logit_parts(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each path's logits before calibration (``deep``, and ``wide`` for wide-deep models)."""
+        feed = {name: np.ascontiguousarray(inputs[name], np.int32) for name in self.input_names}
+        names = [o.name for o in self._session.get_outputs() if o.name.endswith("_logits")]
+        return {name.split("_")[0]: out for name, out in zip(names, self._session.run(names, feed))}
+
+
+def graph_for(card, runtime: str, log=None) -> Path | None:
+    """The ONNX graph to score this model with, or None for TensorFlow.
+    ``auto`` falls back to TensorFlow, saying why, where ``onnx`` is an error."""
+    from .errors import UsageError
+
+    if runtime == "tensorflow":
+        return None
+    reason = None
+    if not supports(card):
+        reason = f"its embedder ({card.embedder_type}) runs on TensorFlow only"
+    elif not available():
+        reason = "onnxruntime and onnx are not installed (pip install onnxruntime onnx)"
+    if reason is None:
+        try:
+            return ensure_graph(card, log)
+        except ModelError as exc:
+            reason = str(exc)
+    if runtime == "onnx":
+        raise UsageError(f"--runtime onnx: model {card.name}: {reason}")
+    if log is not None and supports(card):
+        log(f"sentiscore: scoring {card.name} with TensorFlow: {reason}")
+    return None
+
+
+def ensure_graph(card, log=None) -> Path:
+    """The cached graph of this model, built and checked against Keras the
+    first time (TensorFlow is imported only then)."""
+    path = graph_path(card)
+    if path.is_file():
+        return path
+    import onnx
+
+    from .artifacts import load_model
+    from .model import Predictor
+
+    if log is not None:
+        log(f"sentiscore: building the ONNX graph of {card.name} (once; cached in {path.parent})")
+    loaded = load_model(card)
+    model = build_graph(loaded.keras_model, card)
+    tmp = path.with_suffix(f".tmp-{np.random.default_rng().integers(1 << 30)}")
+    onnx.save(model, str(tmp))
+    try:
+        _check_against_keras(Predictor(loaded.keras_model), OnnxPredictor(tmp, batch_size=64), card)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _check_against_keras(keras_predictor, onnx_predictor, card) -> None:
+    """Random token and n-gram ids of mixed lengths through both engines."""
+    rng = np.random.default_rng(0)
+    vocab = int(card.embedder.get("vocab_size") or 1000)
+    rows, width = 32, 24
+    lengths = rng.integers(1, width + 1, rows)
+    ids = rng.integers(2, max(3, vocab), (rows, width)).astype(np.int32)
+    ids[np.arange(width)[None, :] >= lengths[:, None]] = 0
+    inputs = {"token_ids": ids, "mask": ids != 0}
+    if card.wide is not None:
+        ngrams = rng.integers(1, card.wide.num_buckets, (rows, 40)).astype(np.int32)
+        ngrams[np.arange(40)[None, :] >= (lengths[:, None] * 2)] = 0
+        inputs["ngram_ids"] = ngrams
+    expected = keras_predictor(inputs)
+    got = onnx_predictor(inputs)
+    for name, a, b in zip(("probabilities", "attention", "token logits"), expected, got):
+        if not np.allclose(a, b, atol=1e-4):
+            raise ModelError(f"the ONNX graph of {card.name} differs from Keras on {name} "
+                             f"(max difference {np.abs(a - b).max():.2e}); score with --runtime tensorflow")

@@ -1,0 +1,97 @@
+"""The ONNX Runtime path: the graph built from the Keras weights computes
+what Keras computes; ``--runtime`` picks it, or falls back, as documented."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from sentiscore import onnx_engine
+from sentiscore.artifacts import load_model, read_card
+from sentiscore.config import ScoreConfig
+from sentiscore.errors import ModelError, UsageError
+from sentiscore.model import Predictor
+from sentiscore.pipeline import Scorer, score_file
+
+
+def _score(model, src, out, runtime, **config):
+    score_file(src, out, model=model, config=ScoreConfig(runtime=runtime, workers=1, **config))
+    return pq.read_table(out)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_model", "tiny_attention_model"])
+def test_both_runtimes_give_the_same_output(fixture, request, sample_dir, tmp_path):
+    model = request.getfixturevalue(fixture)
+    onnx_out = _score(model, sample_dir / "reviews.csv", tmp_path / "onnx.parquet", "onnx", cascade=False)
+    tf_out = _score(model, sample_dir / "reviews.csv", tmp_path / "tf.parquet", "tensorflow", cascade=False)
+    a, b = onnx_out.to_pandas(), tf_out.to_pandas()
+    assert a.label.tolist() == b.label.tolist() and a.status.tolist() == b.status.tolist()
+    probs = [c for c in a.columns if c.startswith("prob_")]
+    np.testing.assert_allclose(a[probs].to_numpy(float), b[probs].to_numpy(float), atol=1e-5)
+    assert [list(x) for x in a.top_words] == [list(x) for x in b.top_words]
+    np.testing.assert_allclose(np.concatenate([np.asarray(x, float) for x in a.top_weights]),
+                               np.concatenate([np.asarray(x, float) for x in b.top_weights]), atol=1e-4)
+    runtime = onnx_out.schema.metadata[b"sentiscore.runtime"].decode()
+    assert runtime.startswith("onnxruntime ") and tf_out.schema.metadata[b"sentiscore.runtime"].decode().startswith("tensorflow ")
+
+
+def test_graph_outputs_and_path_logits_equal_keras_on_real_batches(tiny_model):
+    card = read_card(tiny_model)
+    graph = onnx_engine.ensure_graph(card)
+    keras_predictor = Predictor(load_model(card).keras_model)
+    onnx_predictor = onnx_engine.OnnxPredictor(graph, batch_size=16)
+    texts = ["这个手机的屏幕很清晰，电池也耐用", "物流太慢了，客服态度也差，不会再买", "还行吧", "好"]
+    with Scorer.from_card(card, workers=1, cascade=False, runtime="tensorflow") as scorer:
+        prepared = scorer.preprocess(texts)
+        segmented = prepared.segmentation()
+        features = scorer.embedder.featurize(segmented)
+        rows = np.arange(len(texts))
+        inputs = scorer.embedder.encode(features, rows, int(segmented.lengths.max()))
+        inputs["ngram_ids"] = scorer.hasher.transform(texts)
+    for expected, got in zip(keras_predictor(inputs), onnx_predictor(inputs)):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    keras_parts, onnx_parts = keras_predictor.logit_parts(inputs), onnx_predictor.logit_parts(inputs)
+    assert set(onnx_parts) == set(keras_parts) == {"deep", "wide"}
+    for path in keras_parts:
+        np.testing.assert_allclose(onnx_parts[path], keras_parts[path], atol=1e-5)
+    assert onnx_predictor.temperature == pytest.approx(keras_predictor.temperature)
+    np.testing.assert_array_equal(onnx_predictor.wide_table, keras_predictor.wide_table)
+
+
+def test_the_graph_is_built_once_and_cached_by_model_hash(tiny_model):
+    card = read_card(tiny_model)
+    first = onnx_engine.ensure_graph(card)
+    stamp = first.stat().st_mtime_ns
+    assert onnx_engine.ensure_graph(card) == first and first.stat().st_mtime_ns == stamp
+    assert card.hash in first.name
+
+
+def test_a_graph_that_disagrees_with_keras_is_never_kept(tiny_model, tmp_path, monkeypatch):
+    """Keras' LSTM gates are (i, f, c, o), ONNX's (i, o, f, c): without the
+    reordering the check against Keras must fail, and nothing is cached."""
+    monkeypatch.setenv("SENTISCORE_CACHE_DIR", str(tmp_path / "cache"))
+    card = read_card(tiny_model)
+
+    def unordered(layer):
+        kernel, recurrent, bias = (np.asarray(w) for w in layer.cell.get_weights())
+        return kernel.T, recurrent.T, np.concatenate([bias, np.zeros_like(bias)])
+
+    monkeypatch.setattr(onnx_engine, "_lstm_weights", unordered)
+    with pytest.raises(ModelError, match="differs from Keras"):
+        onnx_engine.ensure_graph(card)
+    assert not onnx_engine.graph_path(card).exists()
+    with pytest.raises(UsageError, match="--runtime onnx"):
+        onnx_engine.graph_for(card, "onnx")
+    said = []
+    assert onnx_engine.graph_for(card, "auto", log=said.append) is None
+    assert "scoring tiny with TensorFlow" in said[-1] and "differs from Keras" in said[-1]
+
+
+def test_runtime_choice(tiny_model, tiny_elmo_model):
+    fast, elmo = read_card(tiny_model), read_card(tiny_elmo_model)
+    assert onnx_engine.graph_for(fast, "tensorflow") is None
+    assert onnx_engine.graph_for(fast, "auto") == onnx_engine.graph_path(fast)
+    assert onnx_engine.graph_for(elmo, "auto") is None  # ELMo models stay on TensorFlow
+    with pytest.raises(UsageError, match="TensorFlow only"):
+        onnx_engine.graph_for(elmo, "onnx")
+    with pytest.raises(UsageError, match="--runtime"):
+        ScoreConfig(runtime="jax")
