@@ -146,6 +146,19 @@ def test_info_prints_the_card(runner, tiny_model):
     assert json.loads(as_json.stdout)["name"] == "tiny"
 
 
+def test_score_runtime_and_cascade_flags_reach_the_output(runner, tiny_model, sample_dir, tmp_path):
+    out = tmp_path / "scored.parquet"
+    result = runner.invoke(cli, ["score", str(sample_dir / "reviews.csv"), str(out), "--model", str(tiny_model),
+                                 "--runtime", "tensorflow", "--no-cascade", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out)
+    assert table.schema.metadata[b"sentiscore.runtime"].decode().startswith("tensorflow ")
+    assert set(table.column("scored_by").drop_null().to_pylist()) == {"full"}
+    assert "runtime tensorflow" in result.stderr
+    bad = runner.invoke(cli, ["score", str(sample_dir / "reviews.csv"), str(out), "--runtime", "jax", "--overwrite"])
+    assert bad.exit_code == 2 and "jax" in bad.output
+
+
 def test_default_model_smoke(runner, sample_dir, tmp_path):
     """The shipped default model scores the sample file out of the box."""
     out = tmp_path / "scored.parquet"
