@@ -167,19 +167,16 @@ class OnnxPredictor:
     """:class:`model.Predictor`'s interface on ONNX Runtime: probabilities,
     attention and each token's share of the deep logits, per padded batch."""
 
-    def __init__(self, path: Path, batch_size: int, threads: int | None = None):
+    def __init__(self, path: Path, batch_size: int):
         import onnx
         import onnxruntime as ort
         from onnx import numpy_helper
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self._session.get_inputs()]
-        weights = {t.name: t for t in onnx.load(str(path), load_external_data=False).graph.initializer
-                   if t.name in ("wide_table", "wide_bias", "dense_k")}
-        meta = json.loads({p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}["sentiscore"])
+        graph = onnx.load(str(path))
+        weights = {t.name: t for t in graph.graph.initializer if t.name in ("wide_table", "wide_bias", "dense_k")}
+        meta = json.loads({p.key: p.value for p in graph.metadata_props}["sentiscore"])
         self.temperature = float(meta["temperature"])
         self.versions = dict(meta["built_from"])  # the TensorFlow and Keras that built the graph, for provenance
         self._kernel = numpy_helper.to_array(weights["dense_k"])
@@ -239,7 +236,10 @@ def ensure_graph(card, log=None) -> Path:
     if log is not None:
         log(f"sentiscore: building the ONNX graph of {card.name} (once; cached in {path.parent})")
     loaded = load_model(card)
-    model = build_graph(loaded.keras_model, card)
+    try:
+        model = build_graph(loaded.keras_model, card)
+    except Exception as exc:  # a layer this builder does not know: Keras and onnx raise many types
+        raise ModelError(f"could not build the ONNX graph of {card.name} ({type(exc).__name__}: {exc})") from exc
     tmp = path.with_suffix(f".tmp-{np.random.default_rng().integers(1 << 30)}")
     onnx.save(model, str(tmp))
     try:
