@@ -2,7 +2,7 @@
 fitted one at training time (0.2's zh-fast and zh-elmo were), on the same
 validation split its training held out, and add it to the model's card.
 
-    python scripts/fit_cascade.py MODEL TRAIN_FILE [--max-label-change 0.0005]
+    python scripts/fit_cascade.py MODEL TRAIN_FILE [--max-label-change 0.0005] [--min-threshold 0.8]
 
 The weights are untouched; meta.json gains a ``cascade`` section and the
 manifest is renewed (so the model's hash changes). Before fitting, the
@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 from sentiscore.artifacts import add_card_section, read_card
-from sentiscore.cascade import DEFAULT_MAX_LABEL_CHANGE
+from sentiscore.cascade import DEFAULT_MAX_LABEL_CHANGE, DEFAULT_MIN_THRESHOLD
 from sentiscore.evaluate import classification_metrics
 from sentiscore.pipeline import Scorer
 from sentiscore.train import cascade_on, validation_rows_of
@@ -31,6 +31,9 @@ def main() -> int:
     parser.add_argument("model")
     parser.add_argument("train_file")
     parser.add_argument("--max-label-change", type=float, default=DEFAULT_MAX_LABEL_CHANGE)
+    parser.add_argument("--min-threshold", type=float, default=DEFAULT_MIN_THRESHOLD,
+                        help="Never below this confidence; raise it for a model whose deep path overturns more "
+                             "n-gram calls on sources it was not trained on (README, Speed 2026-12-01)")
     parser.add_argument("--text-column", default="txt")
     parser.add_argument("--label-column", default="label")
     args = parser.parse_args()
@@ -47,7 +50,7 @@ def main() -> int:
             print(f"the validation split gives macro-F1 {reproduced:.4f}, the card says {recorded:.4f}: not the rows it held out",
                   file=sys.stderr)
             return 1
-        cascade = cascade_on(scorer, texts, y, args.max_label_change)
+        cascade = cascade_on(scorer, texts, y, args.max_label_change, args.min_threshold)
     if cascade is None:
         print(f"{card.name}: no cascade (not wide-deep, or no threshold within the budget)", file=sys.stderr)
         return 1

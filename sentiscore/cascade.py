@@ -23,7 +23,7 @@ DEFAULT_MAX_LABEL_CHANGE = 0.0005  # half of the 0.1% of labels the cascade may 
 # The validation split is in domain; out of domain the deep path overturns more confident n-gram calls.
 # Left-out sources (README, "Cascade"): at the fitted thresholds (0.58-0.75) up to 0.46% of a source's
 # labels changed; from 0.8 up, at most 0.06% on every source.
-_MIN_THRESHOLD = 0.8
+DEFAULT_MIN_THRESHOLD = 0.8
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class CascadeConfig:
     skip_share: float  # share of validation rows skipped
     label_change: float  # share of validation rows whose label the cascade changes
     rows: int  # validation rows it was fitted on
+    min_threshold: float = DEFAULT_MIN_THRESHOLD  # the floor it was fitted with
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,14 +44,16 @@ class CascadeConfig:
     @classmethod
     def from_dict(cls, raw: dict) -> "CascadeConfig":
         return cls(float(raw["threshold"]), float(raw["wide_temperature"]), float(raw["max_label_change"]),
-                   float(raw["skip_share"]), float(raw["label_change"]), int(raw["rows"]))
+                   float(raw["skip_share"]), float(raw["label_change"]), int(raw["rows"]),
+                   float(raw.get("min_threshold", DEFAULT_MIN_THRESHOLD)))
 
 
 def fit_cascade(wide_logits: np.ndarray, full_labels: np.ndarray, y_true: np.ndarray,
-                max_label_change: float = DEFAULT_MAX_LABEL_CHANGE) -> CascadeConfig | None:
+                max_label_change: float = DEFAULT_MAX_LABEL_CHANGE,
+                min_threshold: float = DEFAULT_MIN_THRESHOLD) -> CascadeConfig | None:
     """The cascade for a model whose validation rows have these n-gram path
     logits (before calibration), whole-model labels and true labels; None
-    when no threshold ≥ 0.8 keeps the label changes within budget."""
+    when no threshold ≥ ``min_threshold`` keeps the label changes within budget."""
     n = full_labels.size
     if n == 0:
         return None
@@ -62,7 +65,7 @@ def fit_cascade(wide_logits: np.ndarray, full_labels: np.ndarray, y_true: np.nda
     conf_sorted = confidence[order]
     changes_sorted = np.cumsum(changed[order])
     # A threshold skips every row at or above it: only cut where the next row is strictly less confident.
-    cut_ok = np.append(conf_sorted[1:] < conf_sorted[:-1], True) & (conf_sorted >= _MIN_THRESHOLD)
+    cut_ok = np.append(conf_sorted[1:] < conf_sorted[:-1], True) & (conf_sorted >= min_threshold)
     within = changes_sorted <= max_label_change * n
     candidates = np.flatnonzero(cut_ok & within)
     if candidates.size == 0:
@@ -75,6 +78,7 @@ def fit_cascade(wide_logits: np.ndarray, full_labels: np.ndarray, y_true: np.nda
         skip_share=round((last + 1) / n, 4),
         label_change=round(int(changes_sorted[last]) / n, 6),
         rows=int(n),
+        min_threshold=min_threshold,
     )
 
 

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .artifacts import save_model_dir, sha256_of
-from .cascade import DEFAULT_MAX_LABEL_CHANGE, fit_cascade
+from .cascade import DEFAULT_MAX_LABEL_CHANGE, DEFAULT_MIN_THRESHOLD, fit_cascade
 from .config import TrainConfig, default_workers
 from .errors import InputError, TrainingError
 from .io import INPUT_FORMATS, detect_format, read_table
@@ -524,7 +524,8 @@ def evaluate_in_memory(dev_path, scorer, config: TrainConfig, group_column: str)
                     group_column=group_column)
 
 
-def cascade_on(scorer, texts: list[str], y: np.ndarray, max_label_change: float = DEFAULT_MAX_LABEL_CHANGE):
+def cascade_on(scorer, texts: list[str], y: np.ndarray, max_label_change: float = DEFAULT_MAX_LABEL_CHANGE,
+               min_threshold: float = DEFAULT_MIN_THRESHOLD):
     """The cascade of a wide-deep model fitted on labelled rows it was not
     trained on (its validation split): every row through the whole model,
     then the n-gram path's threshold (:func:`cascade.fit_cascade`). None for
@@ -537,7 +538,8 @@ def cascade_on(scorer, texts: list[str], y: np.ndarray, max_label_change: float 
     unique = prepared.row_to_unique[rows]
     tokens = forwarded.segmented.lengths[unique] > 0
     unique, y = unique[tokens], np.asarray(y)[rows][tokens]
-    return fit_cascade(forwarded.logit_parts["wide"][unique], forwarded.probs[unique].argmax(axis=1), y, max_label_change)
+    return fit_cascade(forwarded.logit_parts["wide"][unique], forwarded.probs[unique].argmax(axis=1), y, max_label_change,
+                       min_threshold)
 
 
 def validation_rows_of(card, data_path, text_column: str = "txt", label_column: str = "label",

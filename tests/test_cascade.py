@@ -54,6 +54,18 @@ def test_tied_confidences_are_skipped_together_or_not_at_all():
     assert cascade.skip_share == pytest.approx(0.25)
 
 
+def test_a_higher_floor_skips_fewer_rows_and_is_recorded():
+    rng = np.random.default_rng(2)
+    confidence = rng.uniform(0.34, 0.999, 500)
+    wide = rng.integers(0, 3, 500)
+    logits = _logits_with_confidence(confidence, wide)
+    low, high = (fit_cascade(logits, wide, wide, min_threshold=floor) for floor in (0.8, 0.95))
+    assert high.threshold >= 0.95 and high.skip_share < low.skip_share and high.min_threshold == 0.95
+    assert CascadeConfig.from_dict(high.to_dict()) == high
+    legacy = {k: v for k, v in low.to_dict().items() if k != "min_threshold"}  # cards written before the field
+    assert CascadeConfig.from_dict(legacy).min_threshold == 0.8
+
+
 def test_no_cascade_when_even_the_most_confident_rows_disagree():
     confidence = np.array([0.99, 0.98, 0.6])
     wide = np.array([0, 1, 2])
