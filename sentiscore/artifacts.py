@@ -305,16 +305,15 @@ def load_model_dir(model: str | Path | None, device: str = "auto", log=None) -> 
     return load_model(read_card(model), device=device, log=log)
 
 
-def load_model(card: ModelCard, device: str = "auto", log=None, keras_model: bool = True) -> LoadedModel:
+def load_model(card: ModelCard, device: str = "auto", log=None, with_keras: bool = True) -> LoadedModel:
     """The Keras model (``safe_mode``) and the embedder of a checked card.
-    ``keras_model=False``: the embedder only (another runtime runs the
+    ``with_keras=False``: the embedder only (another runtime runs the
     classifier), without importing TensorFlow."""
-    path = card.path
-    if not keras_model:
-        from .embed import load_embedder
-
-        return LoadedModel(card=card, keras_model=None, embedder=load_embedder(path, card.embedder, device=device, log=log))
     from .embed import load_embedder
+
+    path = card.path
+    if not with_keras:
+        return LoadedModel(card=card, keras_model=None, embedder=load_embedder(path, card.embedder, device=device, log=log))
     from .model import import_tensorflow
 
     import_tensorflow()

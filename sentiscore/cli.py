@@ -15,6 +15,7 @@ from . import __version__
 from .config import (
     DEFAULT_LABELS,
     MARKUP_MODES,
+    RUNTIMES,
     EmbedderConfig,
     ModelConfig,
     ScoreConfig,
@@ -120,7 +121,7 @@ def device_option(func):
 
 def runtime_option(func):
     return click.option(
-        "--runtime", type=click.Choice(["auto", "onnx", "tensorflow"]), default="auto", show_default=True,
+        "--runtime", type=click.Choice(list(RUNTIMES)), default="auto", show_default=True,
         help="What runs the classifier. onnx: ONNX Runtime, on a graph built from the Keras model the first time "
              "(cached; learned-embedding models only), without loading TensorFlow afterwards; auto: onnx where the "
              "model and the install allow, else tensorflow.",

@@ -229,7 +229,7 @@ class Scorer:
         from .onnx_engine import graph_for
 
         graph = graph_for(card, runtime, log=_log_stderr)
-        loaded = load_model(card, device=device, log=_log_stderr, keras_model=graph is None)
+        loaded = load_model(card, device=device, log=_log_stderr, with_keras=graph is None)
         return cls(loaded, workers=workers, batch_size=batch_size, top_k=top_k, segmenter=segmenter, cascade=cascade,
                    onnx_graph=graph)
 
