@@ -518,10 +518,14 @@ def vectors():
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--text-column", default="txt", show_default=True, help="Text column of table corpora.")
 @markup_option
+@click.option("--stopwords", default="builtin", show_default=True,
+              help="builtin, none, or a one-word-per-line file: removed before training, as train --stopwords removes "
+                   "them; a classifier must use the same.")
 @workers_option
 @click.option("--quiet", "-q", is_flag=True)
 @_errors_to_exit
-def vectors_train(corpus, out_dir, dim, epochs, window, min_count, max_words, init, seed, text_column, markup, workers, quiet):
+def vectors_train(corpus, out_dir, dim, epochs, window, min_count, max_words, init, seed, text_column, markup, stopwords,
+                  workers, quiet):
     """Train skip-gram word vectors (gensim) on CORPUS files: .txt files of
     segmented sentences (one per line, tokens split by spaces), or any file
     'score' reads (segmented here as the classifier segments).
@@ -531,6 +535,6 @@ def vectors_train(corpus, out_dir, dim, epochs, window, min_count, max_words, in
 
     config = VectorsConfig(dim=dim, window=window, min_count=min_count, max_words=max_words, epochs=epochs, seed=seed)
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
-    result = train_vectors(list(corpus), out_dir, config, text_column=text_column, segmenter=SegmenterConfig(markup=markup),
+    result = train_vectors(list(corpus), out_dir, config, text_column=text_column, segmenter=SegmenterConfig(markup=markup, stopwords=stopwords),
                            init=resolve_vectors_dir(init) if init else None, workers=workers, log=log)
     click.echo(f"wrote {out_dir}: {len(result.words):,} words, {result.dim}-d, {result.card['tokens_seen']:,} tokens seen")

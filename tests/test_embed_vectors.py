@@ -102,3 +102,25 @@ def test_init_continues_from_vectors_on_new_text(small_vectors, tmp_path):
     assert "--init: " in result.stderr and "start from" in result.stderr
     bad = CliRunner().invoke(cli, ["vectors", "train", str(new_text), "--out", str(tmp_path / "x"), "--init", str(tmp_path)])
     assert bad.exit_code == 2 and "is not a vectors folder" in bad.output
+
+
+def test_vectors_record_their_stopwords_and_a_classifier_must_use_the_same(corpus, small_vectors, tmp_path):
+    from click.testing import CliRunner
+
+    from sentiscore.cli import cli
+    from sentiscore.embed.vectors import WordVectors
+    from sentiscore.train import train
+
+    out = tmp_path / "natural"
+    result = CliRunner().invoke(cli, ["vectors", "train", str(corpus), "--out", str(out), "--stopwords", "none",
+                                      "--dim", "16", "--min-count", "1", "--epochs", "1", "--workers", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    natural, default = WordVectors.load(out), WordVectors.load(small_vectors)
+    assert natural.card["segmenter"]["stopwords"] == "none"
+    assert "也" in natural.words and "也" not in default.words  # a built-in stopword: kept only with --stopwords none
+    embedder = tiny_config().embedder.__class__(maxlen=48, embed_dim=16)
+    with pytest.raises(InputError, match="other segmenter settings \\(stopwords \\(none\\)\\)"):
+        train(SAMPLE / "labelled.csv", tmp_path / "a", tiny_config(vectors=str(out), embedder=embedder), log=lambda m: None, verbose=0)
+    with pytest.raises(InputError, match="stopwords \\(builtin\\)"):
+        train(SAMPLE / "labelled.csv", tmp_path / "b", tiny_config(vectors=str(small_vectors), embedder=embedder,
+              segmenter=SegmenterConfig(stopwords="none")), log=lambda m: None, verbose=0)

@@ -27,6 +27,7 @@ import numpy as np
 from .. import __version__
 from ..config import SegmenterConfig
 from ..errors import InputError, ModelError, UsageError
+from ..segment import stopwords_digest
 
 WORDS_FILE = "words.txt"
 VECTORS_FILE = "vectors.npy"
@@ -158,7 +159,7 @@ def train_vectors(corpus_paths, out_dir, config: VectorsConfig | None = None, *,
         "tokens_seen": tokens * config.epochs,
         "words": len(words),
         "init": str(Path(init).name) if init is not None else None,
-        "segmenter": segmenter.to_dict(),
+        "segmenter": segmenter.to_dict() | {"stopwords_sha256": stopwords_digest(segmenter.stopwords)},
     }
     result = WordVectors(words, vectors.astype(np.float16), card)
     result.save(Path(out_dir))
@@ -184,13 +185,20 @@ def embedding_matrix(words: list[str], vectors: WordVectors, size: int, seed: in
 
 def check_segmenter(vectors: WordVectors, segmenter: SegmenterConfig, where: str) -> None:
     """Vectors are only as good as their tokens: the classifier must segment
-    as the vectors' corpus was segmented (markup, HMM, user dictionary)."""
+    as the vectors' corpus was segmented (markup, HMM, user dictionary,
+    stopwords: vectors of a text without its function words have other
+    contexts, and the function words themselves would get no vector)."""
     trained = vectors.segmenter_settings()
     if not trained:
         return  # pre-segmented .txt corpora: the user vouches for the tokens
     problems = [key for key in ("hmm", "markup") if key in trained and trained[key] != getattr(segmenter, key)]
     if bool(trained.get("user_dict")) != bool(segmenter.user_dict):
         problems.append("user_dict")
+    digest = trained.get("stopwords_sha256")
+    if digest is None and trained.get("stopwords") in ("builtin", "none"):  # cards before the digest was recorded
+        digest = stopwords_digest(trained["stopwords"])
+    if digest and digest != stopwords_digest(segmenter.stopwords):
+        problems.append(f"stopwords ({trained.get('stopwords')})")
     if problems:
         raise InputError(f"{where}: the vectors were trained with other segmenter settings ({', '.join(problems)}); "
-                         "train with the same settings or train vectors with yours")
+                         "train with the same settings (--markup, --stopwords, --user-dict) or train vectors with yours")
