@@ -18,7 +18,8 @@ them).
 
 Systems: the peers ``tfidf-char-lr`` and ``tfidf-word-lr`` (bench/quality.py's
 recipes), and each ``--recipe NAME=FLAGS`` (``sentiscore train`` options;
-empty for the defaults). Every sentiscore recipe is also reported with
+empty for the defaults; ``{fold}`` in FLAGS becomes the fold's name, e.g.
+``--vectors build/vectors/adapted-{fold}`` for vectors adapted per fold). Every sentiscore recipe is also reported with
 scoring-time prior adaptation (``NAME+em``: EM re-estimation of each test
 file's class priors from the calibrated posteriors, from the reference
 prior in the model's card), computed from the same probabilities.
@@ -135,7 +136,7 @@ def run_recipe(name: str, flags: str, fold: Path, models: Path, out: Path, worke
     started = time.perf_counter()
     if not (model_dir / "meta.json").is_file():
         command = ["sentiscore", "train", str(fold / "train.parquet"), "--out", str(model_dir), "--name", f"{name}-{fold.name}",
-                   "-q", *shlex.split(flags)]
+                   "-q", *shlex.split(flags.replace("{fold}", fold.name))]
         if workers:
             command += ["--workers", str(workers)]
         subprocess.run(command, check=True)

@@ -103,6 +103,8 @@ def jieba_tokenize(text: str) -> list[str]:
 def make_peer(name: str):
     if name == "sentiscore-wide-lr":
         return SentiscoreWidePath()
+    if name == "sentiscore-wide-lr-unweighted":  # the wide path as zh-fast's recipe fits it
+        return SentiscoreWidePath(class_weights="none")
     lr = LogisticRegression(C=4, max_iter=2000, class_weight=None)
     if name == "tfidf-char-lr":
         vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2)
@@ -116,7 +118,8 @@ def make_peer(name: str):
 class SentiscoreWidePath:
     """sentiscore's wide path as a scikit-learn style estimator."""
 
-    def __init__(self):
+    def __init__(self, class_weights: str = "sqrt"):
+        self.class_weights = class_weights
         from sentiscore.config import ModelConfig, WideConfig
         from sentiscore.ngrams import CharNgramHasher
 
@@ -135,15 +138,24 @@ class SentiscoreWidePath:
 
         self.values = np.array(sorted(set(labels)))
         y = np.searchsorted(self.values, np.asarray(labels))
-        weights = class_weights(y, self.values.size)[y]
+        weights = class_weights(y, self.values.size, self.class_weights)[y]
         self.table, self.bias = fit_wide_path(self._matrix(texts), y, weights, self.values.size, self.c, 13)
         return self
 
+    @property
+    def classes_(self):
+        return self.values
+
+    def predict_proba(self, texts):
+        from scipy.special import softmax
+
+        return softmax(self._matrix(texts) @ self.table + self.bias, axis=1)
+
     def predict(self, texts):
-        return self.values[(self._matrix(texts) @ self.table + self.bias).argmax(axis=1)]
+        return self.values[self.predict_proba(texts).argmax(axis=1)]
 
 
-TRAINED_PEERS = ("tfidf-char-lr", "tfidf-word-lr", "sentiscore-wide-lr")
+TRAINED_PEERS = ("tfidf-char-lr", "tfidf-word-lr", "sentiscore-wide-lr", "sentiscore-wide-lr-unweighted")
 PEERS = TRAINED_PEERS + PRETRAINED
 
 
