@@ -105,6 +105,8 @@ def make_peer(name: str):
         return SentiscoreWidePath()
     if name == "sentiscore-wide-lr-unweighted":  # the wide path as zh-fast's recipe fits it
         return SentiscoreWidePath(class_weights="none")
+    if name == "sentiscore-wide-lr-idf":  # the same, on the idf-weighted bag
+        return SentiscoreWidePath(class_weights="none", idf=True)
     lr = LogisticRegression(C=4, max_iter=2000, class_weight=None)
     if name == "tfidf-char-lr":
         vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2)
@@ -118,20 +120,24 @@ def make_peer(name: str):
 class SentiscoreWidePath:
     """sentiscore's wide path as a scikit-learn style estimator."""
 
-    def __init__(self, class_weights: str = "sqrt"):
-        self.class_weights = class_weights
+    def __init__(self, class_weights: str = "sqrt", idf: bool = False):
         from sentiscore.config import ModelConfig, WideConfig
         from sentiscore.ngrams import CharNgramHasher
 
-        self.wide = WideConfig()
-        self.c = ModelConfig().wide_c
+        self.class_weights = class_weights
+        self.wide = WideConfig(weighting="idf", num_buckets=2**20) if idf else WideConfig()
+        self.c = 8.0 if idf else ModelConfig().wide_c
         self.hasher = CharNgramHasher(self.wide)
+        self.idf = None
 
-    def _matrix(self, texts):
-        from sentiscore.train import _ragged_ngrams, hashed_bag_matrix
+    def _matrix(self, texts, fit: bool = False):
+        from sentiscore.train import _ragged_ngrams, hashed_bag_matrix, idf_weights
 
         flat, offsets = _ragged_ngrams(self.hasher, list(texts))
-        return hashed_bag_matrix(flat, offsets, np.arange(len(texts)), self.wide.num_buckets)
+        rows = np.arange(len(texts))
+        if fit and self.wide.weighting == "idf":
+            self.idf = idf_weights(flat, offsets, rows, self.wide.num_buckets)
+        return hashed_bag_matrix(flat, offsets, rows, self.wide.num_buckets, self.idf)
 
     def fit(self, texts, labels):
         from sentiscore.train import class_weights, fit_wide_path
@@ -139,7 +145,7 @@ class SentiscoreWidePath:
         self.values = np.array(sorted(set(labels)))
         y = np.searchsorted(self.values, np.asarray(labels))
         weights = class_weights(y, self.values.size, self.class_weights)[y]
-        self.table, self.bias = fit_wide_path(self._matrix(texts), y, weights, self.values.size, self.c, 13)
+        self.table, self.bias = fit_wide_path(self._matrix(texts, fit=True), y, weights, self.values.size, self.c, 13)
         return self
 
     @property
@@ -155,7 +161,8 @@ class SentiscoreWidePath:
         return self.values[self.predict_proba(texts).argmax(axis=1)]
 
 
-TRAINED_PEERS = ("tfidf-char-lr", "tfidf-word-lr", "sentiscore-wide-lr", "sentiscore-wide-lr-unweighted")
+TRAINED_PEERS = ("tfidf-char-lr", "tfidf-word-lr", "sentiscore-wide-lr", "sentiscore-wide-lr-unweighted",
+                 "sentiscore-wide-lr-idf")
 PEERS = TRAINED_PEERS + PRETRAINED
 
 

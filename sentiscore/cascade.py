@@ -82,13 +82,24 @@ def fit_cascade(wide_logits: np.ndarray, full_labels: np.ndarray, y_true: np.nda
     )
 
 
-def wide_logits(table: np.ndarray, bias: np.ndarray, ngram_ids: np.ndarray) -> np.ndarray:
-    """The n-gram path's logits, as its Keras layer computes them: the rows
-    of ``table`` for the ids (0 = padding) summed, over √count, plus bias."""
+def wide_norms(ngram_ids: np.ndarray, idf: np.ndarray | None = None) -> np.ndarray:
+    """What the n-gram path divides each row's summed weights by, as its
+    Keras layer does: √count of the ids (0 = padding), or with idf weighting
+    the L2 norm of the ids' idf weights."""
     keep = ngram_ids != 0
-    count = np.maximum(keep.sum(axis=1, keepdims=True), 1).astype(np.float32)
+    if idf is None:
+        return np.sqrt(np.maximum(keep.sum(axis=1), 1)).astype(np.float32)
+    weights = idf[ngram_ids] * keep
+    return np.maximum(np.sqrt((weights.astype(np.float32) ** 2).sum(axis=1)), 1e-6).astype(np.float32)
+
+
+def wide_logits(table: np.ndarray, bias: np.ndarray, ngram_ids: np.ndarray, idf: np.ndarray | None = None) -> np.ndarray:
+    """The n-gram path's logits, as its Keras layer computes them: the rows
+    of ``table`` for the ids (0 = padding) summed, over :func:`wide_norms`,
+    plus bias."""
+    keep = ngram_ids != 0
     summed = table[ngram_ids].sum(axis=1) - (~keep).sum(axis=1, keepdims=True) * table[0]
-    return (summed / np.sqrt(count) + bias).astype(np.float32)
+    return (summed / wide_norms(ngram_ids, idf)[:, None] + bias).astype(np.float32)
 
 
 def split_rows(logits: np.ndarray, cascade: CascadeConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ from .config import (
     DEFAULT_LABELS,
     MARKUP_MODES,
     RUNTIMES,
+    WIDE_WEIGHTINGS,
     EmbedderConfig,
     ModelConfig,
     ScoreConfig,
@@ -304,6 +305,11 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
               help="prefit: fit the char n-gram path by logistic regression first and freeze it; joint: train it with the rest.")
 @click.option("--wide-c", type=float, default=4.0, show_default=True, help="Inverse L2 strength of the prefit char n-gram logistic regression.")
 @click.option("--wide-l2", type=float, default=1e-6, show_default=True, help="L2 penalty on the char n-gram weights (joint training).")
+@click.option("--wide-weighting", type=click.Choice(WIDE_WEIGHTINGS), default="count", show_default=True,
+              help="count: every n-gram occurrence, over √count; idf: each distinct n-gram by its idf in the training rows, "
+                   "over the L2 norm (as TF-IDF), needs --wide-training prefit.")
+@click.option("--wide-buckets", type=click.IntRange(min=2), default=WideConfig.num_buckets, show_default=True,
+              help="Hash buckets of the char n-gram path (its table has buckets × classes weights).")
 @click.option("--class-weights", type=click.Choice(["sqrt", "balanced", "none"]), default="sqrt", show_default=True,
               help="Loss weight per class: the square root of the balanced weights, balanced (n / (classes × count)), or none.")
 @click.option("--no-class-weights", is_flag=True, help="Same as --class-weights none.")
@@ -324,7 +330,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @click.option("--quiet", "-q", is_flag=True)
 @_errors_to_exit
 def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch, val_fraction, val_source, group_column, dev_path, seed, epochs,
-          batch_size, learning_rate, lr_schedule, patience, maxlen, embedder, elmo_model, layer_mix, device, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_c, wide_l2, class_weights, no_class_weights, label_smoothing, markup, no_calibration, class_bias,
+          batch_size, learning_rate, lr_schedule, patience, maxlen, embedder, elmo_model, layer_mix, device, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_c, wide_l2, wide_weighting, wide_buckets, class_weights, no_class_weights, label_smoothing, markup, no_calibration, class_bias,
           vectors, freeze_vectors, user_dict, stopwords, workers, quiet):
     """Train a model on DATA (CSV/TSV/Parquet/JSONL with text and label
     columns) and write it to --out."""
@@ -339,7 +345,7 @@ def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch
         segmenter=SegmenterConfig(stopwords=stopwords, user_dict=user_dict, markup=markup),
         embedder=EmbedderConfig(type=embedder, maxlen=maxlen, embed_dim=embed_dim, min_count=min_count, layer_mix=layer_mix),
         elmo_model=elmo_model, device=device, vectors=vectors, vectors_trainable=not freeze_vectors,
-        wide=WideConfig(markup=markup),
+        wide=WideConfig(markup=markup, weighting=wide_weighting, num_buckets=wide_buckets),
         model=ModelConfig(arch=arch, lstm_units=lstm_units, dropout=dropout, token_dropout=token_dropout, wide_training=wide_training, wide_c=wide_c, wide_l2=wide_l2),
     )
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))

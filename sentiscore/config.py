@@ -15,6 +15,11 @@ ARCHITECTURES = ("attention", "wide-deep")
 LR_SCHEDULES = ("constant", "cosine")
 MARKUP_MODES = ("social", "keep")
 CLASS_WEIGHTINGS = ("none", "sqrt", "balanced")
+# How the wide path weighs a text's char n-grams. count: every occurrence
+# counts, over the square root of their number (models before 0.2's idf);
+# idf: each distinct n-gram once, by its inverse document frequency in the
+# training rows, over the L2 norm of those weights (what the TF-IDF peer does).
+WIDE_WEIGHTINGS = ("count", "idf")
 
 
 def _check_markup(markup: str) -> None:
@@ -67,9 +72,14 @@ class WideConfig:
     num_buckets: int = 2**18
     max_chars: int = 512
     markup: str = "social"  # "social": URLs and @mentions are not hashed (as SegmenterConfig.markup); "keep"
+    weighting: str = "count"  # one of WIDE_WEIGHTINGS
 
     def __post_init__(self):
         _check_markup(self.markup)
+        if self.weighting not in WIDE_WEIGHTINGS:
+            raise UsageError(f"--wide-weighting must be one of {', '.join(WIDE_WEIGHTINGS)}")
+        if self.num_buckets < 2:
+            raise UsageError("--wide-buckets must be at least 2")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -231,6 +241,8 @@ class TrainConfig:
             raise UsageError(f"--class-weights must be one of {', '.join(CLASS_WEIGHTINGS)}")
         if not 0 <= self.label_smoothing < 1:
             raise UsageError("--label-smoothing must be at least 0 and below 1")
+        if self.wide.weighting == "idf" and self.model.wide_training != "prefit":
+            raise UsageError("--wide-weighting idf needs --wide-training prefit (the idf comes with the fitted n-gram path)")
 
 
 RUNTIMES = ("auto", "onnx", "tensorflow")

@@ -57,15 +57,22 @@ class FeedForwardAttention(keras.layers.Layer):
 class HashedNgramLinear(keras.layers.Layer):
     """Linear layer over a bag of hashed n-gram ids (0 = padding): an
     embedding-bag with one weight per (bucket, class), summed over the row and
-    scaled by 1/sqrt(count) so long texts don't dominate. ``dropout`` drops
-    n-grams at random while training (feature dropout regularises transfer)."""
+    scaled so long texts don't dominate. ``weighting="count"``: by
+    1/sqrt(count); ``"idf"``: by 1/‖idf of the row's ids‖₂, with the idf
+    weights in a frozen ``idf`` vector and folded into ``table`` (each id
+    appears once per row, as the hasher gives them), so the output is the
+    TF-IDF logistic regression's. ``dropout`` drops n-grams at random while
+    training (feature dropout regularises transfer)."""
 
-    def __init__(self, num_buckets: int, units: int, l2: float = 0.0, dropout: float = 0.0, **kwargs):
+    def __init__(self, num_buckets: int, units: int, l2: float = 0.0, dropout: float = 0.0, weighting: str = "count", **kwargs):
         super().__init__(**kwargs)
         self.num_buckets = int(num_buckets)
         self.units = int(units)
         self.l2 = float(l2)
         self.dropout = float(dropout)
+        if weighting not in ("count", "idf"):
+            raise ValueError(f"weighting must be count or idf, not {weighting!r}")
+        self.weighting = weighting
         self.seed_generator = keras.random.SeedGenerator(7)
 
     def build(self, input_shape):
@@ -74,6 +81,8 @@ class HashedNgramLinear(keras.layers.Layer):
             name="table", shape=(self.num_buckets, self.units), initializer="zeros", regularizer=reg
         )
         self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+        if self.weighting == "idf":
+            self.idf = self.add_weight(name="idf", shape=(self.num_buckets,), initializer="ones", trainable=False)
         super().build(input_shape)
 
     def call(self, ids, training=False):
@@ -82,8 +91,12 @@ class HashedNgramLinear(keras.layers.Layer):
             draw = keras.random.uniform(ops.shape(keep), seed=self.seed_generator)
             keep = keep * ops.cast(draw >= self.dropout, self.compute_dtype)
         rows = ops.take(self.table, ids, axis=0) * ops.expand_dims(keep, -1)
-        count = ops.maximum(ops.sum(keep, axis=1, keepdims=True), 1.0)
-        return ops.sum(rows, axis=1) / ops.sqrt(count) + self.bias
+        if self.weighting == "idf":
+            weight = ops.take(self.idf, ids, axis=0) * keep
+            norm = ops.maximum(ops.sqrt(ops.sum(weight * weight, axis=1, keepdims=True)), 1e-6)
+        else:
+            norm = ops.sqrt(ops.maximum(ops.sum(keep, axis=1, keepdims=True), 1.0))
+        return ops.sum(rows, axis=1) / norm + self.bias
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.units)
@@ -95,6 +108,7 @@ class HashedNgramLinear(keras.layers.Layer):
             "units": self.units,
             "l2": self.l2,
             "dropout": self.dropout,
+            "weighting": self.weighting,
         }
 
 

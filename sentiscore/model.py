@@ -118,6 +118,7 @@ def build_classifier(
         inputs.append(ngram_ids)
         wide_logits = HashedNgramLinear(
             wide_config.num_buckets, n_classes, l2=model_config.wide_l2, dropout=model_config.wide_dropout,
+            weighting=wide_config.weighting,
             name="wide_logits",
         )(ngram_ids)
         logits = keras.layers.Add(name="wide_deep_logits")([logits, wide_logits])
@@ -204,7 +205,9 @@ class Predictor:
         names = {layer.name for layer in keras_model.layers}
         self.temperature = float(keras_model.get_layer("calibration").temperature) if "calibration" in names else 1.0
         # The n-gram path's weights, for explanations and for the cascade's NumPy copy of that path.
-        self.wide_table, self.wide_bias = keras_model.get_layer("wide_logits").get_weights() if "wide_logits" in names else (None, None)
+        wide = keras_model.get_layer("wide_logits").get_weights() if "wide_logits" in names else [None, None]
+        self.wide_table, self.wide_bias = wide[:2]
+        self.wide_idf = wide[2] if len(wide) > 2 else None  # idf weighting (HashedNgramLinear)
 
         def run(inputs):
             probs, alpha, h = self._explaining(inputs, training=False)

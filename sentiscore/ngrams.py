@@ -40,8 +40,9 @@ def _codepoints(texts: list[str], strip_links: bool) -> np.ndarray:
 
 class CharNgramHasher:
     """Maps texts to padded matrices of hashed n-gram ids in ``[1, num_buckets)``;
-    0 is padding. Repeated n-grams repeat their id, so a sum over the row is a
-    count-weighted bag."""
+    0 is padding. With ``count`` weighting repeated n-grams repeat their id,
+    so a sum over the row is a count-weighted bag; with ``idf`` each distinct
+    id appears once (in ascending order)."""
 
     def __init__(self, config: WideConfig):
         self.config = config
@@ -78,6 +79,9 @@ class CharNgramHasher:
             return np.zeros((n_texts, 1), np.int32)
         row = np.concatenate(rows)
         col_ids = np.concatenate(ids)
+        if cfg.weighting == "idf":  # a set of n-grams per text: each distinct id once
+            key = np.unique(row.astype(np.int64) * np.int64(cfg.num_buckets) + col_ids)
+            row, col_ids = key // cfg.num_buckets, key % cfg.num_buckets
         order = np.argsort(row, kind="stable")
         row, col_ids = row[order], col_ids[order]
         counts = np.bincount(row, minlength=n_texts)

@@ -125,7 +125,7 @@ def build_graph(keras_model, card):
     inputs = [helper.make_tensor_value_info("token_ids", TensorProto.INT32, ["batch", "steps"])]
     logits = "deep_logits"
     if card.arch == "wide-deep":
-        table, bias = (np.asarray(w, f32) for w in keras_model.get_layer("wide_logits").get_weights())
+        table, bias, *idf = (np.asarray(w, f32) for w in keras_model.get_layer("wide_logits").get_weights())
         inits.update({"wide_table": table, "wide_bias": bias})
         inputs.append(helper.make_tensor_value_info("ngram_ids", TensorProto.INT32, ["batch", "ngrams"]))
         nodes += [
@@ -135,9 +135,24 @@ def build_graph(keras_model, card):
             n("Unsqueeze", ["ngram_keep_f", "axis2"], ["ngram_keep3"]),
             n("Mul", ["ngram_rows", "ngram_keep3"], ["ngram_kept"]),
             n("ReduceSum", ["ngram_kept", "axis1"], ["ngram_sum"], keepdims=0),
-            n("ReduceSum", ["ngram_keep_f", "axis1"], ["ngram_count"], keepdims=1),
-            n("Max", ["ngram_count", "one_f"], ["ngram_count1"]),
-            n("Sqrt", ["ngram_count1"], ["ngram_norm"]),
+        ]
+        if idf:  # idf weighting: over the L2 norm of the row's idf weights (HashedNgramLinear)
+            inits.update({"wide_idf": idf[0], "norm_floor": np.array(1e-6, f32)})
+            nodes += [
+                n("Gather", ["wide_idf", "ngram_ids"], ["ngram_idf"]),
+                n("Mul", ["ngram_idf", "ngram_keep_f"], ["ngram_weight"]),
+                n("Mul", ["ngram_weight", "ngram_weight"], ["ngram_weight2"]),
+                n("ReduceSum", ["ngram_weight2", "axis1"], ["ngram_ss"], keepdims=1),
+                n("Sqrt", ["ngram_ss"], ["ngram_l2"]),
+                n("Max", ["ngram_l2", "norm_floor"], ["ngram_norm"]),
+            ]
+        else:
+            nodes += [
+                n("ReduceSum", ["ngram_keep_f", "axis1"], ["ngram_count"], keepdims=1),
+                n("Max", ["ngram_count", "one_f"], ["ngram_count1"]),
+                n("Sqrt", ["ngram_count1"], ["ngram_norm"]),
+            ]
+        nodes += [
             n("Div", ["ngram_sum", "ngram_norm"], ["ngram_scaled"]),
             n("Add", ["ngram_scaled", "wide_bias"], ["wide_logits"]),
             n("Add", ["deep_logits", "wide_logits"], ["wide_deep_logits"]),
@@ -175,13 +190,14 @@ class OnnxPredictor:
         self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self._session.get_inputs()]
         graph = onnx.load(str(path))
-        weights = {t.name: t for t in graph.graph.initializer if t.name in ("wide_table", "wide_bias", "dense_k")}
+        weights = {t.name: t for t in graph.graph.initializer if t.name in ("wide_table", "wide_bias", "wide_idf", "dense_k")}
         meta = json.loads({p.key: p.value for p in graph.metadata_props}["sentiscore"])
         self.temperature = float(meta["temperature"])
         self.versions = dict(meta["built_from"])  # the TensorFlow and Keras that built the graph, for provenance
         self._kernel = numpy_helper.to_array(weights["dense_k"])
         self.wide_table = numpy_helper.to_array(weights["wide_table"]) if "wide_table" in weights else None
         self.wide_bias = numpy_helper.to_array(weights["wide_bias"]) if "wide_bias" in weights else None
+        self.wide_idf = numpy_helper.to_array(weights["wide_idf"]) if "wide_idf" in weights else None
         self.batch_size = batch_size
         self.runtime = f"onnxruntime {ort.__version__}"
 

@@ -42,7 +42,7 @@ from .io import (
     open_input,
 )
 from .calibration import shift_priors
-from .cascade import split_rows, wide_logits
+from .cascade import split_rows, wide_logits, wide_norms
 from .embed import DEFAULT_SCORE_BATCH  # noqa: F401  (re-exported: the default --batch-size)
 from .ngrams import CharNgramHasher
 from .segment import ParallelSegmenter, SegmentedBatch, segmenter_version
@@ -131,6 +131,7 @@ class _Ngrams:
     flat: np.ndarray
     starts: np.ndarray
     counts: np.ndarray
+    norms: np.ndarray  # what the n-gram path divides each text's summed weights by (cascade.wide_norms)
 
     def padded(self, rows: np.ndarray) -> np.ndarray:
         """The ids of these texts as a matrix padded with 0 to the longest."""
@@ -347,12 +348,13 @@ class Scorer:
         ngrams = self._ngrams_of(texts, scorable, segmented.lengths) if self.hasher is not None else None
         if ngrams is not None and self.cascade is not None and not logit_parts:
             in_order = np.concatenate(ngrams.batches) if ngrams.batches else scorable
-            logits = [wide_logits(self.predictor.wide_table, self.predictor.wide_bias, ngrams.padded(b)) for b in ngrams.batches]
+            logits = [wide_logits(self.predictor.wide_table, self.predictor.wide_bias, ngrams.padded(b), self.predictor.wide_idf)
+                      for b in ngrams.batches]
             decided, wide_probs = split_rows(np.concatenate(logits) if logits else np.zeros((0, len(self.labels))), self.cascade)
             by_ngrams = in_order[decided]
             probs[by_ngrams] = self._shifted(wide_probs[decided])
             if explain and by_ngrams.size:
-                self._explain_by_ngrams(segmented, by_ngrams, probs, np.maximum(ngrams.counts[by_ngrams], 1), contribution)
+                self._explain_by_ngrams(segmented, by_ngrams, probs, ngrams.norms[by_ngrams], contribution)
             scorable = np.setdiff1d(scorable, by_ngrams, assume_unique=True)
         deep[scorable] = True
         features = self.embedder.featurize(segmented)
@@ -381,8 +383,7 @@ class Scorer:
             predicted = batch_probs.argmax(axis=1)[rows]
             share = token_logits[rows, cols, predicted]
             if self.hasher is not None:
-                share += self._wide_share([segmented.tokens[i] for i in flat], predicted,
-                                          np.maximum((inputs["ngram_ids"] != 0).sum(axis=1), 1)[rows])
+                share += self._wide_share([segmented.tokens[i] for i in flat], predicted, ngrams.norms[batch_idx][rows])
             contribution[flat] = share / self.predictor.temperature
         return Forwarded(segmented, probs, attention, contribution, parts, deep)
 
@@ -399,23 +400,25 @@ class Scorer:
             counts[batch] = (ids != 0).sum(axis=1)  # ids are packed left: row i's are its first counts[i]
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         flat = np.zeros(int(counts.sum()), np.int32)
+        norms = np.ones(len(texts), np.float32)
         for batch, ids in zip(batches, hashed):
             keep = ids != 0
             flat[np.repeat(starts[batch], counts[batch]) + (np.nonzero(keep)[1])] = ids[keep]
-        return _Ngrams(batches, flat, starts, counts)
+            norms[batch] = wide_norms(ids, self.predictor.wide_idf)
+        return _Ngrams(batches, flat, starts, counts, norms)
 
-    def _explain_by_ngrams(self, segmented: SegmentedBatch, rows: np.ndarray, probs: np.ndarray, counts: np.ndarray,
+    def _explain_by_ngrams(self, segmented: SegmentedBatch, rows: np.ndarray, probs: np.ndarray, norms: np.ndarray,
                            contribution: np.ndarray) -> None:
         """Token contributions of the rows the n-gram path decided: each
         token's own n-grams' weights for the predicted label. A batch of rows
         at a time: the tokens' n-gram matrix is as wide as the longest token."""
         offsets = segmented.offsets
         for start in range(0, rows.size, self.batch_size):
-            batch, batch_counts = rows[start : start + self.batch_size], counts[start : start + self.batch_size]
+            batch, batch_norms = rows[start : start + self.batch_size], norms[start : start + self.batch_size]
             lengths = segmented.lengths[batch]
             flat = np.repeat(offsets[batch], lengths) + (np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths))
             predicted = np.repeat(probs[batch].argmax(axis=1), lengths)
-            shares = self._wide_share([segmented.tokens[i] for i in flat], predicted, np.repeat(batch_counts, lengths))
+            shares = self._wide_share([segmented.tokens[i] for i in flat], predicted, np.repeat(batch_norms, lengths))
             contribution[flat] = shares / self.cascade.wide_temperature
 
     def _encoded(self, encode, batches: list[np.ndarray]):
@@ -438,12 +441,12 @@ class Scorer:
         finally:
             pending.cancel()
 
-    def _wide_share(self, tokens: list[str], predicted: np.ndarray, text_ngrams: np.ndarray) -> np.ndarray:
+    def _wide_share(self, tokens: list[str], predicted: np.ndarray, text_norms: np.ndarray) -> np.ndarray:
         """Each token's own character n-grams, weighted as the wide layer
         weights them (n-grams spanning two tokens belong to neither)."""
         ids = self.hasher.transform(tokens)
         weights = self.predictor.wide_table[ids, predicted[:, None]] * (ids != 0)
-        return weights.sum(axis=1) / np.sqrt(text_ngrams)
+        return weights.sum(axis=1) / text_norms
 
     def _batches_of(self, subset: np.ndarray, lengths: np.ndarray):
         for b in self._batches(lengths[subset]):

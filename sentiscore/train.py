@@ -190,18 +190,37 @@ def _ragged_ngrams(hasher: CharNgramHasher, texts: list[str], step: int = 4096):
     return np.concatenate(parts).astype(np.int32), np.concatenate([[0], np.cumsum(lengths)])
 
 
-def hashed_bag_matrix(ngram_ids: np.ndarray, ngram_offsets: np.ndarray, rows: np.ndarray, num_buckets: int):
-    """The wide path's input as a sparse matrix: counts / sqrt(n-grams in
-    the text), exactly what HashedNgramLinear computes from the id lists."""
+def hashed_bag_matrix(ngram_ids: np.ndarray, ngram_offsets: np.ndarray, rows: np.ndarray, num_buckets: int,
+                      idf: np.ndarray | None = None):
+    """The wide path's input as a sparse matrix, exactly what
+    HashedNgramLinear computes from the id lists: counts / sqrt(n-grams in
+    the text), or with ``idf`` (ids distinct per row) idf / ‖idf of the
+    row's ids‖₂."""
     from scipy.sparse import csr_matrix
 
     lengths = ngram_offsets[rows + 1] - ngram_offsets[rows]
     cols = np.concatenate([ngram_ids[ngram_offsets[i] : ngram_offsets[i + 1]] for i in rows]) if rows.size else ngram_ids[:0]
-    values = np.repeat(1.0 / np.sqrt(np.maximum(lengths, 1)), lengths)
+    if idf is None:
+        values = np.repeat(1.0 / np.sqrt(np.maximum(lengths, 1)), lengths)
+    else:
+        weights = idf[cols].astype(np.float64)
+        norms = np.sqrt(np.bincount(np.repeat(np.arange(rows.size), lengths), weights=weights**2, minlength=rows.size))
+        values = weights / np.repeat(np.maximum(norms, 1e-6), lengths)
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     matrix = csr_matrix((values, cols, indptr), shape=(rows.size, num_buckets))
     matrix.sum_duplicates()
     return matrix
+
+
+def idf_weights(ngram_ids: np.ndarray, ngram_offsets: np.ndarray, rows: np.ndarray, num_buckets: int, min_df: int = 2) -> np.ndarray:
+    """Per-bucket inverse document frequency over ``rows`` (scikit-learn's
+    smoothed idf, ln((1 + n) / (1 + df)) + 1), zero for buckets seen in fewer
+    than ``min_df`` rows (as the peer's min_df drops one-off n-grams). Ids
+    must be distinct per row (the hasher's idf weighting)."""
+    cols = np.concatenate([ngram_ids[ngram_offsets[i] : ngram_offsets[i + 1]] for i in rows]) if rows.size else ngram_ids[:0]
+    df = np.bincount(cols, minlength=num_buckets)[:num_buckets]
+    idf = np.log((1.0 + rows.size) / (1.0 + df)) + 1.0
+    return np.where(df >= min_df, idf, 0.0).astype(np.float32)
 
 
 def fit_wide_path(matrix, y: np.ndarray, sample_weight: np.ndarray, n_classes: int, c: float, seed: int):
@@ -236,14 +255,17 @@ def _inference_inputs(data: "BucketedBatches", rows: np.ndarray, ngram_ids, ngra
 def stack_wide_path(ngram_ids, ngram_offsets, train_idx, val_idx, y, sample_weights, n_classes, config: TrainConfig):
     """Fit the wide path on all training rows (kept for scoring) and on K
     folds of them (out-of-fold logits for training the deep layers).
-    Returns (logits for every row, table, bias); validation rows get the
-    full fit's logits, as at scoring time."""
+    Returns (logits for every row, table, bias, idf or None); validation
+    rows get the full fit's logits, as at scoring time. With idf weighting
+    the idf (from the training rows) is folded into the returned table, as
+    HashedNgramLinear expects."""
     from sklearn.model_selection import StratifiedKFold
 
     from joblib import Parallel, delayed
 
     buckets = config.wide.num_buckets
-    full = hashed_bag_matrix(ngram_ids, ngram_offsets, train_idx, buckets)
+    idf = idf_weights(ngram_ids, ngram_offsets, train_idx, buckets) if config.wide.weighting == "idf" else None
+    full = hashed_bag_matrix(ngram_ids, ngram_offsets, train_idx, buckets, idf)
     y_train, w_train = y[train_idx], sample_weights[train_idx]
     folds = list(StratifiedKFold(n_splits=config.model.wide_folds, shuffle=True, random_state=config.seed).split(train_idx, y_train))
     parts = [np.arange(train_idx.size)] + [fit_part for fit_part, _ in folds]
@@ -255,8 +277,10 @@ def stack_wide_path(ngram_ids, ngram_offsets, train_idx, val_idx, y, sample_weig
     logits = np.zeros((y.size, n_classes), np.float32)
     for (_, held_out), (fold_table, fold_bias) in zip(folds, fits[1:]):
         logits[train_idx[held_out]] = full[held_out] @ fold_table + fold_bias
-    logits[val_idx] = hashed_bag_matrix(ngram_ids, ngram_offsets, val_idx, buckets) @ table + bias
-    return logits, table, bias
+    logits[val_idx] = hashed_bag_matrix(ngram_ids, ngram_offsets, val_idx, buckets, idf) @ table + bias
+    if idf is not None:
+        table = table * idf[:, None]
+    return logits, table, bias, idf
 
 
 def class_weights(y: np.ndarray, n_classes: int, mode: str = "sqrt") -> np.ndarray:
@@ -366,11 +390,11 @@ def fit(data: PreparedData, config: TrainConfig, log: Callable[[str], None] = pr
     prefit = config.model.arch == "wide-deep" and config.model.wide_training == "prefit"
     wide_offset = wide_only_metrics = None
     if prefit:
-        wide_offset, table, bias = stack_wide_path(
+        wide_offset, table, bias, idf = stack_wide_path(
             data.ngram_ids, data.ngram_offsets, data.train_idx, data.val_idx, y, sample_weights, n_classes, config
         )
         wide_layer = model.get_layer("wide_logits")
-        wide_layer.set_weights([table, bias])
+        wide_layer.set_weights([table, bias] + ([idf] if idf is not None else []))
         wide_layer.trainable = False
         wide_only_metrics = classification_metrics(y[data.val_idx], wide_offset[data.val_idx].argmax(axis=1),
                                                    [name for _, name in config.labels])

@@ -47,6 +47,18 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_idf_model(tmp_path_factory) -> Path:
+    """The same, with the idf-weighted n-gram path (each distinct n-gram by
+    its idf, over the L2 norm)."""
+    from sentiscore.config import WideConfig
+    from sentiscore.train import train
+
+    out = tmp_path_factory.mktemp("models") / "tiny-idf"
+    train(SAMPLE / "labelled.csv", out, tiny_config(wide=WideConfig(num_buckets=2**14, weighting="idf")), log=lambda m: None, verbose=0)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_attention_model(tmp_path_factory) -> Path:
     """The attention-only architecture, two labels, custom names."""
     from sentiscore.config import ModelConfig

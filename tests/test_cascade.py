@@ -73,14 +73,18 @@ def test_no_cascade_when_even_the_most_confident_rows_disagree():
     assert fit_cascade(np.zeros((0, 3)), np.zeros(0, int), np.zeros(0, int)) is None
 
 
-def test_numpy_wide_logits_equal_the_keras_layer(tiny_model):
-    loaded = load_model_dir(tiny_model)
+@pytest.mark.parametrize("fixture", ["tiny_model", "tiny_idf_model"])
+def test_numpy_wide_logits_equal_the_keras_layer(fixture, request):
+    loaded = load_model_dir(request.getfixturevalue(fixture))
     layer = loaded.keras_model.get_layer("wide_logits")
-    table, bias = layer.get_weights()
+    table, bias, *idf = layer.get_weights()
     ids = np.random.default_rng(1).integers(1, table.shape[0], (5, 9)).astype(np.int32)
     ids[0, 4:] = 0  # padding
     ids[1, :] = 0  # a row with no n-grams
-    np.testing.assert_allclose(wide_logits(table, bias, ids), np.asarray(layer(ids)), rtol=1e-5, atol=1e-6)
+    if idf:  # idf weighting: distinct ids per row, some of them buckets the training rows never filled (idf 0)
+        ids[2] = np.flatnonzero(idf[0] == 0)[1:10]
+        assert (idf[0] > 0).any() and (idf[0][1:] == 0).any()
+    np.testing.assert_allclose(wide_logits(table, bias, ids, idf[0] if idf else None), np.asarray(layer(ids)), rtol=1e-5, atol=1e-6)
 
 
 def _with_cascade(tiny_model, tmp_path, threshold: float) -> "Path":

@@ -18,7 +18,7 @@ def _score(model, src, out, runtime, **config):
     return pq.read_table(out)
 
 
-@pytest.mark.parametrize("fixture", ["tiny_model", "tiny_attention_model"])
+@pytest.mark.parametrize("fixture", ["tiny_model", "tiny_idf_model", "tiny_attention_model"])
 def test_both_runtimes_give_the_same_output(fixture, request, sample_dir, tmp_path):
     model = request.getfixturevalue(fixture)
     onnx_out = _score(model, sample_dir / "reviews.csv", tmp_path / "onnx.parquet", "onnx", cascade=False)
@@ -34,8 +34,9 @@ def test_both_runtimes_give_the_same_output(fixture, request, sample_dir, tmp_pa
     assert runtime.startswith("onnxruntime ") and tf_out.schema.metadata[b"sentiscore.runtime"].decode().startswith("tensorflow ")
 
 
-def test_graph_outputs_and_path_logits_equal_keras_on_real_batches(tiny_model):
-    card = read_card(tiny_model)
+@pytest.mark.parametrize("fixture", ["tiny_model", "tiny_idf_model"])
+def test_graph_outputs_and_path_logits_equal_keras_on_real_batches(fixture, request):
+    card = read_card(request.getfixturevalue(fixture))
     graph = onnx_engine.ensure_graph(card)
     keras_predictor = Predictor(load_model(card).keras_model)
     onnx_predictor = onnx_engine.OnnxPredictor(graph, batch_size=16)
@@ -55,6 +56,10 @@ def test_graph_outputs_and_path_logits_equal_keras_on_real_batches(tiny_model):
         np.testing.assert_allclose(onnx_parts[path], keras_parts[path], atol=1e-5)
     assert onnx_predictor.temperature == pytest.approx(keras_predictor.temperature)
     np.testing.assert_array_equal(onnx_predictor.wide_table, keras_predictor.wide_table)
+    if card.wide.weighting == "idf":
+        np.testing.assert_array_equal(onnx_predictor.wide_idf, keras_predictor.wide_idf)
+    else:
+        assert onnx_predictor.wide_idf is None and keras_predictor.wide_idf is None
 
 
 def test_the_graph_is_built_once_and_cached_by_model_hash(tiny_model):

@@ -103,25 +103,44 @@ def test_tiny_model_learns_something(tiny_model, sample_dir):
     assert result["accuracy"] > majority
 
 
-def test_hashed_bag_matrix_matches_the_keras_wide_layer():
+@pytest.mark.parametrize("weighting", ["count", "idf"])
+def test_hashed_bag_matrix_matches_the_keras_wide_layer(weighting):
     from sentiscore.config import WideConfig
     from sentiscore.model import import_tensorflow
     from sentiscore.ngrams import CharNgramHasher
-    from sentiscore.train import _ragged_ngrams, hashed_bag_matrix
+    from sentiscore.train import _ragged_ngrams, hashed_bag_matrix, idf_weights
 
     import_tensorflow()
     from sentiscore.layers import HashedNgramLinear
 
-    texts = ["好好好", "质量不错，物流很快", "差"]
-    hasher = CharNgramHasher(WideConfig(num_buckets=64))
+    texts = ["好好好", "质量不错，物流很快", "差", "物流很快，很快"]
+    hasher = CharNgramHasher(WideConfig(num_buckets=64, weighting=weighting))
     flat, offsets = _ragged_ngrams(hasher, texts)
-    matrix = hashed_bag_matrix(flat, offsets, np.arange(3), 64)
-    layer = HashedNgramLinear(64, 3)
+    rows = np.arange(len(texts))
+    idf = idf_weights(flat, offsets, rows, 64, min_df=1) if weighting == "idf" else None
+    matrix = hashed_bag_matrix(flat, offsets, rows, 64, idf)
+    layer = HashedNgramLinear(64, 3, weighting=weighting)
     ids = hasher.transform(texts)
     layer(ids)
     table = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
-    layer.set_weights([table, np.zeros(3, np.float32)])
+    if weighting == "idf":
+        # Each distinct n-gram once: 好, 好好, 好好好 (3 ids, not 6); every row has L2 norm 1.
+        assert (ids[0] != 0).sum() == 3
+        np.testing.assert_allclose(np.sqrt(matrix.multiply(matrix).sum(axis=1)).A.ravel(), 1.0, rtol=1e-6)
+        layer.set_weights([table * idf[:, None], np.zeros(3, np.float32), idf])  # the idf folded into the table
+    else:
+        assert (ids[0] != 0).sum() == 6
+        layer.set_weights([table, np.zeros(3, np.float32)])
     np.testing.assert_allclose(matrix @ table, layer(ids).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_idf_weights_are_zero_for_one_off_ngrams():
+    from sentiscore.train import idf_weights
+
+    flat = np.array([1, 2, 1, 3, 1, 2], np.int32)  # rows {1,2}, {1,3}, {1,2}
+    idf = idf_weights(flat, np.array([0, 2, 4, 6]), np.arange(3), 5)
+    assert idf[3] == 0 and idf[4] == 0 and idf[0] == 0  # seen once, never, padding
+    assert idf[1] == pytest.approx(1.0) and idf[2] == pytest.approx(np.log(4 / 3) + 1)
 
 
 def test_prefit_wide_path_stays_frozen(tiny_model):
