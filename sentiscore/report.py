@@ -53,6 +53,11 @@ def _cascade_line(card: ModelCard) -> str:
             f"{cascade.rows:,} validation rows, {cascade.label_change:.3%} of labels changed; score --no-cascade to turn off)")
 
 
+def _wide_weighting(wide) -> str:
+    kind = "idf-weighted distinct n-grams over the L2 norm" if wide.weighting == "idf" else "n-gram counts over √count"
+    return f"{kind}, {wide.num_buckets:,} buckets"
+
+
 def format_card(card: ModelCard) -> str:
     seg, data = card.segmenter, card.data
     lines = [
@@ -60,7 +65,7 @@ def format_card(card: ModelCard) -> str:
         f"  hash {card.hash} · made by sentiscore {card.made_by} on {card.raw.get('created')}",
         "  labels: " + ", ".join(f"{value}={name}" for value, name in card.labels),
         f"  architecture: {card.arch} (BiLSTM {card.raw['model'].get('lstm_units')}×2 + feed-forward attention"
-        + (", + hashed char 1-3-gram linear path)" if card.arch == "wide-deep" else ")"),
+        + (f", + hashed char 1-3-gram linear path, {_wide_weighting(card.wide)})" if card.arch == "wide-deep" else ")"),
         _embedder_line(card.embedder),
         f"  segmenter: {seg.get('name')} {seg.get('version')} (HMM {seg.get('hmm')}, stopwords {seg.get('stopwords_source')}, "
         f"user dictionary {'yes' if seg.get('user_dict') else 'none'}, markup {seg.get('markup', 'keep')})",

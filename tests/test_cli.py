@@ -142,8 +142,24 @@ def test_info_prints_the_card(runner, tiny_model):
     assert "class biases none (fitted only with train --class-bias)" in result.stdout
     cascade = read_card(tiny_model).cascade
     assert ("cascade: none" in result.stdout) if cascade is None else (f"≥ {cascade.threshold:.3f} sure" in result.stdout)
+    assert "n-gram counts over √count, 4,096 buckets" in result.stdout
     as_json = runner.invoke(cli, ["info", str(tiny_model), "--json"])
     assert json.loads(as_json.stdout)["name"] == "tiny"
+
+
+def test_train_cli_takes_the_wide_weighting_into_the_card(runner, sample_dir, tmp_path):
+    out = tmp_path / "idf"
+    result = runner.invoke(cli, ["train", str(sample_dir / "labelled.csv"), "--out", str(out), "--epochs", "1", "--maxlen", "32",
+                                 "--embed-dim", "8", "--lstm-units", "4", "--workers", "1", "-q",
+                                 "--wide-weighting", "idf", "--wide-buckets", "4096"])
+    assert result.exit_code == 0, result.output
+    wide = read_card(out).wide
+    assert (wide.weighting, wide.num_buckets) == ("idf", 4096)
+    info = runner.invoke(cli, ["info", str(out)])
+    assert "idf-weighted distinct n-grams over the L2 norm, 4,096 buckets" in info.stdout
+    joint = runner.invoke(cli, ["train", str(sample_dir / "labelled.csv"), "--out", str(tmp_path / "j"),
+                                "--wide-weighting", "idf", "--wide-training", "joint"])
+    assert joint.exit_code == 2 and "--wide-weighting idf needs --wide-training prefit" in joint.stderr
 
 
 def test_score_runtime_and_cascade_flags_reach_the_output(runner, tiny_model, sample_dir, tmp_path):
