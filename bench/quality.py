@@ -121,12 +121,13 @@ class SentiscoreWidePath:
     """sentiscore's wide path as a scikit-learn style estimator."""
 
     def __init__(self, class_weights: str = "sqrt", idf: bool = False):
-        from sentiscore.config import ModelConfig, WideConfig
+        from sentiscore.config import WideConfig
         from sentiscore.ngrams import CharNgramHasher
 
         self.class_weights = class_weights
-        self.wide = WideConfig(weighting="idf", num_buckets=2**20) if idf else WideConfig()
-        self.c = 8.0 if idf else ModelConfig().wide_c
+        # The two weightings as measured: idf at 2^20 buckets, C 8; 0.1's counts at 2^18, C 4.
+        self.wide = WideConfig(weighting="idf", num_buckets=2**20) if idf else WideConfig(weighting="count", num_buckets=2**18)
+        self.c = 8.0 if idf else 4.0
         self.hasher = CharNgramHasher(self.wide)
         self.idf = None
 

@@ -192,10 +192,11 @@ def trained_segmenter_config(model_dir: Path, meta: dict, host: str | None = Non
 
 def trained_wide_config(meta: dict):
     """The wide path's settings from a card (cards before 0.2 hashed URLs
-    and mentions like any text)."""
+    and mentions like any text, and cards before idf weighting counted
+    every n-gram)."""
     from .config import WideConfig
 
-    return WideConfig(**{"markup": "keep", **meta["wide"]})
+    return WideConfig(**{"markup": "keep", "weighting": "count", **meta["wide"]})
 
 
 @dataclass(frozen=True)

@@ -303,9 +303,10 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @click.option("--token-dropout", type=float, default=0.1, show_default=True, help="Share of tokens replaced by OOV while training.")
 @click.option("--wide-training", type=click.Choice(["prefit", "joint"]), default="prefit", show_default=True,
               help="prefit: fit the char n-gram path by logistic regression first and freeze it; joint: train it with the rest.")
-@click.option("--wide-c", type=float, default=4.0, show_default=True, help="Inverse L2 strength of the prefit char n-gram logistic regression.")
+@click.option("--wide-c", type=float, default=ModelConfig.wide_c, show_default=True,
+              help="Inverse L2 strength of the prefit char n-gram logistic regression.")
 @click.option("--wide-l2", type=float, default=1e-6, show_default=True, help="L2 penalty on the char n-gram weights (joint training).")
-@click.option("--wide-weighting", type=click.Choice(WIDE_WEIGHTINGS), default="count", show_default=True,
+@click.option("--wide-weighting", type=click.Choice(WIDE_WEIGHTINGS), default=WideConfig.weighting, show_default=True,
               help="count: every n-gram occurrence, over √count; idf: each distinct n-gram by its idf in the training rows, "
                    "over the L2 norm (as TF-IDF), needs --wide-training prefit.")
 @click.option("--wide-buckets", type=click.IntRange(min=2), default=WideConfig.num_buckets, show_default=True,

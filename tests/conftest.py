@@ -24,7 +24,7 @@ def tiny_config(**overrides):
         name="tiny",
         segmenter=SegmenterConfig(),
         embedder=EmbedderConfig(maxlen=48, embed_dim=16, min_count=1),
-        wide=WideConfig(num_buckets=2**12),
+        wide=WideConfig(num_buckets=2**12, weighting="count"),
         model=ModelConfig(arch="wide-deep", lstm_units=8),
     )
     base.update(overrides)

@@ -147,11 +147,10 @@ def test_info_prints_the_card(runner, tiny_model):
     assert json.loads(as_json.stdout)["name"] == "tiny"
 
 
-def test_train_cli_takes_the_wide_weighting_into_the_card(runner, sample_dir, tmp_path):
+def test_train_cli_weighs_ngrams_by_idf_by_default_and_records_it(runner, sample_dir, tmp_path):
     out = tmp_path / "idf"
     result = runner.invoke(cli, ["train", str(sample_dir / "labelled.csv"), "--out", str(out), "--epochs", "1", "--maxlen", "32",
-                                 "--embed-dim", "8", "--lstm-units", "4", "--workers", "1", "-q",
-                                 "--wide-weighting", "idf", "--wide-buckets", "4096"])
+                                 "--embed-dim", "8", "--lstm-units", "4", "--workers", "1", "-q", "--wide-buckets", "4096"])
     assert result.exit_code == 0, result.output
     wide = read_card(out).wide
     assert (wide.weighting, wide.num_buckets) == ("idf", 4096)

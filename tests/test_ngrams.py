@@ -8,7 +8,14 @@ from sentiscore.ngrams import CharNgramHasher
 
 
 def hasher(**kw):
-    return CharNgramHasher(WideConfig(num_buckets=kw.pop("num_buckets", 1 << 16), **kw))
+    return CharNgramHasher(WideConfig(num_buckets=kw.pop("num_buckets", 1 << 16), weighting=kw.pop("weighting", "count"), **kw))
+
+
+def test_idf_weighting_gives_each_distinct_ngram_once_in_order():
+    counted, distinct = hasher().transform(["好好好好"]), hasher(weighting="idf").transform(["好好好好"])
+    assert (counted != 0).sum() == 4 + 3 + 2
+    ids = distinct[distinct != 0]
+    assert ids.size == 3 and (np.diff(ids) > 0).all() and set(ids) == set(counted[counted != 0])
 
 
 def test_counts_of_1_to_3_grams_per_text():
@@ -49,7 +56,7 @@ def test_hashing_is_the_same_in_another_process():
     here = hasher().transform(texts)
     code = (
         "import sys, numpy as np; from sentiscore.config import WideConfig; from sentiscore.ngrams import CharNgramHasher;"
-        "ids = CharNgramHasher(WideConfig(num_buckets=1 << 16)).transform(['手机很好用', '质量太差了！']);"
+        "ids = CharNgramHasher(WideConfig(num_buckets=1 << 16, weighting='count')).transform(['手机很好用', '质量太差了！']);"
         "sys.stdout.write(','.join(map(str, ids.ravel().tolist())))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
