@@ -79,11 +79,12 @@ class CharNgramHasher:
             return np.zeros((n_texts, 1), np.int32)
         row = np.concatenate(rows)
         col_ids = np.concatenate(ids)
-        if cfg.weighting == "idf":  # a set of n-grams per text: each distinct id once
+        if cfg.weighting == "idf":  # a set of n-grams per text: each distinct id once, sorted by text then id
             key = np.unique(row.astype(np.int64) * np.int64(cfg.num_buckets) + col_ids)
             row, col_ids = key // cfg.num_buckets, key % cfg.num_buckets
-        order = np.argsort(row, kind="stable")
-        row, col_ids = row[order], col_ids[order]
+        else:
+            order = np.argsort(row, kind="stable")
+            row, col_ids = row[order], col_ids[order]
         counts = np.bincount(row, minlength=n_texts)
         width = max(1, int(counts.max()))
         first = np.concatenate([[0], np.cumsum(counts)[:-1]])

@@ -138,6 +138,7 @@ def build_graph(keras_model, card):
         ]
         if idf:  # idf weighting: over the L2 norm of the row's idf weights (HashedNgramLinear)
             inits.update({"wide_idf": idf[0], "norm_floor": np.array(1e-6, f32)})
+            del inits["one_f"]  # only the count weighting's norm uses it; ONNX Runtime warns about unused initializers
             nodes += [
                 n("Gather", ["wide_idf", "ngram_ids"], ["ngram_idf"]),
                 n("Mul", ["ngram_idf", "ngram_keep_f"], ["ngram_weight"]),

@@ -42,7 +42,7 @@ from .io import (
     open_input,
 )
 from .calibration import shift_priors
-from .cascade import split_rows, wide_logits, wide_norms
+from .cascade import split_rows, wide_logits_flat, wide_norms_flat
 from .embed import DEFAULT_SCORE_BATCH  # noqa: F401  (re-exported: the default --batch-size)
 from .ngrams import CharNgramHasher
 from .segment import ParallelSegmenter, SegmentedBatch, segmenter_version
@@ -347,11 +347,9 @@ class Scorer:
         deep = np.zeros(n, bool)
         ngrams = self._ngrams_of(texts, scorable, segmented.lengths) if self.hasher is not None else None
         if ngrams is not None and self.cascade is not None and not logit_parts:
-            in_order = np.concatenate(ngrams.batches) if ngrams.batches else scorable
-            logits = [wide_logits(self.predictor.wide_table, self.predictor.wide_bias, ngrams.padded(b), self.predictor.wide_idf)
-                      for b in ngrams.batches]
-            decided, wide_probs = split_rows(np.concatenate(logits) if logits else np.zeros((0, len(self.labels))), self.cascade)
-            by_ngrams = in_order[decided]
+            logits = wide_logits_flat(self.predictor.wide_table, self.predictor.wide_bias, ngrams.flat, ngrams.counts, ngrams.norms)
+            decided, wide_probs = split_rows(logits[scorable], self.cascade)
+            by_ngrams = scorable[decided]
             probs[by_ngrams] = self._shifted(wide_probs[decided])
             if explain and by_ngrams.size:
                 self._explain_by_ngrams(segmented, by_ngrams, probs, ngrams.norms[by_ngrams], contribution)
@@ -400,12 +398,10 @@ class Scorer:
             counts[batch] = (ids != 0).sum(axis=1)  # ids are packed left: row i's are its first counts[i]
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         flat = np.zeros(int(counts.sum()), np.int32)
-        norms = np.ones(len(texts), np.float32)
         for batch, ids in zip(batches, hashed):
             keep = ids != 0
             flat[np.repeat(starts[batch], counts[batch]) + (np.nonzero(keep)[1])] = ids[keep]
-            norms[batch] = wide_norms(ids, self.predictor.wide_idf)
-        return _Ngrams(batches, flat, starts, counts, norms)
+        return _Ngrams(batches, flat, starts, counts, wide_norms_flat(flat, counts, self.predictor.wide_idf))
 
     def _explain_by_ngrams(self, segmented: SegmentedBatch, rows: np.ndarray, probs: np.ndarray, norms: np.ndarray,
                            contribution: np.ndarray) -> None:

@@ -198,3 +198,20 @@ def test_split_rows_uses_the_wide_temperature():
     assert decided.tolist() == [True, False]
     np.testing.assert_allclose(probs, softmax(logits / 0.5))
     assert json.loads(json.dumps(sharp.to_dict())) == sharp.to_dict()
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_flat_wide_logits_equal_the_padded_ones(weighted):
+    from sentiscore.cascade import wide_logits_flat, wide_norms, wide_norms_flat
+
+    rng = np.random.default_rng(3)
+    table, bias = rng.normal(size=(50, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    idf = rng.uniform(0, 3, 50).astype(np.float32) if weighted else None
+    counts = np.array([4, 0, 1, 7])  # a text with no n-grams too
+    flat = rng.integers(1, 50, counts.sum()).astype(np.int32)
+    padded = np.zeros((counts.size, counts.max()), np.int32)
+    for i, start in enumerate(np.cumsum(counts) - counts):
+        padded[i, : counts[i]] = flat[start : start + counts[i]]
+    norms = wide_norms_flat(flat, counts, idf)
+    np.testing.assert_allclose(norms, wide_norms(padded, idf), rtol=1e-6)
+    np.testing.assert_allclose(wide_logits_flat(table, bias, flat, counts, norms), wide_logits(table, bias, padded, idf), rtol=1e-5, atol=1e-6)
