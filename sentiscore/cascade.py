@@ -82,20 +82,11 @@ def fit_cascade(wide_logits: np.ndarray, full_labels: np.ndarray, y_true: np.nda
     )
 
 
-def wide_norms(ngram_ids: np.ndarray, idf: np.ndarray | None = None) -> np.ndarray:
-    """What the n-gram path divides each row's summed weights by, as its
-    Keras layer does: √count of the ids (0 = padding), or with idf weighting
-    the L2 norm of the ids' idf weights."""
-    keep = ngram_ids != 0
-    if idf is None:
-        return np.sqrt(np.maximum(keep.sum(axis=1), 1)).astype(np.float32)
-    weights = idf[ngram_ids] * keep
-    return np.maximum(np.sqrt((weights.astype(np.float32) ** 2).sum(axis=1)), 1e-6).astype(np.float32)
-
-
 def wide_norms_flat(flat: np.ndarray, counts: np.ndarray, idf: np.ndarray | None = None) -> np.ndarray:
-    """:func:`wide_norms` of texts whose ids are laid end to end (text i's
-    are the next ``counts[i]``)."""
+    """What the n-gram path divides each text's summed weights by, as its
+    Keras layer does, for texts whose ids are laid end to end (text i's are
+    the next ``counts[i]``): √count, or with idf weighting the L2 norm of
+    the ids' idf weights."""
     if idf is None:
         return np.sqrt(np.maximum(counts, 1)).astype(np.float32)
     weights = idf[flat].astype(np.float64)
@@ -104,22 +95,14 @@ def wide_norms_flat(flat: np.ndarray, counts: np.ndarray, idf: np.ndarray | None
 
 
 def wide_logits_flat(table: np.ndarray, bias: np.ndarray, flat: np.ndarray, counts: np.ndarray, norms: np.ndarray) -> np.ndarray:
-    """:func:`wide_logits` of many texts from their ids laid end to end
-    (text i's are the next ``counts[i]``; ``norms`` from :func:`wide_norms`):
-    one gather over the real ids only, no padded matrix."""
+    """The n-gram path's logits, as its Keras layer computes them, for texts
+    whose ids are laid end to end (text i's are the next ``counts[i]``;
+    ``norms`` from :func:`wide_norms_flat`): the table rows of the real ids
+    summed per text (no padded matrix), over the norm, plus bias."""
     text_of = np.repeat(np.arange(counts.size), counts)
     rows = table[flat]
     summed = np.stack([np.bincount(text_of, weights=rows[:, c], minlength=counts.size) for c in range(table.shape[1])], axis=1)
     return (summed / norms[:, None] + bias).astype(np.float32)
-
-
-def wide_logits(table: np.ndarray, bias: np.ndarray, ngram_ids: np.ndarray, idf: np.ndarray | None = None) -> np.ndarray:
-    """The n-gram path's logits, as its Keras layer computes them: the rows
-    of ``table`` for the ids (0 = padding) summed, over :func:`wide_norms`,
-    plus bias."""
-    keep = ngram_ids != 0
-    summed = (table[ngram_ids] * keep[..., None]).sum(axis=1)  # padding masked exactly: an empty row's sum is 0, over a 1e-6 norm
-    return (summed / wide_norms(ngram_ids, idf)[:, None] + bias).astype(np.float32)
 
 
 def split_rows(logits: np.ndarray, cascade: CascadeConfig) -> tuple[np.ndarray, np.ndarray]:

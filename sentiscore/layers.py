@@ -6,6 +6,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from .config import WIDE_WEIGHTINGS
+
 
 @keras.saving.register_keras_serializable(package="sentiscore")
 class FeedForwardAttention(keras.layers.Layer):
@@ -70,8 +72,8 @@ class HashedNgramLinear(keras.layers.Layer):
         self.units = int(units)
         self.l2 = float(l2)
         self.dropout = float(dropout)
-        if weighting not in ("count", "idf"):
-            raise ValueError(f"weighting must be count or idf, not {weighting!r}")
+        if weighting not in WIDE_WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {', '.join(WIDE_WEIGHTINGS)}, not {weighting!r}")
         self.weighting = weighting
         self.seed_generator = keras.random.SeedGenerator(7)
 

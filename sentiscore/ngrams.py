@@ -83,10 +83,10 @@ class CharNgramHasher:
             # (ids < 2^31, so one int64 key holds both; a sort and a mask are ~4x faster than np.unique here)
             key = (row.astype(np.int64) << 32) | col_ids.astype(np.int64)
             key.sort()
-            first = np.empty(key.size, bool)
-            first[:1] = True
-            np.not_equal(key[1:], key[:-1], out=first[1:])
-            key = key[first]
+            is_new = np.empty(key.size, bool)
+            is_new[:1] = True
+            np.not_equal(key[1:], key[:-1], out=is_new[1:])
+            key = key[is_new]
             row, col_ids = key >> 32, key & 0xFFFFFFFF
         else:
             order = np.argsort(row, kind="stable")

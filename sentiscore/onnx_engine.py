@@ -81,7 +81,7 @@ def build_graph(keras_model, card):
         "att_w": attention_w.astype(f32), "att_b": attention_b.astype(f32),
         "dense_k": dense_k.astype(f32), "dense_b": dense_b.astype(f32),
         "inv_temperature": np.asarray(1.0 / temperature, f32), "class_bias": class_bias.astype(f32),
-        "zero_i": np.asarray(0, np.int32), "one_f": np.asarray(1.0, f32),
+        "zero_i": np.asarray(0, np.int32),
         "neg_big": np.asarray(-1e9, f32), "tiny": np.asarray(1e-9, f32),
         "axis1": np.asarray([1], np.int64), "axis2": np.asarray([2], np.int64), "axis_last": np.asarray([-1], np.int64),
         "start0": np.asarray([0], np.int64), "perm_shape_idx": np.asarray([1], np.int64),
@@ -138,7 +138,6 @@ def build_graph(keras_model, card):
         ]
         if idf:  # idf weighting: over the L2 norm of the row's idf weights (HashedNgramLinear)
             inits.update({"wide_idf": idf[0], "norm_floor": np.array(1e-6, f32)})
-            del inits["one_f"]  # only the count weighting's norm uses it; ONNX Runtime warns about unused initializers
             nodes += [
                 n("Gather", ["wide_idf", "ngram_ids"], ["ngram_idf"]),
                 n("Mul", ["ngram_idf", "ngram_keep_f"], ["ngram_weight"]),
@@ -148,6 +147,7 @@ def build_graph(keras_model, card):
                 n("Max", ["ngram_l2", "norm_floor"], ["ngram_norm"]),
             ]
         else:
+            inits["one_f"] = np.asarray(1.0, f32)
             nodes += [
                 n("ReduceSum", ["ngram_keep_f", "axis1"], ["ngram_count"], keepdims=1),
                 n("Max", ["ngram_count", "one_f"], ["ngram_count1"]),

@@ -127,11 +127,10 @@ class _Ngrams:
     """Hashed char n-grams of a chunk's texts, flat: text i's ids are
     ``flat[starts[i]:starts[i] + counts[i]]``."""
 
-    batches: list[np.ndarray]  # text indices, in the batches they were hashed in
     flat: np.ndarray
     starts: np.ndarray
     counts: np.ndarray
-    norms: np.ndarray  # what the n-gram path divides each text's summed weights by (cascade.wide_norms)
+    norms: np.ndarray  # what the n-gram path divides each text's summed weights by (cascade.wide_norms_flat)
 
     def padded(self, rows: np.ndarray) -> np.ndarray:
         """The ids of these texts as a matrix padded with 0 to the longest."""
@@ -401,7 +400,7 @@ class Scorer:
         for batch, ids in zip(batches, hashed):
             keep = ids != 0
             flat[np.repeat(starts[batch], counts[batch]) + (np.nonzero(keep)[1])] = ids[keep]
-        return _Ngrams(batches, flat, starts, counts, wide_norms_flat(flat, counts, self.predictor.wide_idf))
+        return _Ngrams(flat, starts, counts, wide_norms_flat(flat, counts, self.predictor.wide_idf))
 
     def _explain_by_ngrams(self, segmented: SegmentedBatch, rows: np.ndarray, probs: np.ndarray, norms: np.ndarray,
                            contribution: np.ndarray) -> None:

@@ -190,6 +190,11 @@ def _ragged_ngrams(hasher: CharNgramHasher, texts: list[str], step: int = 4096):
     return np.concatenate(parts).astype(np.int32), np.concatenate([[0], np.cumsum(lengths)])
 
 
+def _ids_of_rows(ngram_ids: np.ndarray, ngram_offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The flat n-gram ids of these rows, one row after another."""
+    return np.concatenate([ngram_ids[ngram_offsets[i] : ngram_offsets[i + 1]] for i in rows]) if rows.size else ngram_ids[:0]
+
+
 def hashed_bag_matrix(ngram_ids: np.ndarray, ngram_offsets: np.ndarray, rows: np.ndarray, num_buckets: int,
                       idf: np.ndarray | None = None):
     """The wide path's input as a sparse matrix, exactly what
@@ -199,7 +204,7 @@ def hashed_bag_matrix(ngram_ids: np.ndarray, ngram_offsets: np.ndarray, rows: np
     from scipy.sparse import csr_matrix
 
     lengths = ngram_offsets[rows + 1] - ngram_offsets[rows]
-    cols = np.concatenate([ngram_ids[ngram_offsets[i] : ngram_offsets[i + 1]] for i in rows]) if rows.size else ngram_ids[:0]
+    cols = _ids_of_rows(ngram_ids, ngram_offsets, rows)
     if idf is None:
         values = np.repeat(1.0 / np.sqrt(np.maximum(lengths, 1)), lengths)
     else:
@@ -217,8 +222,7 @@ def idf_weights(ngram_ids: np.ndarray, ngram_offsets: np.ndarray, rows: np.ndarr
     smoothed idf, ln((1 + n) / (1 + df)) + 1), zero for buckets seen in fewer
     than ``min_df`` rows (as the peer's min_df drops one-off n-grams). Ids
     must be distinct per row (the hasher's idf weighting)."""
-    cols = np.concatenate([ngram_ids[ngram_offsets[i] : ngram_offsets[i + 1]] for i in rows]) if rows.size else ngram_ids[:0]
-    df = np.bincount(cols, minlength=num_buckets)[:num_buckets]
+    df = np.bincount(_ids_of_rows(ngram_ids, ngram_offsets, rows), minlength=num_buckets)[:num_buckets]
     idf = np.log((1.0 + rows.size) / (1.0 + df)) + 1.0
     return np.where(df >= min_df, idf, 0.0).astype(np.float32)
 

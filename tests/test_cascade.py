@@ -11,7 +11,7 @@ import pytest
 
 from sentiscore.artifacts import add_card_section, load_model_dir, read_card, verify
 from sentiscore.calibration import softmax
-from sentiscore.cascade import CascadeConfig, fit_cascade, split_rows, wide_logits
+from sentiscore.cascade import CascadeConfig, fit_cascade, split_rows, wide_logits_flat, wide_norms_flat
 from sentiscore.config import ScoreConfig
 from sentiscore.errors import ModelError, TrainingError
 from sentiscore.pipeline import Scorer, score_file
@@ -84,7 +84,9 @@ def test_numpy_wide_logits_equal_the_keras_layer(fixture, request):
     if idf:  # idf weighting: distinct ids per row, some of them buckets the training rows never filled (idf 0)
         ids[2] = np.flatnonzero(idf[0] == 0)[1:10]
         assert (idf[0] > 0).any() and (idf[0][1:] == 0).any()
-    np.testing.assert_allclose(wide_logits(table, bias, ids, idf[0] if idf else None), np.asarray(layer(ids)), rtol=1e-5, atol=1e-6)
+    flat, counts = ids[ids != 0], (ids != 0).sum(axis=1)  # ids are packed left, as the hasher gives them
+    norms = wide_norms_flat(flat, counts, idf[0] if idf else None)
+    np.testing.assert_allclose(wide_logits_flat(table, bias, flat, counts, norms), np.asarray(layer(ids)), rtol=1e-5, atol=1e-6)
 
 
 def _with_cascade(tiny_model, tmp_path, threshold: float) -> "Path":
@@ -201,8 +203,11 @@ def test_split_rows_uses_the_wide_temperature():
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-def test_flat_wide_logits_equal_the_padded_ones(weighted):
-    from sentiscore.cascade import wide_logits_flat, wide_norms, wide_norms_flat
+def test_flat_wide_logits_equal_a_keras_layer_with_the_same_weights(weighted):
+    from sentiscore.model import import_tensorflow
+
+    import_tensorflow()
+    from sentiscore.layers import HashedNgramLinear
 
     rng = np.random.default_rng(3)
     table, bias = rng.normal(size=(50, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)
@@ -213,5 +218,10 @@ def test_flat_wide_logits_equal_the_padded_ones(weighted):
     for i, start in enumerate(np.cumsum(counts) - counts):
         padded[i, : counts[i]] = flat[start : start + counts[i]]
     norms = wide_norms_flat(flat, counts, idf)
-    np.testing.assert_allclose(norms, wide_norms(padded, idf), rtol=1e-6)
-    np.testing.assert_allclose(wide_logits_flat(table, bias, flat, counts, norms), wide_logits(table, bias, padded, idf), rtol=1e-5, atol=1e-6)
+    weights = (idf[padded] if weighted else np.ones(padded.shape, np.float32)) * (padded != 0)
+    expected_norms = np.sqrt((weights**2).sum(axis=1))
+    np.testing.assert_allclose(norms, np.maximum(expected_norms, 1e-6) if weighted else np.maximum(expected_norms, 1), rtol=1e-6)
+    layer = HashedNgramLinear(50, 3, weighting="idf" if weighted else "count")
+    layer(padded)
+    layer.set_weights([table, bias] + ([idf] if weighted else []))
+    np.testing.assert_allclose(wide_logits_flat(table, bias, flat, counts, norms), np.asarray(layer(padded)), rtol=1e-5, atol=1e-6)
