@@ -216,6 +216,7 @@ class TrainConfig:
     patience: int = 2
     class_weights: str = "sqrt"  # "none", "sqrt" or "balanced" (n / (classes × count)) loss weight per class
     label_smoothing: float = 0.0  # share of each target spread over all classes (a confidence penalty)
+    ema_momentum: float = 0.0  # >0: validate, stop on and keep an exponential moving average of the weights
     calibrate: bool = True  # temperature (and, with class_bias, class thresholds) fitted on the validation split
     class_bias: bool = False  # per-class logit biases for validation macro-F1: they fit the training sources' class mix
     workers: int | None = None
@@ -241,6 +242,8 @@ class TrainConfig:
             raise UsageError(f"--class-weights must be one of {', '.join(CLASS_WEIGHTINGS)}")
         if not 0 <= self.label_smoothing < 1:
             raise UsageError("--label-smoothing must be at least 0 and below 1")
+        if not 0 <= self.ema_momentum < 1:
+            raise UsageError("--ema-momentum must be at least 0 (off) and below 1")
         if self.wide.weighting == "idf" and self.model.wide_training != "prefit":
             raise UsageError("--wide-weighting idf needs --wide-training prefit (the idf comes with the fitted n-gram path); "
                              "train a joint n-gram path with --wide-weighting count")

@@ -413,15 +413,20 @@ def fit(data: PreparedData, config: TrainConfig, log: Callable[[str], None] = pr
     # logits (an input), so they learn to correct it where it errs on unseen
     # text rather than on text it has memorised.
     fit_model = stacked_training_model(model, n_classes) if prefit else model
+    averaging = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum else {}
     fit_model.compile(
-        optimizer=keras.optimizers.Adam(_learning_rate(config, len(train_data)), clipnorm=5.0),
+        optimizer=keras.optimizers.Adam(_learning_rate(config, len(train_data)), clipnorm=5.0, **averaging),
         loss=_loss(n_classes, config.label_smoothing),
         weighted_metrics=["accuracy"],
     )
     stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
+    # With weight averaging the averaged weights are swapped in for validation
+    # and at each epoch's end, before the stopper keeps the best epoch's: what
+    # is validated, stopped on and saved is the average, never the raw weights.
+    callbacks = ([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema_momentum else []) + [stopper]
     # Shuffling happens in BucketedBatches (batch order and length noise).
     history = fit_model.fit(train_data.to_tf(), validation_data=val_data.to_tf(), epochs=config.epochs, shuffle=False,
-                            callbacks=[stopper], verbose=verbose)
+                            callbacks=callbacks, verbose=verbose)
     val_losses = history.history.get("val_loss", [])
     best_epoch = int(np.argmin(val_losses)) + 1 if val_losses else config.epochs
 
@@ -480,6 +485,7 @@ def model_card(config: TrainConfig, data: PreparedData, fitted: FitResult, calib
             "class_weighting": config.class_weights,
             "class_weights": [round(float(w), 4) for w in data.class_weights] if config.class_weights != "none" else None,
             "label_smoothing": config.label_smoothing,
+            "ema_momentum": config.ema_momentum or None,
             "vectors_extra_words": config.vectors_extra_words if config.vectors else None,
             "calibration": calibration.record,
             "python": platform.python_version(),

@@ -184,3 +184,38 @@ def test_cosine_schedule_decays_over_the_epoch_budget():
     assert rates[2] == pytest.approx(0.0005) and rates[3] == pytest.approx(0.0005)  # 5% floor, at the end of epoch 3
     with pytest.raises(UsageError, match="--lr-schedule"):
         tiny_config(lr_schedule="step")
+
+
+def test_weight_averaging_keeps_the_average_not_the_last_step(sample_dir):
+    """With --ema-momentum the saved weights are the moving average: at a
+    momentum of almost 1 it stays at the first step's weights (Keras starts
+    the average there; one Adam step moves a weight by at most about the
+    learning rate), while plain training moves them much further."""
+    import keras
+
+    from sentiscore.model import build_classifier
+    from sentiscore.train import fit, prepare_data
+
+    def bilstm_weights(config):
+        data = prepare_data(sample_dir / "labelled.csv", config, log=lambda m: None)
+        fitted = fit(data, config, log=lambda m: None, verbose=0)
+        keras.utils.set_random_seed(config.seed)  # as fit does before building: the same initial weights
+        initial = build_classifier(config.model, config.embedder, config.wide, data.embedder.size, 3)
+        return fitted.model.get_layer("bilstm").get_weights(), initial.get_layer("bilstm").get_weights()
+
+    averaged, initial = bilstm_weights(tiny_config(epochs=1, ema_momentum=1 - 1e-9))
+    plain, initial_again = bilstm_weights(tiny_config(epochs=1))
+    for a, b in zip(initial, initial_again):
+        np.testing.assert_array_equal(a, b)
+    moved_plain = max(float(np.abs(p - i).max()) for p, i in zip(plain, initial))
+    moved_averaged = max(float(np.abs(a - i).max()) for a, i in zip(averaged, initial))
+    learning_rate = tiny_config().learning_rate
+    assert moved_averaged <= 1.01 * learning_rate
+    assert moved_plain > 5 * learning_rate
+
+
+def test_card_records_weight_averaging(sample_dir, tmp_path):
+    meta = train(sample_dir / "labelled.csv", tmp_path / "m", tiny_config(epochs=1, ema_momentum=0.9), log=lambda m: None, verbose=0)
+    assert meta["training"]["ema_momentum"] == 0.9
+    with pytest.raises(Exception, match="--ema-momentum"):
+        tiny_config(ema_momentum=1.0)
