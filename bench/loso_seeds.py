@@ -47,6 +47,8 @@ def summarise(out: Path, recipes: dict[str, list[str]]) -> dict:
     for name, runs in recipes.items():
         for run in runs:
             columns[run] = {f: fold_metrics(truth[f], probs_of(out, run, f)) for f in folds}
+        if len(runs) < 2:
+            continue
         seed_means[name] = {f: float(np.mean([columns[r][f]["macro_f1"] for r in runs])) for f in folds}
         columns[f"{name} ensemble"] = {f: fold_metrics(truth[f], np.mean([probs_of(out, r, f) for r in runs], axis=0)) for f in folds}
     return {"folds": folds, "columns": columns, "seed_means": seed_means}

@@ -55,6 +55,11 @@ STATUS_NOT_TEXT = "not_text"  # a list, struct or other value that is not text
 _LABELLED = (STATUS_OK, STATUS_TRUNCATED)
 SCORED_BY_FULL, SCORED_BY_NGRAMS = "full", "ngrams"  # the scored_by column: which path labelled the row
 _WIDTH_STEP = 8  # batch widths are rounded up to this: fewer distinct shapes
+# A batch holds at most batch_size × this many padded tokens: texts longer
+# than this many tokens go in smaller batches. The largest tensors (and the
+# ONNX Runtime / TensorFlow arenas that keep their high-water mark) are then
+# those of a batch of short texts, the same for a 10k- and a 1M-row file.
+_TOKENS_PER_ROW_BUDGET = 32
 
 
 def output_column_names(labels: list[tuple[str, str]], prefix: str = "") -> list[str]:
@@ -322,10 +327,23 @@ class Scorer:
 
     def _batches(self, lengths: np.ndarray):
         """Indices of texts grouped into batches of similar length, so compute
-        follows real tokens rather than maxlen."""
+        follows real tokens rather than maxlen; a batch of long texts holds
+        fewer of them (at most ``batch_size × _TOKENS_PER_ROW_BUDGET``
+        padded tokens), so peak memory does not depend on the file."""
         order = np.argsort(lengths, kind="stable")
-        for start in range(0, order.size, self.batch_size):
-            yield order[start : start + self.batch_size]
+        widths = np.minimum(-(-np.maximum(lengths[order], 1) // _WIDTH_STEP) * _WIDTH_STEP, self.maxlen)  # as encode pads them
+        budget = self.batch_size * _TOKENS_PER_ROW_BUDGET
+        start = 0
+        while start < order.size:
+            end = min(order.size, start + self.batch_size)
+            # Sorted by length, the batch's width is its last text's. A
+            # smaller batch is a power of two: TensorFlow pads to one anyway,
+            # and few distinct shapes keep the arenas from fragmenting.
+            fits = budget // int(widths[end - 1])
+            if fits < end - start:
+                end = start + (1 << (max(1, fits).bit_length() - 1))
+            yield order[start:end]
+            start = end
 
     def forward(self, prepared: Prepared, explain: bool = True, logit_parts: bool = False) -> Forwarded:
         """Stage 2: waits for the segmentation, runs the model. Probabilities

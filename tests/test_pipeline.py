@@ -414,3 +414,21 @@ def test_stages_pass_forward_only_what_the_next_one_needs(tiny_scorer):
     assert np.abs(full.contribution).sum() > 0 and not quick.contribution.any()
     columns = dict(tiny_scorer.postprocess(prepared, full))
     assert columns["status"].to_pylist() == ["ok", "ok", "empty", "ok"]
+
+
+def test_long_texts_go_in_smaller_batches_of_bounded_tokens(tiny_scorer):
+    """Every batch holds at most batch_size × 32 padded tokens (or one text):
+    peak memory is that of the largest such batch, whatever the file."""
+    from sentiscore.pipeline import _TOKENS_PER_ROW_BUDGET, _WIDTH_STEP
+
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([rng.integers(0, 20, 500), rng.integers(20, tiny_scorer.maxlen + 50, 300)])
+    batches = list(tiny_scorer._batches(lengths))
+    budget = tiny_scorer.batch_size * _TOKENS_PER_ROW_BUDGET
+    assert sorted(np.concatenate(batches).tolist()) == list(range(lengths.size))
+    for batch in batches:
+        width = min(-(-max(int(lengths[batch].max()), 1) // _WIDTH_STEP) * _WIDTH_STEP, tiny_scorer.maxlen)
+        assert batch.size <= tiny_scorer.batch_size
+        assert batch.size * width <= budget or batch.size == 1
+    sizes = [b.size for b in batches[:-1]]
+    assert min(sizes) < tiny_scorer.batch_size == max(sizes)  # long texts did get smaller batches
