@@ -16,6 +16,7 @@ from .config import (
     DEFAULT_LABELS,
     MARKUP_MODES,
     RUNTIMES,
+    WIDE_TRAININGS,
     WIDE_WEIGHTINGS,
     EmbedderConfig,
     ModelConfig,
@@ -301,14 +302,16 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @click.option("--lstm-units", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--dropout", type=float, default=0.3, show_default=True)
 @click.option("--token-dropout", type=float, default=0.1, show_default=True, help="Share of tokens replaced by OOV while training.")
-@click.option("--wide-training", type=click.Choice(["prefit", "joint"]), default="prefit", show_default=True,
-              help="prefit: fit the char n-gram path by logistic regression first and freeze it; joint: train it with the rest.")
+@click.option("--wide-training", type=click.Choice(list(WIDE_TRAININGS)), default="prefit", show_default=True,
+              help="prefit: fit the char n-gram path by logistic regression first and freeze it, and train the BiLSTM to "
+                   "correct it; independent: the same n-gram path, but the BiLSTM learns the labels on its own and the "
+                   "two paths' logits add up (a product of experts); joint: train the n-gram path with the rest.")
 @click.option("--wide-c", type=float, default=ModelConfig.wide_c, show_default=True,
               help="Inverse L2 strength of the prefit char n-gram logistic regression.")
 @click.option("--wide-l2", type=float, default=1e-6, show_default=True, help="L2 penalty on the char n-gram weights (joint training).")
 @click.option("--wide-weighting", type=click.Choice(WIDE_WEIGHTINGS), default=WideConfig.weighting, show_default=True,
               help="count: every n-gram occurrence, over √count; idf: each distinct n-gram by its idf in the training rows, "
-                   "over the L2 norm (as TF-IDF), needs --wide-training prefit.")
+                   "over the L2 norm (as TF-IDF), needs a prefit n-gram path (--wide-training prefit or independent).")
 @click.option("--wide-buckets", type=click.IntRange(min=2), default=WideConfig.num_buckets, show_default=True,
               help="Hash buckets of the char n-gram path (its table has buckets × classes weights).")
 @click.option("--class-weights", type=click.Choice(["sqrt", "balanced", "none"]), default="sqrt", show_default=True,

@@ -85,6 +85,10 @@ class WideConfig:
         return dataclasses.asdict(self)
 
 
+WIDE_TRAININGS = ("prefit", "independent", "joint")
+PREFIT_WIDE_TRAININGS = ("prefit", "independent")  # the n-gram path is a logistic regression fitted first
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "wide-deep"
@@ -93,15 +97,18 @@ class ModelConfig:
     token_dropout: float = 0.1  # replace this share of tokens by OOV while training
     wide_l2: float = 1e-6  # joint training only
     wide_dropout: float = 0.2  # joint training only
-    wide_training: str = "prefit"  # "prefit": logistic regression first, then frozen; "joint": trained with the rest
+    # "prefit": logistic regression first, then frozen, and the deep path learns to correct its out-of-fold
+    # logits; "independent": the same n-gram path, but the deep path learns the labels on its own (their
+    # logits still add up: a product of two experts); "joint": trained with the rest
+    wide_training: str = "prefit"
     wide_c: float = 8.0  # inverse L2 strength of the prefit logistic regression (0.1's count weighting: 4.0)
     wide_folds: int = 3  # folds for the out-of-fold wide logits the deep layers train against
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
             raise UsageError(f"unknown --arch {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-        if self.wide_training not in ("prefit", "joint"):
-            raise UsageError("--wide-training must be prefit or joint")
+        if self.wide_training not in WIDE_TRAININGS:
+            raise UsageError(f"--wide-training must be one of {', '.join(WIDE_TRAININGS)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -244,8 +251,8 @@ class TrainConfig:
             raise UsageError("--label-smoothing must be at least 0 and below 1")
         if not 0 <= self.ema_momentum < 1:
             raise UsageError("--ema-momentum must be at least 0 (off) and below 1")
-        if self.wide.weighting == "idf" and self.model.wide_training != "prefit":
-            raise UsageError("--wide-weighting idf needs --wide-training prefit (the idf comes with the fitted n-gram path); "
+        if self.wide.weighting == "idf" and self.model.wide_training not in PREFIT_WIDE_TRAININGS:
+            raise UsageError("--wide-weighting idf needs --wide-training prefit or independent (the idf comes with the fitted n-gram path); "
                              "train a joint n-gram path with --wide-weighting count")
 
 

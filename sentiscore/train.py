@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from .artifacts import save_model_dir, sha256_of
 from .cascade import DEFAULT_MAX_LABEL_CHANGE, DEFAULT_MIN_THRESHOLD, fit_cascade
-from .config import TrainConfig, default_workers
+from .config import PREFIT_WIDE_TRAININGS, TrainConfig, default_workers
 from .errors import InputError, TrainingError
 from .io import INPUT_FORMATS, detect_format, read_table
 from .ngrams import CharNgramHasher
@@ -271,7 +271,9 @@ def stack_wide_path(ngram_ids, ngram_offsets, train_idx, val_idx, y, sample_weig
     idf = idf_weights(ngram_ids, ngram_offsets, train_idx, buckets) if config.wide.weighting == "idf" else None
     full = hashed_bag_matrix(ngram_ids, ngram_offsets, train_idx, buckets, idf)
     y_train, w_train = y[train_idx], sample_weights[train_idx]
-    folds = list(StratifiedKFold(n_splits=config.model.wide_folds, shuffle=True, random_state=config.seed).split(train_idx, y_train))
+    # Out-of-fold logits are what a correcting deep path trains against; an independent one needs none.
+    folds = list(StratifiedKFold(n_splits=config.model.wide_folds, shuffle=True, random_state=config.seed).split(train_idx, y_train)) \
+        if config.model.wide_training == "prefit" else []
     parts = [np.arange(train_idx.size)] + [fit_part for fit_part, _ in folds]
     # lbfgs runs on one core: fit the full model and the folds side by side.
     fits = Parallel(n_jobs=min(len(parts), config.workers or default_workers()))(
@@ -391,7 +393,7 @@ def fit(data: PreparedData, config: TrainConfig, log: Callable[[str], None] = pr
         embedding = model.get_layer("embedding")
         embedding.set_weights([data.embedder_card["initial_embedding"]])
         embedding.trainable = config.vectors_trainable
-    prefit = config.model.arch == "wide-deep" and config.model.wide_training == "prefit"
+    prefit = config.model.arch == "wide-deep" and config.model.wide_training in PREFIT_WIDE_TRAININGS
     wide_offset = wide_only_metrics = None
     if prefit:
         wide_offset, table, bias, idf = stack_wide_path(
@@ -403,6 +405,9 @@ def fit(data: PreparedData, config: TrainConfig, log: Callable[[str], None] = pr
         wide_only_metrics = classification_metrics(y[data.val_idx], wide_offset[data.val_idx].argmax(axis=1),
                                                    [name for _, name in config.labels])
         log(f"wide path (logistic regression on hashed char n-grams): validation macro-F1 {wide_only_metrics['macro_f1']:.4f}")
+        if config.model.wide_training == "independent":
+            # The deep layers see no n-gram logits while they train: they learn the labels on their own.
+            wide_offset = np.zeros_like(wide_offset)
 
     ngrams = (data.ngram_ids, data.ngram_offsets) if data.ngram_ids is not None and not prefit else (None, None)
     source = BatchSource(data.embedder, data.features, *ngrams, y, sample_weights, config.batch_size, config.seed, emb_cfg.maxlen,

@@ -219,3 +219,24 @@ def test_card_records_weight_averaging(sample_dir, tmp_path):
     assert meta["training"]["ema_momentum"] == 0.9
     with pytest.raises(Exception, match="--ema-momentum"):
         tiny_config(ema_momentum=1.0)
+
+
+@pytest.mark.parametrize("wide_training, deep_depends_on_ngrams", [("independent", False), ("prefit", True)])
+def test_an_independent_deep_path_does_not_learn_from_the_ngram_path(sample_dir, wide_training, deep_depends_on_ngrams):
+    """--wide-training independent: the BiLSTM learns the labels alone, so a
+    different n-gram path (another C) leaves its weights exactly as they were;
+    a prefit (correcting) BiLSTM trains against the n-gram logits and changes."""
+    from sentiscore.config import ModelConfig, WideConfig
+    from sentiscore.train import fit, prepare_data
+
+    def deep_weights(wide_c):
+        config = tiny_config(epochs=1, wide=WideConfig(num_buckets=2**12, weighting="idf"),
+                             model=ModelConfig(arch="wide-deep", lstm_units=8, wide_training=wide_training, wide_c=wide_c))
+        data = prepare_data(sample_dir / "labelled.csv", config, log=lambda m: None)
+        fitted = fit(data, config, log=lambda m: None, verbose=0)
+        return fitted.model.get_layer("bilstm").get_weights(), fitted.model.get_layer("wide_logits").get_weights()
+
+    (deep_a, wide_a), (deep_b, wide_b) = deep_weights(0.05), deep_weights(50.0)
+    assert not np.allclose(wide_a[0], wide_b[0])  # the n-gram paths differ
+    same = all(np.array_equal(a, b) for a, b in zip(deep_a, deep_b))
+    assert same is not deep_depends_on_ngrams
