@@ -257,8 +257,10 @@ def _inference_inputs(data: "BucketedBatches", rows: np.ndarray, ngram_ids, ngra
 
 
 def stack_wide_path(ngram_ids, ngram_offsets, train_idx, val_idx, y, sample_weights, n_classes, config: TrainConfig):
-    """Fit the wide path on all training rows (kept for scoring) and on K
-    folds of them (out-of-fold logits for training the deep layers).
+    """Fit the wide path on all training rows (kept for scoring) and, for a
+    deep path that learns to correct it (``prefit``), on K folds of them
+    (out-of-fold logits for training the deep layers; zero for
+    ``independent``).
     Returns (logits for every row, table, bias, idf or None); validation
     rows get the full fit's logits, as at scoring time. With idf weighting
     the idf (from the training rows) is folded into the returned table, as
