@@ -48,10 +48,23 @@ class CharNgramHasher:
         self.config = config
 
     def transform(self, texts: list[str]) -> np.ndarray:
+        """The ids as a matrix, one row per text, padded with 0."""
+        flat, counts = self.transform_flat(texts)
+        if not len(texts):
+            return np.zeros((0, 1), np.int32)
+        row = np.repeat(np.arange(len(texts)), counts)
+        col = np.arange(flat.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        out = np.zeros((len(texts), max(1, int(counts.max()))), np.int32)
+        out[row, col] = flat
+        return out
+
+    def transform_flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The ids laid end to end, text after text (int32), and how many
+        each text has (int64): text i's are the next ``counts[i]``."""
         cfg = self.config
         n_texts = len(texts)
         if n_texts == 0:
-            return np.zeros((0, 1), np.int32)
+            return np.zeros(0, np.int32), np.zeros(0, np.int64)
         # Cut first: a 5 MB cell must not cost 5 MB of n-gram arrays (NFKC may
         # still lengthen a text a little; ``usable`` below applies the exact cap).
         codes = _codepoints([t[: cfg.max_chars] for t in texts], cfg.markup == "social")
@@ -76,7 +89,7 @@ class CharNgramHasher:
             rows.append(text_of[idx])
             ids.append((h[idx] % np.uint64(cfg.num_buckets - 1)).astype(np.int64) + 1)
         if not rows:
-            return np.zeros((n_texts, 1), np.int32)
+            return np.zeros(0, np.int32), np.zeros(n_texts, np.int64)
         row = np.concatenate(rows)
         col_ids = np.concatenate(ids)
         if cfg.weighting == "idf":  # a set of n-grams per text: each distinct id once, sorted by text then id
@@ -91,10 +104,4 @@ class CharNgramHasher:
         else:
             order = np.argsort(row, kind="stable")
             row, col_ids = row[order], col_ids[order]
-        counts = np.bincount(row, minlength=n_texts)
-        width = max(1, int(counts.max()))
-        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        col = np.arange(row.size) - first[row]
-        out = np.zeros((n_texts, width), np.int32)
-        out[row, col] = col_ids
-        return out
+        return col_ids.astype(np.int32), np.bincount(row, minlength=n_texts).astype(np.int64)

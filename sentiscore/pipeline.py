@@ -362,7 +362,7 @@ class Scorer:
         offsets = segmented.offsets
         scorable = np.flatnonzero(segmented.lengths > 0)
         deep = np.zeros(n, bool)
-        ngrams = self._ngrams_of(texts, scorable, segmented.lengths) if self.hasher is not None else None
+        ngrams = self._ngrams_of(texts, scorable) if self.hasher is not None else None
         if ngrams is not None and self.cascade is not None and not logit_parts:
             logits = wide_logits_flat(self.predictor.wide_table, self.predictor.wide_bias, ngrams.flat, ngrams.counts, ngrams.norms)
             decided, wide_probs = split_rows(logits[scorable], self.cascade)
@@ -405,19 +405,16 @@ class Scorer:
     def _shifted(self, probs: np.ndarray) -> np.ndarray:
         return probs if self.prior_shift is None else shift_priors(probs, self.prior_shift).astype(np.float32)
 
-    def _ngrams_of(self, texts: list[str], rows: np.ndarray, lengths: np.ndarray) -> "_Ngrams":
-        """The hashed n-grams of these texts, hashed once, in batches of
-        similar length (the batches the deep path will run)."""
-        batches = list(self._batches_of(rows, lengths))
-        hashed = [self.hasher.transform([texts[i] for i in batch]) for batch in batches]
+    def _ngrams_of(self, texts: list[str], rows: np.ndarray) -> "_Ngrams":
+        """The hashed n-grams of these texts (``rows`` ascending; every other
+        text has none), hashed once, ``batch_size`` texts at a time so the
+        hasher's arrays stay small whatever the texts' lengths."""
+        parts = [self.hasher.transform_flat([texts[i] for i in rows[start : start + self.batch_size]])
+                 for start in range(0, rows.size, self.batch_size)]
         counts = np.zeros(len(texts), np.int64)
-        for batch, ids in zip(batches, hashed):
-            counts[batch] = (ids != 0).sum(axis=1)  # ids are packed left: row i's are its first counts[i]
+        counts[rows] = np.concatenate([c for _, c in parts]) if parts else 0
+        flat = np.concatenate([ids for ids, _ in parts]) if parts else np.zeros(0, np.int32)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        flat = np.zeros(int(counts.sum()), np.int32)
-        for batch, ids in zip(batches, hashed):
-            keep = ids != 0
-            flat[np.repeat(starts[batch], counts[batch]) + (np.nonzero(keep)[1])] = ids[keep]
         return _Ngrams(flat, starts, counts, wide_norms_flat(flat, counts, self.predictor.wide_idf))
 
     def _explain_by_ngrams(self, segmented: SegmentedBatch, rows: np.ndarray, probs: np.ndarray, norms: np.ndarray,

@@ -180,14 +180,9 @@ class BucketedBatches:
 
 
 def _ragged_ngrams(hasher: CharNgramHasher, texts: list[str], step: int = 4096):
-    parts, lengths = [], []
-    for start in range(0, len(texts), step):
-        m = hasher.transform(texts[start : start + step])
-        lens = (m != 0).sum(axis=1)
-        parts.append(m[m != 0])
-        lengths.append(lens)
-    lengths = np.concatenate(lengths)
-    return np.concatenate(parts).astype(np.int32), np.concatenate([[0], np.cumsum(lengths)])
+    parts = [hasher.transform_flat(texts[start : start + step]) for start in range(0, len(texts), step)]
+    lengths = np.concatenate([counts for _, counts in parts])
+    return np.concatenate([ids for ids, _ in parts]), np.concatenate([[0], np.cumsum(lengths)])
 
 
 def _ids_of_rows(ngram_ids: np.ndarray, ngram_offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:

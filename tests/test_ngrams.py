@@ -75,3 +75,14 @@ def test_social_markup_drops_links_and_mentions_from_the_ngrams():
     without = ["太好了     "]  # each removed piece leaves one space
     np.testing.assert_array_equal(social.transform(with_link), social.transform(without))
     assert keep.transform(with_link).shape[1] > keep.transform(without).shape[1]
+
+
+def test_flat_ids_are_the_padded_rows_without_padding():
+    texts = ["好评好评", "", "差", "质量一般般，物流很快", "!!"]
+    for weighting in ("count", "idf"):
+        hasher = CharNgramHasher(WideConfig(num_buckets=2**12, weighting=weighting))
+        flat, counts = hasher.transform_flat(texts)
+        padded = hasher.transform(texts)
+        assert flat.dtype == np.int32 and counts.tolist() == (padded != 0).sum(axis=1).tolist()
+        assert flat.tolist() == [i for row in padded.tolist() for i in row if i != 0]
+    assert [a.shape for a in CharNgramHasher(WideConfig()).transform_flat([])] == [(0,), (0,)]
