@@ -45,6 +45,22 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(grid[int(np.argmin(losses))])
 
 
+def prior_matching_bias(logits: np.ndarray, prior: np.ndarray, iterations: int = 200, tolerance: float = 1e-6) -> np.ndarray:
+    """Additive logit biases (summing to zero) under which the mean softmax of
+    ``logits`` is ``prior``: the fixed point of b += log(prior / mean), as in
+    EM prior re-estimation. Classes with no prior mass keep bias 0 (theirs
+    would run to minus infinity)."""
+    prior = np.asarray(prior, np.float64)
+    present = prior > 0
+    bias = np.zeros(logits.shape[1])
+    for _ in range(iterations):
+        mean = softmax(logits + bias).mean(axis=0)
+        if np.abs(mean[present] - prior[present]).max() < tolerance:
+            break
+        bias[present] += np.log(prior[present] / np.maximum(mean[present], 1e-12))
+    return bias - bias.mean()
+
+
 def macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
     f1s = []
     for c in range(n_classes):

@@ -308,6 +308,10 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
                    "two paths' logits add up (a product of experts); joint: train the n-gram path with the rest.")
 @click.option("--wide-c", type=float, default=ModelConfig.wide_c, show_default=True,
               help="Inverse L2 strength of the prefit char n-gram logistic regression.")
+@click.option("--wide-source-intercepts", is_flag=True,
+              help="While training, give the n-gram path one intercept per source group (--group-column), so a "
+                   "source's own label mix is not learned as evidence from its typical words; scoring uses the "
+                   "intercept that reproduces the training label mix.")
 @click.option("--wide-l2", type=float, default=1e-6, show_default=True, help="L2 penalty on the char n-gram weights (joint training).")
 @click.option("--wide-weighting", type=click.Choice(WIDE_WEIGHTINGS), default=WideConfig.weighting, show_default=True,
               help="count: every n-gram occurrence, over √count; idf: each distinct n-gram by its idf in the training rows, "
@@ -337,7 +341,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @click.option("--quiet", "-q", is_flag=True)
 @_errors_to_exit
 def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch, val_fraction, val_source, group_column, dev_path, seed, epochs,
-          batch_size, learning_rate, lr_schedule, patience, maxlen, embedder, elmo_model, layer_mix, device, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_c, wide_l2, wide_weighting, wide_buckets, class_weights, no_class_weights, label_smoothing, ema_momentum, markup, no_calibration, class_bias,
+          batch_size, learning_rate, lr_schedule, patience, maxlen, embedder, elmo_model, layer_mix, device, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_c, wide_source_intercepts, wide_l2, wide_weighting, wide_buckets, class_weights, no_class_weights, label_smoothing, ema_momentum, markup, no_calibration, class_bias,
           vectors, freeze_vectors, user_dict, stopwords, workers, quiet):
     """Train a model on DATA (CSV/TSV/Parquet/JSONL with text and label
     columns) and write it to --out."""
@@ -353,7 +357,8 @@ def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch
         embedder=EmbedderConfig(type=embedder, maxlen=maxlen, embed_dim=embed_dim, min_count=min_count, layer_mix=layer_mix),
         elmo_model=elmo_model, device=device, vectors=vectors, vectors_trainable=not freeze_vectors,
         wide=WideConfig(markup=markup, weighting=wide_weighting, num_buckets=wide_buckets),
-        model=ModelConfig(arch=arch, lstm_units=lstm_units, dropout=dropout, token_dropout=token_dropout, wide_training=wide_training, wide_c=wide_c, wide_l2=wide_l2),
+        model=ModelConfig(arch=arch, lstm_units=lstm_units, dropout=dropout, token_dropout=token_dropout, wide_training=wide_training, wide_c=wide_c,
+                          wide_source_intercepts=wide_source_intercepts, wide_l2=wide_l2),
     )
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     meta = run_training(data_path, out_dir, config, dev_path=dev_path, group_column=group_column, log=log, verbose=0 if quiet else 2)

@@ -103,12 +103,19 @@ class ModelConfig:
     wide_training: str = "prefit"
     wide_c: float = 8.0  # inverse L2 strength of the prefit logistic regression (0.1's count weighting: 4.0)
     wide_folds: int = 3  # folds for the out-of-fold wide logits the deep layers train against
+    # Training only: the prefit logistic regression also gets one intercept per source group, so each
+    # source's own label mix (car_forum 73% neutral, the binary review sources none) is explained by its
+    # intercept, not by the words typical of that source; at scoring the intercept is the one that gives
+    # the training rows' label mix on validation.
+    wide_source_intercepts: bool = False
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
             raise UsageError(f"unknown --arch {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
         if self.wide_training not in WIDE_TRAININGS:
             raise UsageError(f"--wide-training must be one of {', '.join(WIDE_TRAININGS)}")
+        if self.wide_source_intercepts and (self.arch != "wide-deep" or self.wide_training not in PREFIT_WIDE_TRAININGS):
+            raise UsageError("--wide-source-intercepts needs --arch wide-deep with a prefit n-gram path (--wide-training prefit or independent)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -251,22 +251,51 @@ def _inference_inputs(data: "BucketedBatches", rows: np.ndarray, ngram_ids, ngra
     return x
 
 
-def stack_wide_path(ngram_ids, ngram_offsets, train_idx, val_idx, y, sample_weights, n_classes, config: TrainConfig):
+def _source_columns(groups: np.ndarray, train_idx: np.ndarray):
+    """One indicator column per source group of the training rows (a row of
+    another group, e.g. a --val-source, gets none), and the groups' names."""
+    import scipy.sparse as sp
+
+    names, codes = np.unique(groups[train_idx], return_inverse=True)
+    lookup = {name: i for i, name in enumerate(names.tolist())}
+    code_of_row = np.array([lookup.get(g, -1) for g in groups.tolist()])
+    known = np.flatnonzero(code_of_row >= 0)
+    columns = sp.csr_matrix((np.ones(known.size, np.float32), (known, code_of_row[known])), shape=(groups.size, names.size))
+    return columns, names.tolist()
+
+
+def stack_wide_path(ngram_ids, ngram_offsets, train_idx, val_idx, y, sample_weights, n_classes, config: TrainConfig,
+                    groups: np.ndarray | None = None):
     """Fit the wide path on all training rows (kept for scoring) and, for a
     deep path that learns to correct it (``prefit``), on K folds of them
     (out-of-fold logits for training the deep layers; zero for
     ``independent``).
-    Returns (logits for every row, table, bias, idf or None); validation
-    rows get the full fit's logits, as at scoring time. With idf weighting
-    the idf (from the training rows) is folded into the returned table, as
-    HashedNgramLinear expects."""
+    Returns (logits for every row, table, bias, idf or None, source
+    intercepts or None); validation rows get the full fit's logits, as at
+    scoring time. With idf weighting the idf (from the training rows) is
+    folded into the returned table, as HashedNgramLinear expects.
+
+    With ``wide_source_intercepts`` every fit also has one intercept per
+    source group (``groups``), and the logits the deep layers train and
+    validate against include each row's; the returned bias is the one under
+    which the n-gram path alone predicts the training rows' label mix on the
+    validation rows, since a new file's source is unknown."""
+    import scipy.sparse as sp
     from sklearn.model_selection import StratifiedKFold
 
     from joblib import Parallel, delayed
 
+    from .calibration import prior_matching_bias
+
     buckets = config.wide.num_buckets
     idf = idf_weights(ngram_ids, ngram_offsets, train_idx, buckets) if config.wide.weighting == "idf" else None
     full = hashed_bag_matrix(ngram_ids, ngram_offsets, train_idx, buckets, idf)
+    val_matrix = hashed_bag_matrix(ngram_ids, ngram_offsets, val_idx, buckets, idf)
+    intercepts = None
+    if config.model.wide_source_intercepts:
+        columns, source_names = _source_columns(groups, train_idx)
+        full = sp.hstack([full, columns[train_idx]], format="csr")
+        val_with_sources = sp.hstack([val_matrix, columns[val_idx]], format="csr")
     y_train, w_train = y[train_idx], sample_weights[train_idx]
     # Out-of-fold logits are what a correcting deep path trains against; an independent one needs none.
     folds = list(StratifiedKFold(n_splits=config.model.wide_folds, shuffle=True, random_state=config.seed).split(train_idx, y_train)) \
@@ -280,10 +309,21 @@ def stack_wide_path(ngram_ids, ngram_offsets, train_idx, val_idx, y, sample_weig
     logits = np.zeros((y.size, n_classes), np.float32)
     for (_, held_out), (fold_table, fold_bias) in zip(folds, fits[1:]):
         logits[train_idx[held_out]] = full[held_out] @ fold_table + fold_bias
-    logits[val_idx] = hashed_bag_matrix(ngram_ids, ngram_offsets, val_idx, buckets, idf) @ table + bias
+    if config.model.wide_source_intercepts:
+        logits[val_idx] = val_with_sources @ table + bias
+        source_table, table = table[buckets:], table[:buckets]
+        # A file's source is unknown at scoring: the shared intercept is set so that the n-gram path
+        # alone predicts, on the validation rows, the label mix it was trained on.
+        trained_mix = np.bincount(y_train, weights=w_train, minlength=n_classes) / w_train.sum()
+        shift = prior_matching_bias(val_matrix @ table + bias, trained_mix)
+        intercepts = {name: [round(float(v), 4) for v in source_table[i] - shift]
+                      for i, name in enumerate(source_names)}
+        bias = (bias + shift).astype(np.float32)
+    else:
+        logits[val_idx] = val_matrix @ table + bias
     if idf is not None:
         table = table * idf[:, None]
-    return logits, table, bias, idf
+    return logits, table, bias, idf, intercepts
 
 
 def class_weights(y: np.ndarray, n_classes: int, mode: str = "sqrt") -> np.ndarray:
@@ -314,6 +354,7 @@ class PreparedData:
     ngram_offsets: np.ndarray | None
     class_weights: np.ndarray  # per class
     sources: dict[str, int] | None  # rows per source group, when the file has a group column
+    groups: np.ndarray | None = None  # each row's source group (the part of the group column before ':')
 
     @property
     def sample_weights(self) -> np.ndarray:
@@ -328,6 +369,7 @@ class FitResult:
     val_logits: np.ndarray  # validation rows, in ``val_order``
     val_order: np.ndarray  # positions into PreparedData.val_idx
     wide_only_metrics: dict | None
+    source_intercepts: dict | None = None  # --wide-source-intercepts: each group's logits relative to scoring's
 
 
 @dataclass
@@ -362,12 +404,15 @@ def prepare_data(data_path, config: TrainConfig, group_column: str = "source", l
     ngram_ids = ngram_offsets = None
     if config.model.arch == "wide-deep":
         ngram_ids, ngram_offsets = _ragged_ngrams(CharNgramHasher(config.wide), texts)
-    sources = None
+    sources = groups = None
     if group_column in extras:
-        counts = Counter(str(g).split(":")[0] if g is not None else "" for g in extras[group_column])
-        sources = dict(sorted(counts.items()))
+        groups = np.array([str(g).split(":")[0] if g is not None else "" for g in extras[group_column]])
+        sources = dict(sorted(Counter(groups.tolist()).items()))
+    if config.model.wide_source_intercepts and (groups is None or np.unique(groups[train_idx]).size < 2):
+        raise TrainingError(f"--wide-source-intercepts needs a {group_column!r} column (--group-column) with at least two "
+                            f"source groups among the training rows of {data_path}")
     return PreparedData(texts, y, dropped, train_idx, val_idx, segmented, embedder, features, embedder_card,
-                        ngram_ids, ngram_offsets, class_weights(y[train_idx], n_classes, config.class_weights), sources)
+                        ngram_ids, ngram_offsets, class_weights(y[train_idx], n_classes, config.class_weights), sources, groups)
 
 
 def fit(data: PreparedData, config: TrainConfig, log: Callable[[str], None] = print, verbose: int = 1) -> FitResult:
@@ -391,17 +436,18 @@ def fit(data: PreparedData, config: TrainConfig, log: Callable[[str], None] = pr
         embedding.set_weights([data.embedder_card["initial_embedding"]])
         embedding.trainable = config.vectors_trainable
     prefit = config.model.arch == "wide-deep" and config.model.wide_training in PREFIT_WIDE_TRAININGS
-    wide_offset = wide_only_metrics = None
+    wide_offset = wide_only_metrics = source_intercepts = None
     if prefit:
-        wide_offset, table, bias, idf = stack_wide_path(
-            data.ngram_ids, data.ngram_offsets, data.train_idx, data.val_idx, y, sample_weights, n_classes, config
+        wide_offset, table, bias, idf, source_intercepts = stack_wide_path(
+            data.ngram_ids, data.ngram_offsets, data.train_idx, data.val_idx, y, sample_weights, n_classes, config, data.groups
         )
         wide_layer = model.get_layer("wide_logits")
         wide_layer.set_weights([table, bias] + ([idf] if idf is not None else []))
         wide_layer.trainable = False
         wide_only_metrics = classification_metrics(y[data.val_idx], wide_offset[data.val_idx].argmax(axis=1),
                                                    [name for _, name in config.labels])
-        log(f"wide path (logistic regression on hashed char n-grams): validation macro-F1 {wide_only_metrics['macro_f1']:.4f}")
+        log(f"wide path (logistic regression on hashed char n-grams): validation macro-F1 {wide_only_metrics['macro_f1']:.4f}"
+            + (" with each row's source intercept" if source_intercepts else ""))
         if config.model.wide_training == "independent":
             # The deep layers see no n-gram logits while they train: they learn the labels on their own.
             wide_offset = np.zeros_like(wide_offset)
@@ -436,7 +482,8 @@ def fit(data: PreparedData, config: TrainConfig, log: Callable[[str], None] = pr
     to_logits = logits_model(model)
     val_logits = np.concatenate([to_logits(_inference_inputs(val_data, rows, data.ngram_ids, data.ngram_offsets), training=False).numpy()
                                  for rows in val_data.batches])
-    return FitResult(model, len(val_losses), best_epoch, val_logits, np.concatenate(val_data.batches), wide_only_metrics)
+    return FitResult(model, len(val_losses), best_epoch, val_logits, np.concatenate(val_data.batches), wide_only_metrics,
+                     source_intercepts)
 
 
 def _loss(n_classes: int, label_smoothing: float):
@@ -488,6 +535,8 @@ def model_card(config: TrainConfig, data: PreparedData, fitted: FitResult, calib
             "class_weights": [round(float(w), 4) for w in data.class_weights] if config.class_weights != "none" else None,
             "label_smoothing": config.label_smoothing,
             "ema_momentum": config.ema_momentum or None,
+            # Training-only logit offsets of each source group's n-gram path, relative to the intercept scoring uses.
+            "source_intercepts": fitted.source_intercepts,
             "vectors_extra_words": config.vectors_extra_words if config.vectors else None,
             "calibration": calibration.record,
             "python": platform.python_version(),

