@@ -77,15 +77,25 @@ def test_default_model_resolves_to_the_shipped_one():
     assert (elmo / "meta.json").is_file() and (elmo / "elmo" / "encoder.pkl").is_file()
 
 
-def test_the_card_is_typed_and_a_0_1_card_still_loads(tiny_model):
-    """zh-elmo ships a card written by sentiscore 0.1: no reference prior and
-    no markup setting (it segmented markup as text)."""
-    from sentiscore.artifacts import read_card
+def test_the_card_is_typed_and_a_0_1_card_still_loads(tiny_model, model_copy):
+    """A card as sentiscore 0.1 wrote it (the zh-elmo that shipped until
+    2026-12-02): no reference prior, no markup setting (it segmented markup
+    as text) and no n-gram weighting (it counted)."""
+    from sentiscore.artifacts import read_card, write_manifest
 
-    old = read_card("zh-elmo")
+    meta_path = model_copy / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["sentiscore_version"] = "0.1.0"
+    for section, key in [("segmenter", "markup"), ("wide", "markup"), ("wide", "weighting"),
+                         ("training", "class_weighting"), ("training", "label_smoothing")]:
+        meta[section].pop(key)
+    meta["training"]["calibration"].pop("reference_prior")
+    meta_path.write_text(json.dumps(meta))
+    write_manifest(model_copy)
+    old = read_card(model_copy)
     assert old.made_by.startswith("0.1") and old.reference_prior is None
     assert old.labels == (("-1", "负评"), ("0", "中评"), ("1", "正评")) and isinstance(old.maxlen, int)
-    assert old.segmenter_config().markup == "keep" and old.wide.markup == "keep"
+    assert old.segmenter_config().markup == "keep" and old.wide.markup == "keep" and old.wide.weighting == "count"
     new = read_card(tiny_model)
     assert new.segmenter_config().markup == "social" and len(new.reference_prior) == len(new.labels)
     assert abs(sum(new.reference_prior) - 1) < 1e-3 and new.hash == read_card(tiny_model).hash
