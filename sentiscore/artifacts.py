@@ -33,7 +33,7 @@ KERAS_FILE = "model.keras"
 STOPWORDS_FILE = "stopwords.txt"
 USER_DICT_FILE = "userdict.txt"
 FORMAT_VERSION = 1
-DEFAULT_MODEL = "zh-fast"  # zh-elmo is not better on dev macro-F1 (README) and is 4-9x slower
+DEFAULT_MODEL = "zh-fast"  # zh-elmo ties on dev, is lower out of domain (README) and 2.5x slower
 
 
 def builtin_models() -> dict[str, Path]:

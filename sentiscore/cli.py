@@ -90,7 +90,7 @@ def _stop_at_next_chunk(stop, signum, frame):
 def model_option(func):
     return click.option(
         "--model", "-m", default=None, metavar="DIR|NAME",
-        help="Model directory or built-in name: zh-fast (default; learned embeddings) or zh-elmo (ELMo vectors, 4-9x slower).",
+        help="Model directory or built-in name: zh-fast (default; learned embeddings) or zh-elmo (ELMo vectors, about 2.5x slower).",
     )(func)
 
 
