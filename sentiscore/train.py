@@ -256,9 +256,9 @@ def _source_columns(groups: np.ndarray, train_idx: np.ndarray):
     another group, e.g. a --val-source, gets none), and the groups' names."""
     import scipy.sparse as sp
 
-    names, codes = np.unique(groups[train_idx], return_inverse=True)
-    lookup = {name: i for i, name in enumerate(names.tolist())}
-    code_of_row = np.array([lookup.get(g, -1) for g in groups.tolist()])
+    names = np.unique(groups[train_idx])
+    code_of_row = np.searchsorted(names, groups)
+    code_of_row[(code_of_row >= names.size) | (names[np.minimum(code_of_row, names.size - 1)] != groups)] = -1
     known = np.flatnonzero(code_of_row >= 0)
     columns = sp.csr_matrix((np.ones(known.size, np.float32), (known, code_of_row[known])), shape=(groups.size, names.size))
     return columns, names.tolist()
