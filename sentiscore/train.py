@@ -257,10 +257,9 @@ def _source_columns(groups: np.ndarray, train_idx: np.ndarray):
     import scipy.sparse as sp
 
     names = np.unique(groups[train_idx])
-    code_of_row = np.searchsorted(names, groups)
-    code_of_row[(code_of_row >= names.size) | (names[np.minimum(code_of_row, names.size - 1)] != groups)] = -1
-    known = np.flatnonzero(code_of_row >= 0)
-    columns = sp.csr_matrix((np.ones(known.size, np.float32), (known, code_of_row[known])), shape=(groups.size, names.size))
+    known = np.flatnonzero(np.isin(groups, names))
+    columns = sp.csr_matrix((np.ones(known.size, np.float32), (known, np.searchsorted(names, groups[known]))),
+                            shape=(groups.size, names.size))
     return columns, names.tolist()
 
 
@@ -295,7 +294,6 @@ def stack_wide_path(ngram_ids, ngram_offsets, train_idx, val_idx, y, sample_weig
     if config.model.wide_source_intercepts:
         columns, source_names = _source_columns(groups, train_idx)
         full = sp.hstack([full, columns[train_idx]], format="csr")
-        val_with_sources = sp.hstack([val_matrix, columns[val_idx]], format="csr")
     y_train, w_train = y[train_idx], sample_weights[train_idx]
     # Out-of-fold logits are what a correcting deep path trains against; an independent one needs none.
     folds = list(StratifiedKFold(n_splits=config.model.wide_folds, shuffle=True, random_state=config.seed).split(train_idx, y_train)) \
@@ -310,7 +308,7 @@ def stack_wide_path(ngram_ids, ngram_offsets, train_idx, val_idx, y, sample_weig
     for (_, held_out), (fold_table, fold_bias) in zip(folds, fits[1:]):
         logits[train_idx[held_out]] = full[held_out] @ fold_table + fold_bias
     if config.model.wide_source_intercepts:
-        logits[val_idx] = val_with_sources @ table + bias
+        logits[val_idx] = sp.hstack([val_matrix, columns[val_idx]], format="csr") @ table + bias
         source_table, table = table[buckets:], table[:buckets]
         # A file's source is unknown at scoring: the shared intercept is set so that the n-gram path
         # alone predicts, on the validation rows, the label mix it was trained on.
@@ -394,7 +392,8 @@ def prepare_data(data_path, config: TrainConfig, group_column: str = "source", l
         raise TrainingError(f"{data_path}: classes {', '.join(missing)} have fewer than 2 rows; add data or drop them from --labels")
     log(f"read {len(texts):,} labelled rows from {data_path} ({dropped:,} dropped: empty text or label)")
 
-    train_idx, val_idx = _split(y, extras, config, group_column, data_path)
+    groups = _source_groups(extras, group_column)
+    train_idx, val_idx = _split(y, groups, config, group_column, data_path)
     workers = config.workers or default_workers()
     with ParallelSegmenter(config.segmenter, config.embedder.maxlen, workers) as segmenter:
         segmented = segmenter.segment(texts)
@@ -404,10 +403,7 @@ def prepare_data(data_path, config: TrainConfig, group_column: str = "source", l
     ngram_ids = ngram_offsets = None
     if config.model.arch == "wide-deep":
         ngram_ids, ngram_offsets = _ragged_ngrams(CharNgramHasher(config.wide), texts)
-    sources = groups = None
-    if group_column in extras:
-        groups = np.array([str(g).split(":")[0] if g is not None else "" for g in extras[group_column]])
-        sources = dict(sorted(Counter(groups.tolist()).items()))
+    sources = dict(sorted(Counter(groups.tolist()).items())) if groups is not None else None
     if config.model.wide_source_intercepts and (groups is None or np.unique(groups[train_idx]).size < 2):
         raise TrainingError(f"--wide-source-intercepts needs a {group_column!r} column (--group-column) with at least two "
                             f"source groups among the training rows of {data_path}")
@@ -642,7 +638,7 @@ def validation_rows_of(card, data_path, text_column: str = "txt", label_column: 
                          val_fraction=training.get("val_fraction") or 0.1, val_source=training.get("val_source"),
                          seed=int(training["seed"]))
     texts, y, _dropped, extras = load_labelled(data_path, text_column, label_column, config.labels, extra_columns=(group_column,))
-    _train_idx, val_idx = _split(y, extras, config, group_column, data_path)
+    _train_idx, val_idx = _split(y, _source_groups(extras, group_column), config, group_column, data_path)
     if val_idx.size != int(data_card.get("val_rows", -1)):
         raise TrainingError(f"{data_path}: the split gives {val_idx.size:,} validation rows, the card of {card.name} "
                             f"says {data_card.get('val_rows')}")
@@ -656,7 +652,15 @@ def with_dev_metrics(meta: dict, dev: dict, dev_path) -> dict:
             "data": {**meta["data"], "dev_path": Path(str(dev_path)).name, "dev_sha256": sha256_of(Path(str(dev_path)))}}
 
 
-def _split(y: np.ndarray, extras: dict, config: TrainConfig, group_column: str, data_path):
+def _source_groups(extras: dict, group_column: str) -> np.ndarray | None:
+    """Each row's source group (the part of the group column before ':'),
+    or None when the file has no such column."""
+    if group_column not in extras:
+        return None
+    return np.array([str(g).split(":")[0] if g is not None else "" for g in extras[group_column]])
+
+
+def _split(y: np.ndarray, groups: np.ndarray | None, config: TrainConfig, group_column: str, data_path):
     """Training and validation rows: a stratified random split, or (with
     ``val_source``) every row of one source group held out, so early
     stopping and calibration reward what transfers to unseen sources."""
@@ -664,9 +668,8 @@ def _split(y: np.ndarray, extras: dict, config: TrainConfig, group_column: str, 
 
     if not config.val_source:
         return train_test_split(np.arange(y.size), test_size=config.val_fraction, random_state=config.seed, stratify=y)
-    if group_column not in extras:
+    if groups is None:
         raise TrainingError(f"--val-source needs a {group_column!r} column in {data_path} (--group-column)")
-    groups = np.array([str(g).split(":")[0] if g is not None else "" for g in extras[group_column]])
     held_out = groups == config.val_source
     if held_out.sum() < 10 or (~held_out).sum() < 10:
         known = ", ".join(sorted(set(groups.tolist())))

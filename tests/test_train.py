@@ -158,18 +158,19 @@ def test_prefit_wide_path_stays_frozen(tiny_model):
 def test_val_source_holds_out_a_whole_source(sample_dir):
     import pandas as pd
 
-    from sentiscore.train import _split
+    from sentiscore.train import _source_groups, _split
 
     frame = pd.read_csv(sample_dir / "labelled.csv", dtype=str)
     y = frame.label.map({"-1": 0, "0": 1, "1": 2}).to_numpy()
-    train_idx, val_idx = _split(y, {"source": frame.source.tolist()}, tiny_config(val_source="douban"), "source", "labelled.csv")
+    groups = _source_groups({"source": frame.source.tolist()}, "source")
+    train_idx, val_idx = _split(y, groups, tiny_config(val_source="douban"), "source", "labelled.csv")
     assert set(frame.source.iloc[val_idx].str.split(":").str[0]) == {"douban"}
     assert "douban" not in set(frame.source.iloc[train_idx].str.split(":").str[0])
     assert train_idx.size + val_idx.size == len(frame) == 600 and val_idx.size == 180
     with pytest.raises(TrainingError, match="--val-source tvshows: 0 rows have it"):
-        _split(y, {"source": frame.source.tolist()}, tiny_config(val_source="tvshows"), "source", "labelled.csv")
+        _split(y, groups, tiny_config(val_source="tvshows"), "source", "labelled.csv")
     with pytest.raises(TrainingError, match="needs a 'source' column"):
-        _split(y, {}, tiny_config(val_source="douban"), "source", "labelled.csv")
+        _split(y, _source_groups({}, "source"), tiny_config(val_source="douban"), "source", "labelled.csv")
 
 
 def test_cosine_schedule_decays_over_the_epoch_budget():
