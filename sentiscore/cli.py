@@ -290,14 +290,15 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
               help="cosine: the learning rate decays to 5% of --learning-rate over --epochs.")
 @click.option("--patience", type=click.IntRange(min=0), default=2, show_default=True, help="Epochs without val-loss gain before stopping.")
 @click.option("--maxlen", type=click.IntRange(min=1), default=128, show_default=True, help="Tokens per text.")
-@click.option("--embedder", type=click.Choice(["vocab", "elmo"]), default="vocab", show_default=True,
-              help="vocab: learned word embeddings; elmo: contextual vectors from --elmo-model.")
+@click.option("--embedder", type=click.Choice(["vocab", "elmo", "elmo+vocab"]), default="vocab", show_default=True,
+              help="vocab: learned word embeddings; elmo: contextual vectors from --elmo-model; elmo+vocab: both, "
+                   "concatenated per token (--vectors starts the word part).")
 @click.option("--elmo-model", default=None, metavar="DIR|NAME",
               help="biLM folder (from 'sentiscore elmo pretrain', or HIT-SCIR's zhs.model), or a model (e.g. zh-elmo) whose biLM to reuse.")
 @click.option("--layer-mix", type=click.Choice(["average", "top", "scalar"]), default="average", show_default=True,
               help="ELMo layers: their average, the top one, or a learned mix.")
 @device_option
-@click.option("--embed-dim", type=click.IntRange(min=1), default=96, show_default=True, help="Word vector size (vocab embedder).")
+@click.option("--embed-dim", type=click.IntRange(min=1), default=96, show_default=True, help="Word vector size (vocab and elmo+vocab embedders).")
 @click.option("--min-count", type=click.IntRange(min=1), default=2, show_default=True, help="Minimum word count for the vocabulary.")
 @click.option("--lstm-units", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--dropout", type=float, default=0.3, show_default=True)

@@ -46,23 +46,35 @@ class SegmenterConfig:
         return dataclasses.asdict(self)
 
 
+# vocab: learned word embeddings; elmo: vectors from a biLM; elmo+vocab: both, concatenated per token.
+EMBEDDER_TYPES = ("vocab", "elmo", "elmo+vocab")
+
+
 @dataclass(frozen=True)
 class EmbedderConfig:
-    type: str = "vocab"  # "vocab" (learned embeddings) or "elmo" (vectors from a biLM)
+    type: str = "vocab"  # one of EMBEDDER_TYPES
     maxlen: int = 128  # tokens; p95 of our reviews is ~96, p99 ~178
-    embed_dim: int = 96  # vocab only
+    embed_dim: int = 96  # vocab and elmo+vocab
     layer_mix: str = "average"  # elmo only: average, top or scalar (learned)
     min_count: int = 2
     max_vocab: int = 60000
 
     def __post_init__(self):
-        if self.type not in ("vocab", "elmo"):
-            raise UsageError("--embedder must be vocab or elmo")
+        if self.type not in EMBEDDER_TYPES:
+            raise UsageError(f"--embedder must be one of {', '.join(EMBEDDER_TYPES)}")
         if self.layer_mix not in ("average", "top", "scalar"):
             raise UsageError("--layer-mix must be average, top or scalar")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def uses_elmo(self) -> bool:
+        return self.type in ("elmo", "elmo+vocab")
+
+    @property
+    def uses_vocab(self) -> bool:
+        return self.type in ("vocab", "elmo+vocab")
 
 
 @dataclass(frozen=True)
@@ -235,7 +247,7 @@ class TrainConfig:
     class_bias: bool = False  # per-class logit biases for validation macro-F1: they fit the training sources' class mix
     workers: int | None = None
     elmo_model: str | None = None  # biLM folder, for embedder type elmo (copied into the model)
-    vectors: str | None = None  # word-vectors folder or built-in name: the vocab embedder starts from them
+    vectors: str | None = None  # word-vectors folder or built-in name: the word embedding (vocab, elmo+vocab) starts from them
     vectors_trainable: bool = True  # fine-tune the pretrained vectors (False: keep them frozen)
     vectors_extra_words: int = 40_000  # most frequent vector words added to the vocabulary beyond the labelled data's
     device: str = "auto"  # where ELMo runs: auto, cpu or cuda

@@ -90,21 +90,26 @@ def build_classifier(
 
     from .layers import FeedForwardAttention, HashedNgramLinear, ScalarMix, TokenDropout
 
-    if embedder_config.type == "elmo":
+    inputs = []
+    if embedder_config.uses_elmo:
         # Padding rows are all-zero vectors (real ELMo vectors never are), so
         # Masking gives the BiLSTM and the attention the real tokens only.
         layers_in = embedder_config.layer_mix == "scalar"
         shape = (None, elmo_shape[0], elmo_shape[1]) if layers_in else (None, elmo_shape[1])
-        deep_input = keras.Input(shape=shape, dtype="float32", name="elmo_layers" if layers_in else "elmo_vectors")
-        x = ScalarMix(name="scalar_mix")(deep_input) if layers_in else deep_input
-        x = keras.layers.Masking(0.0, name="embedding")(x)
+        inputs.append(keras.Input(shape=shape, dtype="float32", name="elmo_layers" if layers_in else "elmo_vectors"))
+        x = ScalarMix(name="scalar_mix")(inputs[-1]) if layers_in else inputs[-1]
+        x = keras.layers.Masking(0.0, name="elmo_masking" if embedder_config.uses_vocab else "embedding")(x)
         # Token dropout for vectors: whole tokens zeroed while training.
-        x = keras.layers.Dropout(model_config.token_dropout, noise_shape=(None, None, 1), name="token_dropout")(x)
-    else:
-        deep_input = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        x = TokenDropout(model_config.token_dropout, name="token_dropout")(deep_input)
+        elmo_x = keras.layers.Dropout(model_config.token_dropout, noise_shape=(None, None, 1), name="token_dropout")(x)
+    if embedder_config.uses_vocab:
+        inputs.append(keras.Input(shape=(None,), dtype="int32", name="token_ids"))
+        # With ELMo beside it the word part drops its own tokens (to OOV): the model cannot lean on either alone.
+        x = TokenDropout(model_config.token_dropout, name="word_dropout" if embedder_config.uses_elmo else "token_dropout")(inputs[-1])
         x = keras.layers.Embedding(vocab_size, embedder_config.embed_dim, mask_zero=True, name="embedding")(x)
-    inputs = [deep_input]
+        if embedder_config.uses_elmo:
+            x = keras.layers.Concatenate(name="elmo_and_words")([elmo_x, x])
+    else:
+        x = elmo_x
     x = keras.layers.Dropout(model_config.dropout, name="embedding_dropout")(x)
     x = keras.layers.Bidirectional(
         keras.layers.LSTM(model_config.lstm_units, return_sequences=True), name="bilstm"
@@ -133,12 +138,12 @@ def stacked_training_model(keras_model, n_classes: int):
     shares its layers with ``keras_model``, so training it trains them."""
     import keras
 
-    deep_input = keras_model.inputs[0]
+    deep_inputs = {t.name: t for t in keras_model.inputs if t.name != "ngram_ids"}
     offset = keras.Input(shape=(n_classes,), dtype="float32", name="wide_offset")
     deep = keras_model.get_layer("deep_logits").output
     logits = keras.layers.Add(name="stacked_logits")([deep, offset])
     probs = keras.layers.Activation("softmax", name="stacked_probs")(logits)
-    return keras.Model({deep_input.name: deep_input, "wide_offset": offset}, probs)
+    return keras.Model({**deep_inputs, "wide_offset": offset}, probs)
 
 
 def logits_model(keras_model):

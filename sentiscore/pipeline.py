@@ -579,11 +579,11 @@ def _is_int(value: str) -> bool:
 
 
 def _embedder_line(settings: dict, device: str | None) -> str:
-    """``vocab``, or ``elmo zh-small 256-d average on cpu``."""
-    if settings.get("type") != "elmo":
+    """``vocab``, or ``elmo zh-small 256-d average on cpu`` (``elmo+vocab ...`` with a word embedding beside it)."""
+    if settings.get("type") not in ("elmo", "elmo+vocab"):
         return str(settings.get("type"))
     source = (settings.get("elmo") or {}).get("source", "?")
-    return f"elmo {source} {settings.get('dim')}-d {settings.get('layer_mix')} on {device}"
+    return f"{settings['type']} {source} {settings.get('dim')}-d {settings.get('layer_mix')} on {device}"
 
 
 def _log_stderr(message: str) -> None:

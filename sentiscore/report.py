@@ -9,18 +9,24 @@ def _metric_line(name: str, m: dict) -> str:
     return f"  {name:<12} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  ({m.get('rows', 0):,} rows)"
 
 
+def _word_embedding(emb: dict) -> str:
+    vectors = emb.get("vectors")
+    start = (f"; starts from word vectors {vectors['name']} ({vectors['vocabulary_words_pretrained']:,} words pretrained, "
+             f"{'fine-tuned' if vectors.get('trainable') else 'frozen'})") if vectors else ""
+    size = emb.get("vocab_size")
+    return f"dim {emb.get('embed_dim')}, vocabulary {f'{size:,}' if size else '?'}{start}"
+
+
 def _embedder_line(emb: dict) -> str:
-    if emb.get("type") == "elmo":
+    if emb.get("type") in ("elmo", "elmo+vocab"):
         elmo = emb.get("elmo") or {}
         corpus = ", ".join(f"{c['path']} ({c['tokens']:,} tokens)" for c in elmo.get("corpus") or []) or "unknown corpus"
         return (f"  embedder: ELMo {elmo.get('source')} ({emb.get('dim')}-d, {emb.get('layers')} layers, mix {emb.get('layer_mix')}, "
                 f"maxlen {emb['maxlen']}; pretrained by {elmo.get('pretrained_by')} on {corpus}, {elmo.get('epochs')} epochs, "
                 f"held-out perplexity {elmo.get('perplexity')}"
-                + (f", {elmo['tokens_seen']:,} tokens seen" if elmo.get("tokens_seen") else "") + ")")
-    vectors = emb.get("vectors")
-    start = (f"; starts from word vectors {vectors['name']} ({vectors['vocabulary_words_pretrained']:,} words pretrained, "
-             f"{'fine-tuned' if vectors.get('trainable') else 'frozen'})") if vectors else ""
-    return f"  embedder: {emb['type']} (maxlen {emb['maxlen']}, dim {emb.get('embed_dim')}, vocabulary {emb.get('vocab_size', '?'):,}{start})"
+                + (f", {elmo['tokens_seen']:,} tokens seen" if elmo.get("tokens_seen") else "") + ")"
+                + (f"\n  beside it: learned word embedding ({_word_embedding(emb)})" if emb["type"] == "elmo+vocab" else ""))
+    return f"  embedder: {emb['type']} (maxlen {emb['maxlen']}, {_word_embedding(emb)})"
 
 
 def _calibration_line(calibration: dict | None) -> str:
@@ -49,7 +55,7 @@ def _cascade_line(card: ModelCard) -> str:
         return "  cascade: none (every row runs the whole model)" + (
             "; scripts/fit_cascade.py can fit one" if card.arch == "wide-deep" else "")
     return (f"  cascade: rows the n-gram path is ≥ {cascade.threshold:.3f} sure of skip the BiLSTM"
-            f"{' and ELMo' if card.embedder_type == 'elmo' else ''} ({cascade.skip_share:.1%} of "
+            f"{' and ELMo' if card.embedder_type != 'vocab' else ''} ({cascade.skip_share:.1%} of "
             f"{cascade.rows:,} validation rows, {cascade.label_change:.3%} of labels changed; score --no-cascade to turn off)")
 
 

@@ -426,7 +426,7 @@ def fit(data: PreparedData, config: TrainConfig, log: Callable[[str], None] = pr
     emb_cfg = config.embedder
     y, sample_weights = data.y, data.sample_weights
     model = build_classifier(config.model, emb_cfg, config.wide, getattr(data.embedder, "size", 0), n_classes,
-                             elmo_shape=(data.embedder.n_layers, data.embedder.dim) if emb_cfg.type == "elmo" else None)
+                             elmo_shape=(data.embedder.n_layers, data.embedder.dim) if emb_cfg.uses_elmo else None)
     if data.embedder_card.get("initial_embedding") is not None:
         embedding = model.get_layer("embedding")
         embedding.set_weights([data.embedder_card["initial_embedding"]])
@@ -679,23 +679,44 @@ def _split(y: np.ndarray, groups: np.ndarray | None, config: TrainConfig, group_
 
 
 def _embed(config: TrainConfig, segmented: SegmentedBatch, train_idx: np.ndarray, log):
-    """The embedder (a vocabulary built on the training rows, or the given
-    ELMo biLM), its features for every row, and what the card says of it."""
+    """The embedder (a vocabulary built on the training rows, the given ELMo
+    biLM, or both), its features for every row, and what the card says of it."""
     emb_cfg = config.embedder
-    if emb_cfg.type == "elmo":
-        if not config.elmo_model:
-            raise TrainingError("--embedder elmo needs --elmo-model DIR (a folder from 'sentiscore elmo pretrain', or HIT-SCIR's zhs.model)")
-        from .embed.elmo import ElmoEmbedder, cached_features, check_bilm_segmenter, elmo_card, resolve_elmo_dir
+    if emb_cfg.type == "elmo" and config.vectors:
+        raise TrainingError("--vectors starts a word embedding, which --embedder elmo has none of; "
+                            "use --embedder elmo+vocab for ELMo vectors beside pretrained word vectors")
+    if not emb_cfg.uses_elmo:
+        return _embed_words(config, segmented, train_idx, log)
+    if not config.elmo_model:
+        raise TrainingError(f"--embedder {emb_cfg.type} needs --elmo-model DIR (a folder from 'sentiscore elmo pretrain', "
+                            "or HIT-SCIR's zhs.model)")
+    from .embed.elmo import ElmoEmbedder, cached_features, check_bilm_segmenter, elmo_card, resolve_elmo_dir
 
-        bilm_dir = resolve_elmo_dir(config.elmo_model, "--elmo-model")
-        check_bilm_segmenter(bilm_dir, config.segmenter)
-        embedder = ElmoEmbedder(bilm_dir, layer_mix=emb_cfg.layer_mix, device=config.device, log=log)
-        features = cached_features(embedder, segmented, log)
-        card = elmo_card(embedder)
-        summary = f"ELMo {Path(config.elmo_model).name}: {embedder.dim}-d, {embedder.n_layers} layers, mix {emb_cfg.layer_mix}"
-        return embedder, features, {"settings": {**embedder.settings(), "elmo": card}, "summary": summary, "initial_embedding": None}
+    bilm_dir = resolve_elmo_dir(config.elmo_model, "--elmo-model")
+    check_bilm_segmenter(bilm_dir, config.segmenter)
+    embedder = ElmoEmbedder(bilm_dir, layer_mix=emb_cfg.layer_mix, device=config.device, log=log)
+    features = cached_features(embedder, segmented, log)
+    card = {"settings": {**embedder.settings(), "elmo": elmo_card(embedder)}, "initial_embedding": None,
+            "summary": f"ELMo {Path(config.elmo_model).name}: {embedder.dim}-d, {embedder.n_layers} layers, mix {emb_cfg.layer_mix}"}
+    if emb_cfg.type == "elmo":
+        return embedder, features, card
+    from .embed.elmo_vocab import ElmoVocabEmbedder, ElmoVocabFeatures
+
+    words, word_features, word_card = _embed_words(config, segmented, train_idx, log)
+    combined = ElmoVocabEmbedder(embedder, words)
+    return combined, ElmoVocabFeatures(features, word_features), {
+        "settings": {**card["settings"], **word_card["settings"], **combined.settings()},
+        "summary": f"{card['summary']}, beside {word_card['summary']}",
+        "initial_embedding": word_card["initial_embedding"],
+    }
+
+
+def _embed_words(config: TrainConfig, segmented: SegmentedBatch, train_idx: np.ndarray, log):
+    """A vocabulary built on the training rows (plus, with ``--vectors``, the
+    vectors' frequent words and their starting weights)."""
     from .embed.vocab import VocabEmbedder
 
+    emb_cfg = config.embedder
     offsets = segmented.offsets
     train_tokens = SegmentedBatch(
         [t for i in train_idx for t in segmented.tokens[offsets[i] : offsets[i + 1]]],

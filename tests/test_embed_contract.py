@@ -27,7 +27,16 @@ def _elmo(request):
     return embedder, {"type": "elmo", **embedder.settings()}
 
 
-@pytest.fixture(params=[_vocab, _elmo], ids=["vocab", "elmo"])
+def _elmo_vocab(request):
+    from sentiscore.embed.elmo_vocab import ElmoVocabEmbedder
+
+    elmo, _ = _elmo(request)
+    words, _ = _vocab(request)
+    embedder = ElmoVocabEmbedder(elmo, words)
+    return embedder, embedder.settings()
+
+
+@pytest.fixture(params=[_vocab, _elmo, _elmo_vocab], ids=["vocab", "elmo", "elmo+vocab"])
 def embedder_and_settings(request):
     return request.param(request)
 

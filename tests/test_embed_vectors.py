@@ -69,6 +69,56 @@ def test_training_starts_from_the_vectors_and_adds_their_words(small_vectors, tm
     np.testing.assert_allclose(table[i + 2], vectors.vectors[vectors.words.index("骑手")].astype(np.float32), rtol=1e-6)
 
 
+def test_elmo_and_word_vectors_side_by_side(small_vectors, tiny_elmo, tmp_path):
+    """--embedder elmo+vocab: the model reads the biLM's vectors and a word
+    embedding started from the vectors, concatenated per token; it scores
+    from its own directory, and the card says what it read."""
+    import pyarrow.parquet as pq
+
+    from sentiscore.artifacts import load_model_dir
+    from sentiscore.config import EmbedderConfig, ModelConfig, ScoreConfig
+    from sentiscore.embed.vectors import WordVectors
+    from sentiscore.pipeline import score_file
+    from sentiscore.report import format_card
+    from sentiscore.train import train
+
+    config = tiny_config(epochs=1, vectors=str(small_vectors), vectors_trainable=False, elmo_model=str(tiny_elmo),
+                         embedder=EmbedderConfig(type="elmo+vocab", maxlen=48, embed_dim=16, min_count=1),
+                         model=ModelConfig(arch="wide-deep", lstm_units=8))
+    meta = train(SAMPLE / "labelled.csv", tmp_path / "m", config, log=lambda m: None, verbose=0)
+    settings = meta["embedder"]
+    assert settings["type"] == "elmo+vocab" and settings["dim"] == 16 and settings["elmo"]["epochs"] == 1
+    assert settings["vectors"]["name"] == "small" and settings["vocab_size"] > 2
+
+    loaded = load_model_dir(tmp_path / "m", device="cpu")
+    assert {t.name for t in loaded.keras_model.inputs} == {"elmo_vectors", "token_ids", "ngram_ids"}
+    concatenated = loaded.keras_model.get_layer("elmo_and_words").output
+    assert concatenated.shape[-1] == 16 + 16
+    words = (tmp_path / "m" / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    vectors = WordVectors.load(small_vectors)
+    table = loaded.keras_model.get_layer("embedding").get_weights()[0]  # frozen: still the vectors
+    i = words.index("骑手")
+    np.testing.assert_allclose(table[i + 2], vectors.vectors[vectors.words.index("骑手")].astype(np.float32), rtol=1e-6)
+    assert "beside it: learned word embedding" in format_card(loaded.card)
+
+    out = tmp_path / "scored.parquet"
+    summary = score_file(SAMPLE / "reviews.parquet", out, model=tmp_path / "m", config=ScoreConfig(workers=1, quiet=True))
+    table = pq.read_table(out)
+    assert table.num_rows == summary.rows == 300
+    assert table.schema.metadata[b"sentiscore.embedder"].startswith(b"elmo+vocab tiny-elmo 16-d average on cpu")
+    for text, top in zip(table.column("txt").to_pylist()[:50], table.column("top_words").to_pylist()[:50]):
+        assert all(w in text.lower() for w in top)
+
+
+def test_plain_elmo_refuses_word_vectors(small_vectors, tiny_elmo, tmp_path):
+    from sentiscore.config import EmbedderConfig
+    from sentiscore.train import train
+
+    config = tiny_config(vectors=str(small_vectors), elmo_model=str(tiny_elmo), embedder=EmbedderConfig(type="elmo", maxlen=48))
+    with pytest.raises(TrainingError, match="use --embedder elmo\\+vocab"):
+        train(SAMPLE / "labelled.csv", tmp_path / "m", config, log=lambda m: None, verbose=0)
+
+
 def test_vectors_must_match_the_embedding_size_and_segmenter(small_vectors, tmp_path):
     from sentiscore.train import train
 

@@ -2,7 +2,7 @@
 :class:`Embedder` protocol below; the pipeline and training know nothing
 else about them, and ``tests/test_embed_contract.py`` holds every embedder
 to it. Each embedder lives in its own module; only ``embed.elmo`` (and its
-pretraining loop) may import torch.
+pretraining loop) may import torch (``embed.elmo_vocab`` does through it).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ DEFAULT_SCORE_BATCH = 256  # texts per Keras batch when scoring, unless the embe
 class Embedder(Protocol):
     """What every embedder provides.
 
-    - ``kind``: the name stored in meta.json (``vocab``, ``elmo``).
+    - ``kind``: the name stored in meta.json (``vocab``, ``elmo``, ``elmo+vocab``).
     - ``score_batch_size``: texts per Keras batch when scoring, unless the
       user sets ``--batch-size``; ELMo inputs are large, so it asks for fewer.
     - ``encodes_in_background``: True when ``encode`` does heavy work of its
@@ -28,7 +28,8 @@ class Embedder(Protocol):
     - ``device``: where its own computation runs (``cpu``, ``cuda``), or None.
     - ``torch_version``: for provenance, or None when it does not use torch.
     - ``featurize(batch)``: per-chunk work done once (vocabulary lookup, or
-      nothing), returning features for ``encode``.
+      nothing), returning features for ``encode`` that carry ``lengths``
+      (tokens per text; training buckets batches by them).
     - ``encode(features, rows, width)``: model inputs for the texts ``rows``
       padded to ``width`` tokens, a dict that holds ``mask`` (bool, True on
       real tokens, the first min(length, width) positions of a row) besides
@@ -70,15 +71,17 @@ def load_embedder(directory, settings: dict, device: str = "auto", log=None):
         from .vocab import VocabEmbedder
 
         return VocabEmbedder.load(directory, settings)
-    if kind == "elmo":
+    if kind in ("elmo", "elmo+vocab"):
         try:
             from .elmo import ElmoEmbedder
+            from .elmo_vocab import ElmoVocabEmbedder
         except ImportError as exc:  # torch / elmoformanylangs not installed
             from ..errors import ModelError
 
             raise ModelError(f"{directory} embeds with ELMo, which needs torch and elmoformanylangs ({exc}); "
                              "install them with: pip install 'sentiscore[elmo]'") from exc
-        return ElmoEmbedder.load(directory, settings, device=device, log=log)
+        embedder_class = ElmoEmbedder if kind == "elmo" else ElmoVocabEmbedder
+        return embedder_class.load(directory, settings, device=device, log=log)
     from ..errors import ModelError
 
     raise ModelError(f"this sentiscore does not know the embedder {kind!r} named in meta.json")
