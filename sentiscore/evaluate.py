@@ -12,7 +12,7 @@ import numpy as np
 from .calibration import reliability
 from .config import ScoreConfig
 from .errors import InputError
-from .io import INPUT_FORMATS, detect_format, open_input
+from .io import INPUT_FORMATS, detect_format, open_input, source_groups
 
 UNSCORED = -1  # prediction for rows that got no label (empty text...): always wrong
 MISTAKES_SHOWN = 20
@@ -109,8 +109,7 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
                     elif item[0] > mistakes[0][0]:
                         heapq.heapreplace(mistakes, item)
                 if has_group:
-                    values = batch.column(group_column).to_pylist()
-                    groups.extend(str(g).split(":")[0] if g is not None else "" for g, k in zip(values, keep) if k)
+                    groups.append(source_groups(batch.column(group_column))[keep])
     finally:
         if own:
             scorer.close()
@@ -129,11 +128,11 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     result["calibration"] = {**calibration, "ece": round(calibration["ece"], 4)}
     result["most_confident_mistakes"] = [record for _, _, record in sorted(mistakes, key=lambda m: (-m[0], m[1]))]
     if has_group:
-        group_arr = np.array(groups, dtype=object)
+        group_arr = np.concatenate(groups) if groups else np.zeros(0, object)
         result["by_group"] = {
             str(g): {k: v for k, v in classification_metrics(y_true_all[group_arr == g], y_pred_all[group_arr == g], names, present_only=True).items()
                      if k in ("rows", "accuracy", "macro_f1")}
-            for g in sorted(set(groups))
+            for g in sorted(set(group_arr.tolist()))
         }
     return result
 

@@ -25,7 +25,7 @@ from .artifacts import save_model_dir, sha256_of
 from .cascade import DEFAULT_MAX_LABEL_CHANGE, DEFAULT_MIN_THRESHOLD, fit_cascade
 from .config import PREFIT_WIDE_TRAININGS, TrainConfig, default_workers
 from .errors import InputError, TrainingError
-from .io import INPUT_FORMATS, detect_format, read_table
+from .io import INPUT_FORMATS, detect_format, read_table, source_groups
 from .ngrams import CharNgramHasher
 from .segment import ParallelSegmenter, SegmentedBatch, builtin_stopwords_text, segmenter_version
 
@@ -657,7 +657,7 @@ def _source_groups(extras: dict, group_column: str) -> np.ndarray | None:
     or None when the file has no such column."""
     if group_column not in extras:
         return None
-    return np.array([str(g).split(":")[0] if g is not None else "" for g in extras[group_column]])
+    return source_groups(extras[group_column]).astype(str)
 
 
 def _split(y: np.ndarray, groups: np.ndarray | None, config: TrainConfig, group_column: str, data_path):

@@ -179,3 +179,12 @@ def test_ragged_row_is_located_when_pyarrow_parses_serially(tmp_path):
             list(open_input(path, "csv", 100).batches)
     finally:
         pa.set_cpu_count(before)
+
+
+def test_source_groups_take_the_part_before_the_colon():
+    import pyarrow as pa
+
+    from sentiscore.io import source_groups
+
+    assert source_groups(["online_shopping:手机", "weibo", None, "a:b:c"]).tolist() == ["online_shopping", "weibo", "", "a"]
+    assert source_groups(pa.array([7, None])).tolist() == ["7", ""]  # a numeric column reads as text
