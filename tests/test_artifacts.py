@@ -74,7 +74,7 @@ def test_default_model_resolves_to_the_shipped_one():
     path = resolve_model_path(None)
     assert path.name == "zh-fast" and (path / "meta.json").is_file() and (path / "vocab.txt").is_file()
     elmo = resolve_model_path("zh-elmo")
-    assert (elmo / "meta.json").is_file() and (elmo / "elmo" / "encoder.pkl").is_file()
+    assert (elmo / "meta.json").is_file() and (elmo / "elmo" / "encoder.pkl").is_file() and (elmo / "vocab.txt").is_file()
 
 
 def test_the_card_is_typed_and_a_0_1_card_still_loads(tiny_model, model_copy):
