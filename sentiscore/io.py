@@ -291,9 +291,6 @@ def read_table(path, fmt: str, columns: list[str] | None = None, encoding: str =
     return table
 
 
-# --- output ----------------------------------------------------------------
-
-
 def source_groups(values) -> np.ndarray:
     """Each row's source group: the part of a ``source`` value before ':'
     (``online_shopping:手机`` → ``online_shopping``), '' where missing."""
@@ -302,6 +299,9 @@ def source_groups(values) -> np.ndarray:
     column = pc.cast(pa.array(values) if not isinstance(values, (pa.Array, pa.ChunkedArray)) else values, pa.string())
     head = pc.list_element(pc.split_pattern(column, ":", max_splits=1), 0)
     return np.asarray(pc.fill_null(head, "").to_numpy(zero_copy_only=False), dtype=object)
+
+
+# --- output ----------------------------------------------------------------
 
 
 def temp_path_for(out: Path) -> Path:
