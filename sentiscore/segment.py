@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import re
 import tempfile
+import time
 import unicodedata
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -26,6 +27,7 @@ import numpy as np
 from .config import SegmenterConfig
 from .errors import InputError, WorkerError
 
+WORKER_EXIT_SECONDS = 10.0  # at close, the wait for workers to finish their chunk before they are terminated
 _TOKEN_CHAR_CATEGORIES = ("L", "N")  # a token must hold a letter or a digit
 
 
@@ -303,11 +305,17 @@ class ParallelSegmenter:
             return
         processes = list((pool._processes or {}).values())  # no public terminate() before Python 3.14
         pool.shutdown(wait=False, cancel_futures=True)
+        # Let the workers finish the chunk in hand and exit on the pool's own
+        # sentinel first: a worker killed while it writes its result leaves half a
+        # message in the result pipe, and the pool's manager thread, which the
+        # interpreter joins at exit, then waits for the rest forever.
+        deadline = time.monotonic() + WORKER_EXIT_SECONDS
+        for process in processes:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
         for process in processes:
             if process.is_alive():
                 process.terminate()
-        for process in processes:
-            process.join(timeout=5)
+                process.join(timeout=5)
 
     def __enter__(self):
         return self
