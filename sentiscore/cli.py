@@ -14,6 +14,7 @@ import click
 from . import __version__
 from .config import (
     DEFAULT_LABELS,
+    EMBEDDER_TYPES,
     MARKUP_MODES,
     RUNTIMES,
     WIDE_TRAININGS,
@@ -290,7 +291,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
               help="cosine: the learning rate decays to 5% of --learning-rate over --epochs.")
 @click.option("--patience", type=click.IntRange(min=0), default=2, show_default=True, help="Epochs without val-loss gain before stopping.")
 @click.option("--maxlen", type=click.IntRange(min=1), default=128, show_default=True, help="Tokens per text.")
-@click.option("--embedder", type=click.Choice(["vocab", "elmo", "elmo+vocab"]), default="vocab", show_default=True,
+@click.option("--embedder", type=click.Choice(EMBEDDER_TYPES), default="vocab", show_default=True,
               help="vocab: learned word embeddings; elmo: contextual vectors from --elmo-model; elmo+vocab: both, "
                    "concatenated per token (--vectors starts the word part).")
 @click.option("--elmo-model", default=None, metavar="DIR|NAME",

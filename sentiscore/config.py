@@ -48,6 +48,7 @@ class SegmenterConfig:
 
 # vocab: learned word embeddings; elmo: vectors from a biLM; elmo+vocab: both, concatenated per token.
 EMBEDDER_TYPES = ("vocab", "elmo", "elmo+vocab")
+ELMO_EMBEDDERS = ("elmo", "elmo+vocab")  # the types that run a biLM (torch)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class EmbedderConfig:
 
     @property
     def uses_elmo(self) -> bool:
-        return self.type in ("elmo", "elmo+vocab")
+        return self.type in ELMO_EMBEDDERS
 
     @property
     def uses_vocab(self) -> bool:

@@ -128,7 +128,7 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     result["calibration"] = {**calibration, "ece": round(calibration["ece"], 4)}
     result["most_confident_mistakes"] = [record for _, _, record in sorted(mistakes, key=lambda m: (-m[0], m[1]))]
     if has_group:
-        group_arr = np.concatenate(groups) if groups else np.zeros(0, object)
+        group_arr = np.concatenate(groups) if groups else np.zeros(0, str)
         result["by_group"] = {
             str(g): {k: v for k, v in classification_metrics(y_true_all[group_arr == g], y_pred_all[group_arr == g], names, present_only=True).items()
                      if k in ("rows", "accuracy", "macro_f1")}

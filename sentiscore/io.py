@@ -298,7 +298,7 @@ def source_groups(values) -> np.ndarray:
 
     column = pc.cast(pa.array(values) if not isinstance(values, (pa.Array, pa.ChunkedArray)) else values, pa.string())
     head = pc.list_element(pc.split_pattern(column, ":", max_splits=1), 0)
-    return np.asarray(pc.fill_null(head, "").to_numpy(zero_copy_only=False), dtype=object)
+    return pc.fill_null(head, "").to_numpy(zero_copy_only=False).astype(str)
 
 
 # --- output ----------------------------------------------------------------

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from . import __version__
 from .artifacts import STOPWORDS_FILE, LoadedModel, ModelCard, load_model, read_card
-from .config import ScoreConfig, default_workers
+from .config import ELMO_EMBEDDERS, ScoreConfig, default_workers
 from .errors import InputError, ModelError, OutputError, RunStopped, SettingsMismatchError, UsageError, WorkerError
 from .io import (
     INPUT_FORMATS,
@@ -580,7 +580,7 @@ def _is_int(value: str) -> bool:
 
 def _embedder_line(settings: dict, device: str | None) -> str:
     """``vocab``, or ``elmo zh-small 256-d average on cpu`` (``elmo+vocab ...`` with a word embedding beside it)."""
-    if settings.get("type") not in ("elmo", "elmo+vocab"):
+    if settings.get("type") not in ELMO_EMBEDDERS:
         return str(settings.get("type"))
     source = (settings.get("elmo") or {}).get("source", "?")
     return f"{settings['type']} {source} {settings.get('dim')}-d {settings.get('layer_mix')} on {device}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .artifacts import ModelCard
+from .config import ELMO_EMBEDDERS
 
 
 def _metric_line(name: str, m: dict) -> str:
@@ -18,7 +19,7 @@ def _word_embedding(emb: dict) -> str:
 
 
 def _embedder_line(emb: dict) -> str:
-    if emb.get("type") in ("elmo", "elmo+vocab"):
+    if emb.get("type") in ELMO_EMBEDDERS:
         elmo = emb.get("elmo") or {}
         corpus = ", ".join(f"{c['path']} ({c['tokens']:,} tokens)" for c in elmo.get("corpus") or []) or "unknown corpus"
         return (f"  embedder: ELMo {elmo.get('source')} ({emb.get('dim')}-d, {emb.get('layers')} layers, mix {emb.get('layer_mix')}, "

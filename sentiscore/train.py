@@ -657,7 +657,7 @@ def _source_groups(extras: dict, group_column: str) -> np.ndarray | None:
     or None when the file has no such column."""
     if group_column not in extras:
         return None
-    return source_groups(extras[group_column]).astype(str)
+    return source_groups(extras[group_column])
 
 
 def _split(y: np.ndarray, groups: np.ndarray | None, config: TrainConfig, group_column: str, data_path):

@@ -12,6 +12,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..config import ELMO_EMBEDDERS
+
 
 DEFAULT_SCORE_BATCH = 256  # texts per Keras batch when scoring, unless the embedder asks for fewer (ELMo)
 
@@ -71,7 +73,7 @@ def load_embedder(directory, settings: dict, device: str = "auto", log=None):
         from .vocab import VocabEmbedder
 
         return VocabEmbedder.load(directory, settings)
-    if kind in ("elmo", "elmo+vocab"):
+    if kind in ELMO_EMBEDDERS:
         try:
             from .elmo import ElmoEmbedder
             from .elmo_vocab import ElmoVocabEmbedder
