@@ -82,6 +82,16 @@ def fit_cascade(wide_logits: np.ndarray, full_labels: np.ndarray, y_true: np.nda
     )
 
 
+def sum_per_text(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Rows of ``values`` summed per text in float64, for texts laid end to
+    end (text i's are the next ``counts[i]``; a text with none sums to 0)."""
+    out = np.zeros((counts.size, *values.shape[1:]), np.float64)
+    has = counts > 0
+    if has.any():  # reduceat would give an empty segment the next row, so those are left at 0
+        out[has] = np.add.reduceat(values, (np.cumsum(counts) - counts)[has], axis=0, dtype=np.float64)
+    return out
+
+
 def wide_norms_flat(flat: np.ndarray, counts: np.ndarray, idf: np.ndarray | None = None) -> np.ndarray:
     """What the n-gram path divides each text's summed weights by, as its
     Keras layer does, for texts whose ids are laid end to end (text i's are
@@ -90,7 +100,7 @@ def wide_norms_flat(flat: np.ndarray, counts: np.ndarray, idf: np.ndarray | None
     if idf is None:
         return np.sqrt(np.maximum(counts, 1)).astype(np.float32)
     weights = idf[flat].astype(np.float64)
-    squares = np.bincount(np.repeat(np.arange(counts.size), counts), weights=weights * weights, minlength=counts.size)
+    squares = sum_per_text(weights * weights, counts)
     return np.maximum(np.sqrt(squares), 1e-6).astype(np.float32)
 
 
@@ -99,10 +109,7 @@ def wide_logits_flat(table: np.ndarray, bias: np.ndarray, flat: np.ndarray, coun
     whose ids are laid end to end (text i's are the next ``counts[i]``;
     ``norms`` from :func:`wide_norms_flat`): the table rows of the real ids
     summed per text (no padded matrix), over the norm, plus bias."""
-    text_of = np.repeat(np.arange(counts.size), counts)
-    rows = table[flat]
-    summed = np.stack([np.bincount(text_of, weights=rows[:, c], minlength=counts.size) for c in range(table.shape[1])], axis=1)
-    return (summed / norms[:, None] + bias).astype(np.float32)
+    return (sum_per_text(table[flat], counts) / norms[:, None] + bias).astype(np.float32)
 
 
 def split_rows(logits: np.ndarray, cascade: CascadeConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -12,8 +12,10 @@ states, as :class:`model.Predictor` returns them, and each path's logits.
 
 The graph is built once per model (it needs the Keras model, so TensorFlow,
 and the ``onnx`` package) into the cache, named by the model's hash, and
-checked against Keras on a probe batch before it is kept. Scoring then needs
-``onnxruntime`` only."""
+checked against Keras on a probe batch before it is kept. The weights that
+scoring also reads in NumPy (the n-gram table for the cascade and top words,
+the dense kernel for token contributions) are saved beside it as ``.npz``, so
+scoring needs ``onnxruntime`` only: importing ``onnx`` costs ~0.8 s of start-up."""
 
 from __future__ import annotations
 
@@ -24,9 +26,10 @@ import numpy as np
 
 from .errors import ModelError
 
-GRAPH_VERSION = 1  # bump when the graph changes: cached graphs of other versions are rebuilt
+GRAPH_VERSION = 2  # bump when the graph changes: cached graphs of other versions are rebuilt
 SUPPORTED_EMBEDDERS = ("vocab",)
 _OUTPUTS = ("probs", "alpha", "states")
+_NUMPY_WEIGHTS = ("wide_table", "wide_bias", "wide_idf", "dense_k")  # read by scoring besides the graph
 
 
 def available() -> bool:
@@ -44,6 +47,19 @@ def graph_path(card) -> Path:
     from .segment import cache_dir
 
     return cache_dir("onnx") / f"{card.hash}-v{GRAPH_VERSION}.onnx"
+
+
+def weights_path(graph: Path) -> Path:
+    """The ``.npz`` beside a graph with its :data:`_NUMPY_WEIGHTS`."""
+    return Path(f"{graph}.npz")
+
+
+def _save_numpy_weights(model, graph: Path) -> None:
+    from onnx import numpy_helper
+
+    arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in _NUMPY_WEIGHTS}
+    with open(weights_path(graph), "wb") as f:  # a file object: np.savez would append .npz to a name
+        np.savez(f, **arrays)
 
 
 def _lstm_weights(layer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -184,21 +200,18 @@ class OnnxPredictor:
     attention and each token's share of the deep logits, per padded batch."""
 
     def __init__(self, path: Path, batch_size: int):
-        import onnx
         import onnxruntime as ort
-        from onnx import numpy_helper
 
         self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self._session.get_inputs()]
-        graph = onnx.load(str(path))
-        weights = {t.name: t for t in graph.graph.initializer if t.name in ("wide_table", "wide_bias", "wide_idf", "dense_k")}
-        meta = json.loads({p.key: p.value for p in graph.metadata_props}["sentiscore"])
+        meta = json.loads(self._session.get_modelmeta().custom_metadata_map["sentiscore"])
         self.temperature = float(meta["temperature"])
         self.versions = dict(meta["built_from"])  # the TensorFlow and Keras that built the graph, for provenance
-        self._kernel = numpy_helper.to_array(weights["dense_k"])
-        self.wide_table = numpy_helper.to_array(weights["wide_table"]) if "wide_table" in weights else None
-        self.wide_bias = numpy_helper.to_array(weights["wide_bias"]) if "wide_bias" in weights else None
-        self.wide_idf = numpy_helper.to_array(weights["wide_idf"]) if "wide_idf" in weights else None
+        with np.load(weights_path(path), allow_pickle=False) as weights:
+            self._kernel = weights["dense_k"]
+            self.wide_table = weights["wide_table"] if "wide_table" in weights else None
+            self.wide_bias = weights["wide_bias"] if "wide_bias" in weights else None
+            self.wide_idf = weights["wide_idf"] if "wide_idf" in weights else None
         self.batch_size = batch_size
         self.runtime = f"onnxruntime {ort.__version__}"
 
@@ -243,7 +256,7 @@ def ensure_graph(card, log=None) -> Path:
     """The cached graph of this model, built and checked against Keras the
     first time (TensorFlow is imported only then)."""
     path = graph_path(card)
-    if path.is_file():
+    if path.is_file() and weights_path(path).is_file():
         return path
     import onnx
 
@@ -260,10 +273,13 @@ def ensure_graph(card, log=None) -> Path:
     tmp = path.with_suffix(f".tmp-{np.random.default_rng().integers(1 << 30)}")
     onnx.save(model, str(tmp))
     try:
+        _save_numpy_weights(model, tmp)
         _check_against_keras(Predictor(loaded.keras_model), OnnxPredictor(tmp, batch_size=64), card)
+        weights_path(tmp).replace(weights_path(path))  # the weights first: a graph on disk means both are there
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+        weights_path(tmp).unlink(missing_ok=True)
     return path
 
 

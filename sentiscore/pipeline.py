@@ -42,7 +42,7 @@ from .io import (
     open_input,
 )
 from .calibration import shift_priors
-from .cascade import split_rows, wide_logits_flat, wide_norms_flat
+from .cascade import split_rows, sum_per_text, wide_logits_flat, wide_norms_flat
 from .embed import DEFAULT_SCORE_BATCH  # noqa: F401  (re-exported: the default --batch-size)
 from .ngrams import CharNgramHasher
 from .segment import ParallelSegmenter, SegmentedBatch, segmenter_version
@@ -145,6 +145,20 @@ class _Ngrams:
         col = np.arange(which.size) - np.repeat(np.cumsum(counts) - counts, counts)
         out[which, col] = self.flat[np.repeat(self.starts[rows], counts) + col]
         return out
+
+
+@dataclass
+class _TokenWideLogits:
+    """The n-gram path's logits of each distinct token of a chunk, before
+    the text's norm: token ``i`` (flat) is distinct token ``index[i]``."""
+
+    index: np.ndarray  # (tokens,) int64
+    logits: np.ndarray  # (distinct tokens, C) float64
+
+    def share(self, flat: np.ndarray, predicted: np.ndarray, text_norms: np.ndarray) -> np.ndarray:
+        """The tokens at flat positions ``flat``: their logit for the class
+        their text was given, over that text's norm."""
+        return (self.logits[self.index[flat], predicted] / text_norms).astype(np.float32)
 
 
 def as_text(column) -> pa.Array | None:
@@ -363,13 +377,14 @@ class Scorer:
         scorable = np.flatnonzero(segmented.lengths > 0)
         deep = np.zeros(n, bool)
         ngrams = self._ngrams_of(texts, scorable) if self.hasher is not None else None
+        token_wide = self._token_wide_logits(segmented) if ngrams is not None and explain else None
         if ngrams is not None and self.cascade is not None and not logit_parts:
             logits = wide_logits_flat(self.predictor.wide_table, self.predictor.wide_bias, ngrams.flat, ngrams.counts, ngrams.norms)
             decided, wide_probs = split_rows(logits[scorable], self.cascade)
             by_ngrams = scorable[decided]
             probs[by_ngrams] = self._shifted(wide_probs[decided])
             if explain and by_ngrams.size:
-                self._explain_by_ngrams(segmented, by_ngrams, probs, ngrams.norms[by_ngrams], contribution)
+                self._explain_by_ngrams(segmented, token_wide, by_ngrams, probs, ngrams.norms[by_ngrams], contribution)
             scorable = np.setdiff1d(scorable, by_ngrams, assume_unique=True)
         deep[scorable] = True
         features = self.embedder.featurize(segmented)
@@ -398,7 +413,7 @@ class Scorer:
             predicted = batch_probs.argmax(axis=1)[rows]
             share = token_logits[rows, cols, predicted]
             if self.hasher is not None:
-                share += self._wide_share([segmented.tokens[i] for i in flat], predicted, ngrams.norms[batch_idx][rows])
+                share += token_wide.share(flat, predicted, ngrams.norms[batch_idx][rows])
             contribution[flat] = share / self.predictor.temperature
         return Forwarded(segmented, probs, attention, contribution, parts, deep)
 
@@ -417,19 +432,25 @@ class Scorer:
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         return _Ngrams(flat, starts, counts, wide_norms_flat(flat, counts, self.predictor.wide_idf))
 
-    def _explain_by_ngrams(self, segmented: SegmentedBatch, rows: np.ndarray, probs: np.ndarray, norms: np.ndarray,
-                           contribution: np.ndarray) -> None:
+    def _token_wide_logits(self, segmented: SegmentedBatch) -> "_TokenWideLogits":
+        """Each distinct token's own character n-grams, summed as the wide
+        layer sums a text's (n-grams spanning two tokens belong to neither):
+        hashed once per distinct token of the chunk, not once per occurrence."""
+        encoded = pc.dictionary_encode(pa.array(segmented.tokens, pa.string()))
+        distinct = encoded.dictionary.to_pylist()
+        flat, counts = self.hasher.transform_flat(distinct)
+        return _TokenWideLogits(encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+                                sum_per_text(self.predictor.wide_table[flat], counts))
+
+    def _explain_by_ngrams(self, segmented: SegmentedBatch, token_wide: "_TokenWideLogits", rows: np.ndarray,
+                           probs: np.ndarray, norms: np.ndarray, contribution: np.ndarray) -> None:
         """Token contributions of the rows the n-gram path decided: each
-        token's own n-grams' weights for the predicted label. A batch of rows
-        at a time: the tokens' n-gram matrix is as wide as the longest token."""
-        offsets = segmented.offsets
-        for start in range(0, rows.size, self.batch_size):
-            batch, batch_norms = rows[start : start + self.batch_size], norms[start : start + self.batch_size]
-            lengths = segmented.lengths[batch]
-            flat = np.repeat(offsets[batch], lengths) + (np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths))
-            predicted = np.repeat(probs[batch].argmax(axis=1), lengths)
-            shares = self._wide_share([segmented.tokens[i] for i in flat], predicted, np.repeat(batch_norms, lengths))
-            contribution[flat] = shares / self.cascade.wide_temperature
+        token's own n-grams' weights for the predicted label."""
+        lengths = segmented.lengths[rows]
+        flat = np.repeat(segmented.offsets[rows], lengths) + (np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+        predicted = np.repeat(probs[rows].argmax(axis=1), lengths)
+        shares = token_wide.share(flat, predicted, np.repeat(norms, lengths))
+        contribution[flat] = shares / self.cascade.wide_temperature
 
     def _encoded(self, encode, batches: list[np.ndarray]):
         """``encode`` of every batch, in order. An embedder that does heavy
@@ -450,13 +471,6 @@ class Scorer:
             yield pending.result()
         finally:
             pending.cancel()
-
-    def _wide_share(self, tokens: list[str], predicted: np.ndarray, text_norms: np.ndarray) -> np.ndarray:
-        """Each token's own character n-grams, weighted as the wide layer
-        weights them (n-grams spanning two tokens belong to neither)."""
-        ids = self.hasher.transform(tokens)
-        weights = self.predictor.wide_table[ids, predicted[:, None]] * (ids != 0)
-        return weights.sum(axis=1) / text_norms
 
     def _batches_of(self, subset: np.ndarray, lengths: np.ndarray):
         for b in self._batches(lengths[subset]):

@@ -225,3 +225,30 @@ def test_flat_wide_logits_equal_a_keras_layer_with_the_same_weights(weighted):
     layer(padded)
     layer.set_weights([table, bias] + ([idf] if weighted else []))
     np.testing.assert_allclose(wide_logits_flat(table, bias, flat, counts, norms), np.asarray(layer(padded)), rtol=1e-5, atol=1e-6)
+
+
+def test_ngram_rows_weigh_each_word_by_its_own_ngrams(tiny_model, sample_dir, tmp_path):
+    """A row the n-gram path decides explains itself by each token's own
+    n-grams: the summed table weights for the given label, over the text's
+    norm and the cascade's temperature, added up over the word's occurrences."""
+    model = _with_cascade(tiny_model, tmp_path, 0.0)  # every row the n-gram path decides
+    scored = _score(model, sample_dir / "reviews.csv", tmp_path / "out.parquet")
+    scored = scored[scored.scored_by == "ngrams"]
+    assert len(scored) > 10
+    names = [name for _, name in read_card(model).labels]
+    with Scorer.from_model(model, workers=1, cascade=False) as scorer:
+        table, idf, hasher = scorer.predictor.wide_table, scorer.predictor.wide_idf, scorer.hasher
+        prepared = scorer.preprocess(scored.txt.tolist())
+        segmented = prepared.segmentation()
+    checked = 0
+    for row, (text, label, words, weights) in enumerate(zip(scored.txt, scored.label, scored.top_words, scored.top_weights)):
+        norm = wide_norms_flat(*hasher.transform_flat([text]), idf)[0]
+        column = names.index(label)
+        expected: dict[str, float] = {}
+        for token in segmented.tokens_of(int(prepared.row_to_unique[row])):
+            expected[token] = expected.get(token, 0.0) + float(table[hasher.transform_flat([token])[0], column].sum()) / norm
+        ranked = sorted((w for w in expected.items() if w[1] > 0), key=lambda w: (-w[1], w[0]))[:3]
+        assert list(words) == [w for w, _ in ranked]
+        np.testing.assert_allclose(weights, [x for _, x in ranked], atol=1e-4)
+        checked += len(words)
+    assert checked > 10

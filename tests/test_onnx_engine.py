@@ -100,3 +100,19 @@ def test_runtime_choice(tiny_model, tiny_elmo_model):
         onnx_engine.graph_for(elmo, "onnx")
     with pytest.raises(UsageError, match="--runtime"):
         ScoreConfig(runtime="jax")
+
+
+def test_scoring_from_a_cached_graph_imports_neither_onnx_nor_tensorflow(tiny_model, sample_dir, tmp_path):
+    """Once the graph is cached, scoring needs onnxruntime alone: ``onnx``
+    (its ml_dtypes import costs ~0.8 s) and TensorFlow stay out of the process."""
+    import subprocess
+    import sys
+
+    graph = onnx_engine.ensure_graph(read_card(tiny_model))
+    assert onnx_engine.weights_path(graph).is_file()
+    code = ("import sys; from sentiscore.config import ScoreConfig; from sentiscore.pipeline import score_file; "
+            f"score_file({str(sample_dir / 'reviews.csv')!r}, {str(tmp_path / 'out.parquet')!r}, model={str(tiny_model)!r}, "
+            "config=ScoreConfig(runtime='onnx', workers=1)); "
+            "loaded = {'onnx', 'tensorflow', 'keras'} & set(sys.modules); assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert pq.read_table(tmp_path / "out.parquet").schema.metadata[b"sentiscore.runtime"].startswith(b"onnxruntime ")
