@@ -7,14 +7,15 @@ ONNX ``Loop`` that ONNX Runtime runs at half TensorFlow's speed. So the graph
 is built here from the trained weights, with ONNX's own ``LSTM`` operator
 (bidirectional, per-row ``sequence_lens``): embedding lookup → BiLSTM →
 feed-forward attention → dense, plus the hashed n-gram path, the calibration
-and the softmax. Outputs: probabilities, attention weights and the BiLSTM
-states, as :class:`model.Predictor` returns them, and each path's logits.
+and the softmax. Outputs: probabilities, attention weights and each token's
+share of the deep logits (its state through the dense kernel, times its
+attention), as :class:`model.Predictor` returns them, and each path's logits.
 
 The graph is built once per model (it needs the Keras model, so TensorFlow,
 and the ``onnx`` package) into the cache, named by the model's hash, and
 checked against Keras on a probe batch before it is kept. The weights that
 scoring also reads in NumPy (the n-gram table for the cascade and top words,
-the dense kernel for token contributions) are saved beside it as ``.npz``, so
+and its idf weights) are saved beside it as ``.npz``, so
 scoring needs ``onnxruntime`` only: importing ``onnx`` costs ~0.8 s of start-up."""
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import numpy as np
 
 from .errors import ModelError
 
-GRAPH_VERSION = 2  # bump when the graph changes: cached graphs of other versions are rebuilt
+GRAPH_VERSION = 3  # bump when the graph changes: cached graphs of other versions are rebuilt
 SUPPORTED_EMBEDDERS = ("vocab",)
-_OUTPUTS = ("probs", "alpha", "states")
-_NUMPY_WEIGHTS = ("wide_table", "wide_bias", "wide_idf", "dense_k")  # read by scoring besides the graph
+_OUTPUTS = ("probs", "alpha", "token_logits")
+_NUMPY_WEIGHTS = ("wide_table", "wide_bias", "wide_idf")  # read by scoring besides the graph
 
 
 def available() -> bool:
@@ -137,6 +138,9 @@ def build_graph(keras_model, card):
         n("ReduceSum", ["weighted", "axis1"], ["context"], keepdims=0),
         n("MatMul", ["context", "dense_k"], ["deep_k"]),
         n("Add", ["deep_k", "dense_b"], ["deep_logits"]),
+        # Each token's share of the deep logits (the context is Σ alpha_t h_t).
+        n("MatMul", ["states", "dense_k"], ["state_logits"]),
+        n("Mul", ["state_logits", "alpha3"], ["token_logits"]),
     ]
     inputs = [helper.make_tensor_value_info("token_ids", TensorProto.INT32, ["batch", "steps"])]
     logits = "deep_logits"
@@ -181,7 +185,7 @@ def build_graph(keras_model, card):
         n("Softmax", ["calibrated"], ["probs"], axis=-1),
     ]
     classes = int(dense_b.shape[0])
-    shapes = {"probs": ["batch", classes], "alpha": ["batch", "steps"], "states": ["batch", "steps", 2 * units],
+    shapes = {"probs": ["batch", classes], "alpha": ["batch", "steps"], "token_logits": ["batch", "steps", classes],
               "deep_logits": ["batch", classes], "wide_logits": ["batch", classes]}
     parts = ["deep_logits"] + (["wide_logits"] if card.arch == "wide-deep" else [])
     outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shapes[name]) for name in (*_OUTPUTS, *parts)]
@@ -199,16 +203,18 @@ class OnnxPredictor:
     """:class:`model.Predictor`'s interface on ONNX Runtime: probabilities,
     attention and each token's share of the deep logits, per padded batch."""
 
-    def __init__(self, path: Path, batch_size: int):
+    def __init__(self, path: Path, batch_size: int, threads: int | None = None):
         import onnxruntime as ort
 
-        self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self._session.get_inputs()]
         meta = json.loads(self._session.get_modelmeta().custom_metadata_map["sentiscore"])
         self.temperature = float(meta["temperature"])
         self.versions = dict(meta["built_from"])  # the TensorFlow and Keras that built the graph, for provenance
         with np.load(weights_path(path), allow_pickle=False) as weights:
-            self._kernel = weights["dense_k"]
             self.wide_table = weights["wide_table"] if "wide_table" in weights else None
             self.wide_bias = weights["wide_bias"] if "wide_bias" in weights else None
             self.wide_idf = weights["wide_idf"] if "wide_idf" in weights else None
@@ -217,14 +223,13 @@ class OnnxPredictor:
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         feed = {name: np.ascontiguousarray(inputs[name], np.int32) for name in self.input_names}
-        probs, alpha, states = self._session.run(list(_OUTPUTS), feed)
-        token_logits = np.einsum("btd,dc->btc", states, self._kernel) * alpha[..., None]
+        probs, alpha, token_logits = self._session.run(list(_OUTPUTS), feed)
         return probs, alpha, token_logits
 
     def logit_parts(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Each path's logits before calibration (``deep``, and ``wide`` for wide-deep models)."""
         feed = {name: np.ascontiguousarray(inputs[name], np.int32) for name in self.input_names}
-        names = [o.name for o in self._session.get_outputs() if o.name.endswith("_logits")]
+        names = [o.name for o in self._session.get_outputs() if o.name.endswith("_logits") and o.name not in _OUTPUTS]
         return {name.split("_")[0]: out for name, out in zip(names, self._session.run(names, feed))}
 
 

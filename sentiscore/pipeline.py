@@ -202,7 +202,9 @@ class Scorer:
         if onnx_graph is not None:
             from .onnx_engine import OnnxPredictor
 
-            self.predictor = OnnxPredictor(onnx_graph, batch_size=batch_size)
+            # Half the cores: the segmentation workers keep the others busy, and a
+            # second ONNX Runtime thread on 2 cores only took CPU from them (#16).
+            self.predictor = OnnxPredictor(onnx_graph, batch_size=batch_size, threads=max(1, default_workers() // 2))
         else:
             from .model import Predictor
 
