@@ -1,11 +1,13 @@
-"""ONNX Runtime as the scoring engine of learned-embedding models
-(``vocab`` embedder, attention or wide-deep): the same computation as the
-Keras model, without importing TensorFlow at scoring time.
+"""ONNX Runtime as the scoring engine of the classifier (attention or
+wide-deep; learned word embeddings, ELMo vectors, or both side by side): the
+same computation as the Keras model, without importing TensorFlow at scoring
+time. The biLM of ELMo models stays in torch; its vectors are an input here.
 
 Keras 3 runs its LSTM as a generic while-loop, which exporters turn into an
 ONNX ``Loop`` that ONNX Runtime runs at half TensorFlow's speed. So the graph
 is built here from the trained weights, with ONNX's own ``LSTM`` operator
-(bidirectional, per-row ``sequence_lens``): embedding lookup → BiLSTM →
+(bidirectional, per-row ``sequence_lens``): embedding lookup and/or ELMo
+vectors (concatenated, ELMo first, as the Keras model does) → BiLSTM →
 feed-forward attention → dense, plus the hashed n-gram path, the calibration
 and the softmax. Outputs: probabilities, attention weights and each token's
 share of the deep logits (its state through the dense kernel, times its
@@ -28,7 +30,7 @@ import numpy as np
 from .errors import ModelError
 
 GRAPH_VERSION = 3  # bump when the graph changes: cached graphs of other versions are rebuilt
-SUPPORTED_EMBEDDERS = ("vocab",)
+SUPPORTED_EMBEDDERS = ("vocab", "elmo", "elmo+vocab")
 _OUTPUTS = ("probs", "alpha", "token_logits")
 _NUMPY_WEIGHTS = ("wide_table", "wide_bias", "wide_idf")  # read by scoring besides the graph
 
@@ -41,7 +43,14 @@ def available() -> bool:
 
 
 def supports(card) -> bool:
-    return card.embedder_type in SUPPORTED_EMBEDDERS
+    """ELMo models that mix the biLM layers inside Keras (``--layer-mix
+    scalar``: input ``elmo_layers``) stay on TensorFlow."""
+    return card.embedder_type in SUPPORTED_EMBEDDERS and card.embedder.get("layer_mix") != "scalar"
+
+
+def _uses(card) -> tuple[bool, bool]:
+    """(ELMo vectors, token ids): the graph's token inputs."""
+    return card.embedder_type in ("elmo", "elmo+vocab"), card.embedder_type in ("vocab", "elmo+vocab")
 
 
 def graph_path(card) -> Path:
@@ -91,27 +100,46 @@ def build_graph(keras_model, card):
     temperature = float(calibration.get("temperature", 1.0))
     class_bias = np.asarray(calibration.get("bias") or np.zeros(dense_b.shape), np.float32)
     f32 = np.float32
+    uses_elmo, uses_ids = _uses(card)
     inits = {
-        "embeddings": np.asarray(keras_model.get_layer("embedding").get_weights()[0], f32),
         "lstm_W": np.stack([w_f, w_b]).astype(f32), "lstm_R": np.stack([r_f, r_b]).astype(f32),
         "lstm_B": np.stack([b_f, b_b]).astype(f32),
         "att_w": attention_w.astype(f32), "att_b": attention_b.astype(f32),
         "dense_k": dense_k.astype(f32), "dense_b": dense_b.astype(f32),
         "inv_temperature": np.asarray(1.0 / temperature, f32), "class_bias": class_bias.astype(f32),
-        "zero_i": np.asarray(0, np.int32),
+        "zero_i": np.asarray(0, np.int32), "zero_f": np.asarray(0.0, f32),
         "neg_big": np.asarray(-1e9, f32), "tiny": np.asarray(1e-9, f32),
         "axis1": np.asarray([1], np.int64), "axis2": np.asarray([2], np.int64), "axis_last": np.asarray([-1], np.int64),
         "start0": np.asarray([0], np.int64), "perm_shape_idx": np.asarray([1], np.int64),
         "ybt_shape": np.asarray([0, 0, 2 * units], np.int64),
     }
     n = helper.make_node
-    nodes = [
-        # Mask and per-row lengths (ids are padded on the right with 0).
-        n("Greater", ["token_ids", "zero_i"], ["mask"]),
+    inputs, nodes, token_parts, masks = [], [], [], []
+    # Tokens are padded on the right: with 0 ids, and with all-zero ELMo vectors
+    # (a real one never is; Keras' Masking(0.0) reads them so). With both, a
+    # step is real if either says so, as Keras' Concatenate merges the masks.
+    if uses_ids:
+        inits["embeddings"] = np.asarray(keras_model.get_layer("embedding").get_weights()[0], f32)
+    if uses_elmo:  # the BiLSTM reads ELMo's dim plus the word embedding's
+        elmo_dim = w_f.shape[1] - (inits["embeddings"].shape[1] if uses_ids else 0)
+        inputs.append(helper.make_tensor_value_info("elmo_vectors", TensorProto.FLOAT, ["batch", "steps", elmo_dim]))
+        nodes += [n("Abs", ["elmo_vectors"], ["elmo_abs"]),
+                  n("ReduceMax", ["elmo_abs", "axis2"], ["elmo_max"], keepdims=0),
+                  n("Greater", ["elmo_max", "zero_f"], ["elmo_mask"])]
+        token_parts.append("elmo_vectors")
+        masks.append("elmo_mask")
+    if uses_ids:
+        inputs.append(helper.make_tensor_value_info("token_ids", TensorProto.INT32, ["batch", "steps"]))
+        nodes += [n("Greater", ["token_ids", "zero_i"], ["ids_mask"]),
+                  n("Gather", ["embeddings", "token_ids"], ["words"])]  # (B, T, D)
+        token_parts.append("words")
+        masks.append("ids_mask")
+    nodes += [n("Or", masks, ["mask"]) if len(masks) > 1 else n("Identity", masks, ["mask"]),
+              n("Concat", token_parts, ["embedded"], axis=2) if len(token_parts) > 1 else n("Identity", token_parts, ["embedded"])]
+    nodes += [
         n("Cast", ["mask"], ["mask_f"], to=TensorProto.FLOAT),
         n("ReduceSum", ["mask_f", "axis1"], ["lengths_f"], keepdims=0),
         n("Cast", ["lengths_f"], ["lengths"], to=TensorProto.INT32),
-        n("Gather", ["embeddings", "token_ids"], ["embedded"]),  # (B, T, D)
         n("Transpose", ["embedded"], ["x_tbd"], perm=[1, 0, 2]),
         n("LSTM", ["x_tbd", "lstm_W", "lstm_R", "lstm_B", "lengths"], ["y"], hidden_size=units, direction="bidirectional"),
         # y: (T, 2, B, H) → (B, T, 2, H) → (B, T, 2H), forward states first as Keras concatenates them.
@@ -120,7 +148,7 @@ def build_graph(keras_model, card):
         # Attention: e = tanh(h·w + b[:T]), softmax over real tokens only.
         n("MatMul", ["states", "att_w"], ["scores3"]),
         n("Squeeze", ["scores3", "axis_last"], ["scores_raw"]),
-        n("Shape", ["token_ids"], ["ids_shape"]),
+        n("Shape", ["mask"], ["ids_shape"]),
         n("Gather", ["ids_shape", "perm_shape_idx"], ["steps"]),
         n("Slice", ["att_b", "start0", "steps"], ["att_b_t"]),
         n("Add", ["scores_raw", "att_b_t"], ["scores_b"]),
@@ -142,7 +170,6 @@ def build_graph(keras_model, card):
         n("MatMul", ["states", "dense_k"], ["state_logits"]),
         n("Mul", ["state_logits", "alpha3"], ["token_logits"]),
     ]
-    inputs = [helper.make_tensor_value_info("token_ids", TensorProto.INT32, ["batch", "steps"])]
     logits = "deep_logits"
     if card.arch == "wide-deep":
         table, bias, *idf = (np.asarray(w, f32) for w in keras_model.get_layer("wide_logits").get_weights())
@@ -210,7 +237,8 @@ class OnnxPredictor:
         if threads:
             options.intra_op_num_threads = threads
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self._session.get_inputs()]
+        self._input_dtypes = {i.name: np.float32 if i.type == "tensor(float)" else np.int32 for i in self._session.get_inputs()}
+        self.input_widths = {i.name: i.shape[2] for i in self._session.get_inputs() if len(i.shape) == 3}  # ELMo's dim
         meta = json.loads(self._session.get_modelmeta().custom_metadata_map["sentiscore"])
         self.temperature = float(meta["temperature"])
         self.versions = dict(meta["built_from"])  # the TensorFlow and Keras that built the graph, for provenance
@@ -221,14 +249,17 @@ class OnnxPredictor:
         self.batch_size = batch_size
         self.runtime = f"onnxruntime {ort.__version__}"
 
+    def _feed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: np.ascontiguousarray(inputs[name], dtype) for name, dtype in self._input_dtypes.items()}
+
     def __call__(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        feed = {name: np.ascontiguousarray(inputs[name], np.int32) for name in self.input_names}
+        feed = self._feed(inputs)
         probs, alpha, token_logits = self._session.run(list(_OUTPUTS), feed)
         return probs, alpha, token_logits
 
     def logit_parts(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Each path's logits before calibration (``deep``, and ``wide`` for wide-deep models)."""
-        feed = {name: np.ascontiguousarray(inputs[name], np.int32) for name in self.input_names}
+        feed = self._feed(inputs)
         names = [o.name for o in self._session.get_outputs() if o.name.endswith("_logits") and o.name not in _OUTPUTS]
         return {name.split("_")[0]: out for name, out in zip(names, self._session.run(names, feed))}
 
@@ -242,7 +273,8 @@ def graph_for(card, runtime: str, log=None) -> Path | None:
         return None
     reason = None
     if not supports(card):
-        reason = f"its embedder ({card.embedder_type}) runs on TensorFlow only"
+        reason = (f"its embedder ({card.embedder_type}) runs on TensorFlow only" if card.embedder_type not in SUPPORTED_EMBEDDERS
+                  else "its ELMo layer mix is learned in Keras (--layer-mix scalar), which runs on TensorFlow only")
     elif not available():
         reason = "onnxruntime and onnx are not installed (pip install onnxruntime onnx)"
     if reason is None:
@@ -294,9 +326,14 @@ def _check_against_keras(keras_predictor, onnx_predictor, card) -> None:
     vocab = int(card.embedder.get("vocab_size") or 1000)
     rows, width = 32, 24
     lengths = rng.integers(1, width + 1, rows)
-    ids = rng.integers(2, max(3, vocab), (rows, width)).astype(np.int32)
-    ids[np.arange(width)[None, :] >= lengths[:, None]] = 0
-    inputs = {"token_ids": ids, "mask": ids != 0}
+    padding = np.arange(width)[None, :] >= lengths[:, None]
+    uses_elmo, uses_ids = _uses(card)
+    inputs = {"mask": ~padding}
+    if uses_ids:
+        inputs["token_ids"] = np.where(padding, 0, rng.integers(2, max(3, vocab), (rows, width))).astype(np.int32)
+    if uses_elmo:
+        vectors = rng.normal(size=(rows, width, onnx_predictor.input_widths["elmo_vectors"])).astype(np.float32)
+        inputs["elmo_vectors"] = np.where(padding[..., None], 0.0, vectors).astype(np.float32)
     if card.wide is not None:
         ngrams = rng.integers(1, card.wide.num_buckets, (rows, 40)).astype(np.int32)
         ngrams[np.arange(40)[None, :] >= (lengths[:, None] * 2)] = 0

@@ -120,6 +120,32 @@ def tiny_elmo_model(tmp_path_factory, tiny_elmo) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_elmo_average_model(tmp_path_factory, tiny_elmo) -> Path:
+    """A wide-deep classifier on the tiny biLM's vectors, layers averaged in torch."""
+    from sentiscore.config import EmbedderConfig, ModelConfig
+    from sentiscore.train import train
+
+    out = tmp_path_factory.mktemp("models") / "tiny-elmo-average"
+    config = tiny_config(embedder=EmbedderConfig(type="elmo", maxlen=48, layer_mix="average"), elmo_model=str(tiny_elmo),
+                         model=ModelConfig(arch="wide-deep", lstm_units=8))
+    train(SAMPLE / "labelled.csv", out, config, log=lambda m: None, verbose=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_elmo_vocab_model(tmp_path_factory, tiny_elmo) -> Path:
+    """A wide-deep classifier on the tiny biLM's vectors beside a learned word embedding (``elmo+vocab``)."""
+    from sentiscore.config import EmbedderConfig, ModelConfig
+    from sentiscore.train import train
+
+    out = tmp_path_factory.mktemp("models") / "tiny-elmo-vocab"
+    config = tiny_config(embedder=EmbedderConfig(type="elmo+vocab", maxlen=48, embed_dim=16, min_count=1), elmo_model=str(tiny_elmo),
+                         model=ModelConfig(arch="wide-deep", lstm_units=8))
+    train(SAMPLE / "labelled.csv", out, config, log=lambda m: None, verbose=0)
+    return out
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray for one test module (2 CPUs), shut down after it."""

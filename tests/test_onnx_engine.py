@@ -18,7 +18,8 @@ def _score(model, src, out, runtime, **config):
     return pq.read_table(out)
 
 
-@pytest.mark.parametrize("fixture", ["tiny_model", "tiny_idf_model", "tiny_attention_model"])
+@pytest.mark.parametrize("fixture", ["tiny_model", "tiny_idf_model", "tiny_attention_model", "tiny_elmo_average_model",
+                                     "tiny_elmo_vocab_model"])
 def test_both_runtimes_give_the_same_output(fixture, request, sample_dir, tmp_path):
     model = request.getfixturevalue(fixture)
     onnx_out = _score(model, sample_dir / "reviews.csv", tmp_path / "onnx.parquet", "onnx", cascade=False)
@@ -91,23 +92,27 @@ def test_a_graph_that_disagrees_with_keras_is_never_kept(tiny_model, tmp_path, m
     assert "scoring tiny with TensorFlow" in said[-1] and "differs from Keras" in said[-1]
 
 
-def test_runtime_choice(tiny_model, tiny_elmo_model):
-    fast, elmo = read_card(tiny_model), read_card(tiny_elmo_model)
+def test_runtime_choice(tiny_model, tiny_elmo_model, tiny_elmo_vocab_model):
+    fast, scalar_mix, elmo_vocab = read_card(tiny_model), read_card(tiny_elmo_model), read_card(tiny_elmo_vocab_model)
     assert onnx_engine.graph_for(fast, "tensorflow") is None
     assert onnx_engine.graph_for(fast, "auto") == onnx_engine.graph_path(fast)
-    assert onnx_engine.graph_for(elmo, "auto") is None  # ELMo models stay on TensorFlow
-    with pytest.raises(UsageError, match="TensorFlow only"):
-        onnx_engine.graph_for(elmo, "onnx")
+    assert onnx_engine.graph_for(elmo_vocab, "auto") == onnx_engine.graph_path(elmo_vocab)  # the biLM in torch, the rest in ONNX
+    assert onnx_engine.graph_for(scalar_mix, "auto") is None  # a layer mix learned in Keras stays on TensorFlow
+    with pytest.raises(UsageError, match="layer mix is learned in Keras"):
+        onnx_engine.graph_for(scalar_mix, "onnx")
     with pytest.raises(UsageError, match="--runtime"):
         ScoreConfig(runtime="jax")
 
 
-def test_scoring_from_a_cached_graph_imports_neither_onnx_nor_tensorflow(tiny_model, sample_dir, tmp_path):
-    """Once the graph is cached, scoring needs onnxruntime alone: ``onnx``
-    (its ml_dtypes import costs ~0.8 s) and TensorFlow stay out of the process."""
+@pytest.mark.parametrize("fixture", ["tiny_model", "tiny_elmo_vocab_model"])
+def test_scoring_from_a_cached_graph_imports_neither_onnx_nor_tensorflow(fixture, request, sample_dir, tmp_path):
+    """Once the graph is cached, scoring needs onnxruntime alone (and torch
+    for an ELMo model's biLM): ``onnx`` (its ml_dtypes import costs ~0.8 s)
+    and TensorFlow (~580 MiB) stay out of the process."""
     import subprocess
     import sys
 
+    tiny_model = request.getfixturevalue(fixture)
     graph = onnx_engine.ensure_graph(read_card(tiny_model))
     assert onnx_engine.weights_path(graph).is_file()
     code = ("import sys; from sentiscore.config import ScoreConfig; from sentiscore.pipeline import score_file; "
