@@ -60,6 +60,7 @@ _WIDTH_STEP = 8  # batch widths are rounded up to this: fewer distinct shapes
 # ONNX Runtime / TensorFlow arenas that keep their high-water mark) are then
 # those of a batch of short texts, the same for a 10k- and a 1M-row file.
 _TOKENS_PER_ROW_BUDGET = 32
+_TOKEN_CHARS_PER_SLICE = 1 << 20  # characters of distinct tokens hashed at once for top_words (bounds its arrays)
 
 
 def output_column_names(labels: list[tuple[str, str]], prefix: str = "") -> list[str]:
@@ -440,9 +441,16 @@ class Scorer:
         hashed once per distinct token of the chunk, not once per occurrence."""
         encoded = pc.dictionary_encode(pa.array(segmented.tokens, pa.string()))
         distinct = encoded.dictionary.to_pylist()
-        flat, counts = self.hasher.transform_flat(distinct)
-        return _TokenWideLogits(encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64),
-                                sum_per_text(self.predictor.wide_table[flat], counts))
+        # A slice of tokens at a time, by characters: one token can be a 2,000-character run of letters.
+        ends = np.cumsum(np.minimum(pc.utf8_length(encoded.dictionary).to_numpy(zero_copy_only=False), self.hasher.config.max_chars))
+        logits, start = [], 0
+        while start < len(distinct):
+            end = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + _TOKEN_CHARS_PER_SLICE, side="right")))
+            flat, counts = self.hasher.transform_flat(distinct[start:end])
+            logits.append(sum_per_text(self.predictor.wide_table[flat], counts))
+            start = end
+        table = np.concatenate(logits) if logits else np.zeros((0, len(self.labels)))
+        return _TokenWideLogits(encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), table)
 
     def _explain_by_ngrams(self, segmented: SegmentedBatch, token_wide: "_TokenWideLogits", rows: np.ndarray,
                            probs: np.ndarray, norms: np.ndarray, contribution: np.ndarray) -> None:

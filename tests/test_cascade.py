@@ -252,3 +252,18 @@ def test_ngram_rows_weigh_each_word_by_its_own_ngrams(tiny_model, sample_dir, tm
         np.testing.assert_allclose(weights, [x for _, x in ranked], atol=1e-4)
         checked += len(words)
     assert checked > 10
+
+
+def test_token_weights_do_not_depend_on_how_many_tokens_are_hashed_at_once(tiny_model, sample_dir, tmp_path, monkeypatch):
+    """Distinct tokens are hashed in slices bounded by characters (one token
+    can be thousands of letters long); the slices must not change a weight."""
+    import sentiscore.pipeline as pipeline
+
+    model = _with_cascade(tiny_model, tmp_path, 0.9)
+    whole = _score(model, sample_dir / "reviews.csv", tmp_path / "whole.parquet")
+    monkeypatch.setattr(pipeline, "_TOKEN_CHARS_PER_SLICE", 5)
+    sliced = _score(model, sample_dir / "reviews.csv", tmp_path / "sliced.parquet")
+    assert (whole.scored_by == "ngrams").any() and (whole.scored_by == "full").any()
+    assert [list(w) for w in whole.top_words] == [list(w) for w in sliced.top_words]
+    np.testing.assert_array_equal(np.concatenate([np.asarray(w, float) for w in whole.top_weights]),
+                                  np.concatenate([np.asarray(w, float) for w in sliced.top_weights]))
