@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import ModelError
 
-GRAPH_VERSION = 3  # bump when the graph changes: cached graphs of other versions are rebuilt
+GRAPH_VERSION = 4  # bump when the graph changes: cached graphs of other versions are rebuilt
 SUPPORTED_EMBEDDERS = ("vocab", "elmo", "elmo+vocab")
 _OUTPUTS = ("probs", "alpha", "token_logits")
 _NUMPY_WEIGHTS = ("wide_table", "wide_bias", "wide_idf")  # read by scoring besides the graph
@@ -107,7 +107,7 @@ def build_graph(keras_model, card):
         "att_w": attention_w.astype(f32), "att_b": attention_b.astype(f32),
         "dense_k": dense_k.astype(f32), "dense_b": dense_b.astype(f32),
         "inv_temperature": np.asarray(1.0 / temperature, f32), "class_bias": class_bias.astype(f32),
-        "zero_i": np.asarray(0, np.int32), "zero_f": np.asarray(0.0, f32),
+        "zero_i": np.asarray(0, np.int32),
         "neg_big": np.asarray(-1e9, f32), "tiny": np.asarray(1e-9, f32),
         "axis1": np.asarray([1], np.int64), "axis2": np.asarray([2], np.int64), "axis_last": np.asarray([-1], np.int64),
         "start0": np.asarray([0], np.int64), "perm_shape_idx": np.asarray([1], np.int64),
@@ -121,6 +121,7 @@ def build_graph(keras_model, card):
     if uses_ids:
         inits["embeddings"] = np.asarray(keras_model.get_layer("embedding").get_weights()[0], f32)
     if uses_elmo:  # the BiLSTM reads ELMo's dim plus the word embedding's
+        inits["zero_f"] = np.asarray(0.0, f32)  # only where used: ONNX Runtime warns of unused initializers at every load
         elmo_dim = w_f.shape[1] - (inits["embeddings"].shape[1] if uses_ids else 0)
         inputs.append(helper.make_tensor_value_info("elmo_vectors", TensorProto.FLOAT, ["batch", "steps", elmo_dim]))
         nodes += [n("Abs", ["elmo_vectors"], ["elmo_abs"]),
