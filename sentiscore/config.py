@@ -275,8 +275,9 @@ class TrainConfig:
             raise UsageError(f"--binary-source-loss must be one of {', '.join(BINARY_SOURCE_LOSSES)}")
         if self.binary_source_loss == "polarity" and len(self.labels) != 3:
             raise UsageError("--binary-source-loss polarity needs three labels (negative, the middle class, positive)")
-        if self.binary_source_loss == "polarity" and self.label_smoothing:
-            raise UsageError("--binary-source-loss polarity and --label-smoothing cannot be combined")
+        if self.binary_source_loss == "polarity" and (self.label_smoothing or self.class_bias):
+            raise UsageError("--binary-source-loss polarity cannot be combined with --label-smoothing or --class-bias "
+                             "(it sets the class biases itself)")
         if not 0 <= self.ema_momentum < 1:
             raise UsageError("--ema-momentum must be at least 0 (off) and below 1")
         if self.wide.weighting == "idf" and self.model.wide_training not in PREFIT_WIDE_TRAININGS:

