@@ -107,43 +107,34 @@ def tiny_elmo(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_elmo_model(tmp_path_factory, tiny_elmo) -> Path:
-    """An attention classifier on the tiny biLM's vectors (learned layer mix)."""
+def _elmo_classifier(tmp_path_factory, tiny_elmo, name: str, **embedder) -> Path:
+    """A wide-deep classifier on the tiny biLM, trained on the labelled sample."""
     from sentiscore.config import EmbedderConfig, ModelConfig
     from sentiscore.train import train
 
-    out = tmp_path_factory.mktemp("models") / "tiny-elmo-clf"
-    config = tiny_config(embedder=EmbedderConfig(type="elmo", maxlen=48, layer_mix="scalar"), elmo_model=str(tiny_elmo),
+    out = tmp_path_factory.mktemp("models") / name
+    config = tiny_config(embedder=EmbedderConfig(maxlen=48, **embedder), elmo_model=str(tiny_elmo),
                          model=ModelConfig(arch="wide-deep", lstm_units=8))
     train(SAMPLE / "labelled.csv", out, config, log=lambda m: None, verbose=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_elmo_model(tmp_path_factory, tiny_elmo) -> Path:
+    """On the tiny biLM's vectors, with a layer mix learned in Keras."""
+    return _elmo_classifier(tmp_path_factory, tiny_elmo, "tiny-elmo-clf", type="elmo", layer_mix="scalar")
 
 
 @pytest.fixture(scope="session")
 def tiny_elmo_average_model(tmp_path_factory, tiny_elmo) -> Path:
-    """A wide-deep classifier on the tiny biLM's vectors, layers averaged in torch."""
-    from sentiscore.config import EmbedderConfig, ModelConfig
-    from sentiscore.train import train
-
-    out = tmp_path_factory.mktemp("models") / "tiny-elmo-average"
-    config = tiny_config(embedder=EmbedderConfig(type="elmo", maxlen=48, layer_mix="average"), elmo_model=str(tiny_elmo),
-                         model=ModelConfig(arch="wide-deep", lstm_units=8))
-    train(SAMPLE / "labelled.csv", out, config, log=lambda m: None, verbose=0)
-    return out
+    """On the tiny biLM's vectors, its layers averaged in torch."""
+    return _elmo_classifier(tmp_path_factory, tiny_elmo, "tiny-elmo-average", type="elmo", layer_mix="average")
 
 
 @pytest.fixture(scope="session")
 def tiny_elmo_vocab_model(tmp_path_factory, tiny_elmo) -> Path:
-    """A wide-deep classifier on the tiny biLM's vectors beside a learned word embedding (``elmo+vocab``)."""
-    from sentiscore.config import EmbedderConfig, ModelConfig
-    from sentiscore.train import train
-
-    out = tmp_path_factory.mktemp("models") / "tiny-elmo-vocab"
-    config = tiny_config(embedder=EmbedderConfig(type="elmo+vocab", maxlen=48, embed_dim=16, min_count=1), elmo_model=str(tiny_elmo),
-                         model=ModelConfig(arch="wide-deep", lstm_units=8))
-    train(SAMPLE / "labelled.csv", out, config, log=lambda m: None, verbose=0)
-    return out
+    """On the tiny biLM's vectors beside a learned word embedding (``elmo+vocab``)."""
+    return _elmo_classifier(tmp_path_factory, tiny_elmo, "tiny-elmo-vocab", type="elmo+vocab", embed_dim=16, min_count=1)
 
 
 @pytest.fixture(scope="module")
