@@ -127,7 +127,7 @@ def runtime_option(func):
     return click.option(
         "--runtime", type=click.Choice(list(RUNTIMES)), default="auto", show_default=True,
         help="What runs the classifier. onnx: ONNX Runtime, on a graph built from the Keras model the first time "
-             "(cached; learned-embedding models only), without loading TensorFlow afterwards; auto: onnx where the "
+             "(cached; ELMo models keep their biLM in torch; not --layer-mix scalar), without loading TensorFlow afterwards; auto: onnx where the "
              "model and the install allow, else tensorflow.",
     )(func)
 

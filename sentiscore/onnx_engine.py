@@ -83,7 +83,7 @@ def _lstm_weights(layer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def build_graph(keras_model, card):
-    """The ONNX model of a learned-embedding Keras classifier (see module doc)."""
+    """The ONNX model of a Keras classifier on word ids, ELMo vectors or both (see module doc)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
