@@ -50,6 +50,7 @@ class SegmenterConfig:
 # vocab: learned word embeddings; elmo: vectors from a biLM; elmo+vocab: both, concatenated per token.
 EMBEDDER_TYPES = ("vocab", "elmo", "elmo+vocab")
 ELMO_EMBEDDERS = ("elmo", "elmo+vocab")  # the types that run a biLM (torch)
+VOCAB_EMBEDDERS = ("vocab", "elmo+vocab")  # the types with a learned word embedding (token ids)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class EmbedderConfig:
 
     @property
     def uses_vocab(self) -> bool:
-        return self.type in ("vocab", "elmo+vocab")
+        return self.type in VOCAB_EMBEDDERS
 
 
 @dataclass(frozen=True)

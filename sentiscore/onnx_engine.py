@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import ELMO_EMBEDDERS, EMBEDDER_TYPES, VOCAB_EMBEDDERS
 from .errors import ModelError
 
 GRAPH_VERSION = 4  # bump when the graph changes: cached graphs of other versions are rebuilt
-SUPPORTED_EMBEDDERS = ("vocab", "elmo", "elmo+vocab")
+SUPPORTED_EMBEDDERS = EMBEDDER_TYPES
 _OUTPUTS = ("probs", "alpha", "token_logits")
 _NUMPY_WEIGHTS = ("wide_table", "wide_bias", "wide_idf")  # read by scoring besides the graph
 
@@ -50,7 +51,7 @@ def supports(card) -> bool:
 
 def _uses(card) -> tuple[bool, bool]:
     """(ELMo vectors, token ids): the graph's token inputs."""
-    return card.embedder_type in ("elmo", "elmo+vocab"), card.embedder_type in ("vocab", "elmo+vocab")
+    return card.embedder_type in ELMO_EMBEDDERS, card.embedder_type in VOCAB_EMBEDDERS
 
 
 def graph_path(card) -> Path:
