@@ -478,6 +478,9 @@ def elmo():
 @click.option("--checkpoint-minutes", type=click.FloatRange(min=0), default=10, show_default=True,
               help="Also save (weights, card, --resume state) this often within an epoch; 0: only after each epoch.")
 @click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--anneal-epochs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Over the last this-many epochs the learning rate falls linearly to 0 (constant before). "
+                   "May change on --resume: continue a finished run with --epochs N+1 --anneal-epochs 1.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--learning-rate", type=float, default=1e-3, show_default=True)
 @click.option("--max-sent-len", type=click.IntRange(min=2), default=40, show_default=True, help="Tokens per training window.")
@@ -491,12 +494,12 @@ def elmo():
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's choice).")
 @click.option("--text-column", default="txt", show_default=True, help="Text column of table corpora.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last finished epoch.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (same options; only --epochs and --anneal-epochs may change).")
 @device_option
 @workers_option
 @click.option("--quiet", "-q", is_flag=True)
 @_errors_to_exit
-def pretrain(corpus, out_dir, size, init, checkpoint_minutes, epochs, batch_size, learning_rate, max_sent_len, min_count, max_vocab,
+def pretrain(corpus, out_dir, size, init, checkpoint_minutes, epochs, anneal_epochs, batch_size, learning_rate, max_sent_len, min_count, max_vocab,
              stopwords, markup, seed, threads, text_column, resume, device, workers, quiet):
     """Pretrain a compact Chinese ELMo on CORPUS files: .txt files of
     segmented sentences (one per line, tokens split by spaces), or any file
@@ -512,7 +515,7 @@ def pretrain(corpus, out_dir, size, init, checkpoint_minutes, epochs, batch_size
         raise _ExitError(f"ELMo needs torch and elmoformanylangs ({exc}); install them with: pip install 'sentiscore[elmo]'", 2) from exc
     from .embed.elmo import read_network_config, resolve_elmo_dir
 
-    settings = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_sent_len=max_sent_len,
+    settings = dict(epochs=epochs, anneal_epochs=anneal_epochs, batch_size=batch_size, learning_rate=learning_rate, max_sent_len=max_sent_len,
                     min_count=min_count, max_vocab=max_vocab, seed=seed, device=device, threads=threads)
     init_dir = resolve_elmo_dir(init, "--init") if init else None
     config = (ElmoPretrainConfig.from_network(read_network_config(init_dir), **settings) if init_dir

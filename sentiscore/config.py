@@ -162,6 +162,10 @@ class ElmoPretrainConfig:
     softmax_cutoffs: tuple[int, ...] = (2000, 10000)  # adaptive softmax: head, then tails by word frequency
     softmax_div: float = 2.0  # each tail's vectors are this many times smaller than the one before
     epochs: int = 2
+    # The last this-many epochs lower the learning rate linearly to 0: a constant
+    # rate then a decay (warmup-stable-decay), so a run continued with --resume
+    # can still end annealed.
+    anneal_epochs: int = 0
     batch_size: int = 32
     learning_rate: float = 1e-3
     clip_grad: float = 5.0
@@ -177,6 +181,8 @@ class ElmoPretrainConfig:
             raise UsageError("--device must be auto, cpu or cuda")
         if self.batch_size < 1 or self.epochs < 1 or self.max_sent_len < 2:
             raise UsageError("--batch-size and --epochs must be at least 1, --max-sent-len at least 2")
+        if not 0 <= self.anneal_epochs <= self.epochs:
+            raise UsageError(f"--anneal-epochs must be between 0 and --epochs ({self.epochs})")
 
     @classmethod
     def sized(cls, size: str, **overrides) -> "ElmoPretrainConfig":

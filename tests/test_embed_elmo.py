@@ -141,6 +141,39 @@ def test_resume_continues_from_the_last_epoch_and_refuses_other_settings(tmp_pat
         pretrain([corpus], out, tiny_elmo_config(epochs=3, lstm_dim=16), resume=True, log=lambda m: None, progress=False)
 
 
+def test_the_learning_rate_is_constant_then_falls_to_zero_over_the_annealed_epochs():
+    from sentiscore.embed.elmo_pretrain import learning_rate_at
+
+    config = tiny_elmo_config(epochs=3, anneal_epochs=2, learning_rate=0.01)
+    rates = [learning_rate_at(config, epoch, step, 10) for epoch in range(3) for step in range(10)]
+    assert rates[:10] == [0.01] * 10
+    assert all(later < earlier for earlier, later in zip(rates[10:], rates[11:]))
+    assert rates[20] == pytest.approx(0.005) and rates[-1] == pytest.approx(0.01 / 20)
+    assert learning_rate_at(tiny_elmo_config(epochs=2), 1, 9, 10) == tiny_elmo_config().learning_rate
+    with pytest.raises(UsageError, match="--anneal-epochs"):
+        tiny_elmo_config(epochs=2, anneal_epochs=3)
+
+
+def test_a_finished_run_resumes_into_an_annealed_epoch(tmp_path):
+    """--anneal-epochs may change on --resume: one constant-rate epoch, then
+    one that decays; the optimizer ran at the scheduled rates."""
+    from sentiscore.embed.elmo_pretrain import pretrain
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text((SAMPLE / "reviews.csv").read_text(encoding="utf-8").replace(",", " "), encoding="utf-8")
+    out = tmp_path / "lm"
+    first = pretrain([corpus], out, tiny_elmo_config(epochs=1), log=lambda m: None, progress=False)
+    assert first["history"][0]["last_learning_rate"] == tiny_elmo_config().learning_rate
+    card = pretrain([corpus], out, tiny_elmo_config(epochs=2, anneal_epochs=1), resume=True, log=lambda m: None, progress=False)
+    assert [h["epoch"] for h in card["history"]] == [1, 2]
+    assert 0 < card["history"][1]["last_learning_rate"] < tiny_elmo_config().learning_rate / 2
+    assert card["settings"]["anneal_epochs"] == 1
+    import torch
+
+    state = torch.load(out / "training_state.pt", map_location="cpu", weights_only=True)
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(card["history"][1]["last_learning_rate"])
+
+
 def test_only_the_elmo_modules_import_torch():
     root = Path(__file__).resolve().parent.parent / "sentiscore"
     importers = set()

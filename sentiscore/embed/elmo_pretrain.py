@@ -38,6 +38,7 @@ from .elmo import PRETRAIN_CARD as CARD_FILE, BatchTensors, resolve_device, writ
 
 NETWORK_FILE = "network.json"
 STATE_FILE = "training_state.pt"  # optimizer + LM head state, for --resume; not needed to embed
+RESUMABLE_CHANGES = ("epochs", "anneal_epochs")  # the settings a --resume may change
 SPECIAL_WORDS = ("<oov>", "<bos>", "<eos>", "<pad>")
 SPECIAL_CHARS = ("<bos>", "<eos>", "<oov>", "<pad>", "<bow>", "<eow>")
 
@@ -90,6 +91,24 @@ def softmax_cutoffs(requested: tuple[int, ...], n_words: int) -> list[int]:
     are ranked by frequency, so the head holds the frequent words)."""
     cutoffs = [c for c in requested if 0 < c < n_words - 1]
     return cutoffs or [max(1, n_words // 2)]
+
+
+def learning_rate_at(config: ElmoPretrainConfig, epoch: int, step: int, n_batches: int) -> float:
+    """The rate for batch ``step`` of ``epoch`` (both from 0): constant,
+    then falling linearly to 0 over the last ``anneal_epochs`` epochs."""
+    decay_from = config.epochs - config.anneal_epochs
+    if epoch < decay_from:
+        return config.learning_rate
+    done = (epoch - decay_from) * n_batches + step
+    return config.learning_rate * max(0.0, 1.0 - done / (config.anneal_epochs * n_batches))
+
+
+def _resume_settings(settings: dict) -> dict:
+    """What must match between a run and its --resume: every setting but
+    those in RESUMABLE_CHANGES; a setting newer than the saved run counts
+    at its default."""
+    full = asdict(ElmoPretrainConfig()) | settings
+    return {key: value for key, value in full.items() if key not in RESUMABLE_CHANGES}
 
 
 def build_trainer(network: dict, config: ElmoPretrainConfig, chars: dict[str, int], n_words: int, device: str):
@@ -192,8 +211,9 @@ def pretrain(corpus_paths, out_dir, config: ElmoPretrainConfig | None = None, *,
 
     if resume:
         saved = torch.load(state_path, map_location="cpu", weights_only=True)
-        if saved["config"] != asdict(config) | {"epochs": saved["config"]["epochs"]}:
-            raise UsageError(f"--resume: {out_dir} was started with other settings; use the same options (only --epochs may change)")
+        if _resume_settings(saved["config"]) != _resume_settings(asdict(config)):
+            raise UsageError(f"--resume: {out_dir} was started with other settings; use the same options "
+                             "(only --epochs and --anneal-epochs may change)")
         from .elmo import read_lexicon
 
         words, chars = read_lexicon(out_dir / "word.dic"), read_lexicon(out_dir / "char.dic")
@@ -273,6 +293,9 @@ def pretrain(corpus_paths, out_dir, config: ElmoPretrainConfig | None = None, *,
         for step, batch in enumerate(batches):
             if step < skip:
                 continue
+            rate = learning_rate_at(config, epoch, step, len(batches))
+            for group in optimizer.param_groups:
+                group["lr"] = rate
             optimizer.zero_grad()
             loss_forward, loss_backward, n = _forward_loss(model, tensors, [train[i] for i in batch], config.dropout, device)
             loss = (loss_forward + loss_backward) / (2 * n)
@@ -304,6 +327,7 @@ def pretrain(corpus_paths, out_dir, config: ElmoPretrainConfig | None = None, *,
         valid_ppl = evaluate()
         history.append({"epoch": epoch + 1, "train_perplexity": round(train_ppl, 2),
                         "valid_perplexity": round(valid_ppl, 2) if valid_ppl else None, "tokens": count,
+                        "last_learning_rate": learning_rate_at(config, epoch, max(len(batches) - 1, 0), max(len(batches), 1)),
                         "seconds": round(seconds, 1), "tokens_per_second": round(count / max(seconds, 1e-9))})
         partial = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
         log(f"epoch {epoch + 1}: train perplexity {train_ppl:.1f}"
