@@ -28,11 +28,7 @@ from .config import SegmenterConfig
 from .errors import InputError, WorkerError
 
 WORKER_EXIT_SECONDS = 10.0  # at close, the wait for workers to finish their chunk before they are terminated
-# Pieces of at most this many characters (punctuation runs, 很好, 质量不错: 61% of the
-# pieces of 50,000 distinct labelled texts, 38,080 distinct ones) are cut once and
-# their words kept, at most PIECE_CACHE_ENTRIES per process (a few MB), cleared when full.
-PIECE_CACHE_CHARS = 4
-PIECE_CACHE_ENTRIES = 50_000
+_TOKEN_CHAR_CATEGORIES = ("L", "N")  # a token must hold a letter or a digit
 
 
 def normalize_text(text: str) -> str:
@@ -72,15 +68,13 @@ def split_social_markup(text: str) -> list[tuple[str, bool]]:
     return pieces
 
 
-# A letter or digit: exactly the Unicode categories L* and N* (a test checks
-# every code point); one regex search instead of a loop over the characters.
-_WORD_CHAR = re.compile(r"[^\W_]")
-
-
 def is_word(token: str) -> bool:
     """True for tokens with at least one letter or digit (not punctuation,
     whitespace, symbols or emoji)."""
-    return _WORD_CHAR.search(token) is not None
+    for ch in token:
+        if unicodedata.category(ch)[0] in _TOKEN_CHAR_CATEGORIES:
+            return True
+    return False
 
 
 def builtin_stopwords_text() -> str:
@@ -181,11 +175,6 @@ class Segmenter:
         self.config = config
         self.maxlen = maxlen
         self.stopwords = load_stopwords(config.stopwords) if stopwords is None else stopwords
-        # jieba cuts a text piece by piece, each piece (a run of CJK, ASCII
-        # letters and digits, or of other characters) on its own; short pieces
-        # such as 很好 or ！！ recur across texts, so their words are kept.
-        self._pieces = jieba_fast.re_han_default
-        self._piece_words: dict[str, list[str]] = {}
         self._tokenizer = jieba_fast.Tokenizer()
         self._tokenizer.tmp_dir = str(jieba_cache_dir())
         self._tokenizer.initialize()
@@ -211,26 +200,8 @@ class Segmenter:
         return words, cut
 
     def _words(self, text: str) -> list[str]:
-        """jieba's words of ``text`` minus stopwords and non-words, piece by
-        piece as jieba's ``cut`` splits it (the same words as cutting the
-        whole text), each distinct piece cut once while it stays cached."""
-        cache, words = self._piece_words, []
-        for piece in self._pieces.split(text):
-            if not piece:
-                continue
-            piece_words = cache.get(piece)
-            if piece_words is None:
-                piece_words = self._cut(piece)
-                if len(piece) <= PIECE_CACHE_CHARS:
-                    if len(cache) >= PIECE_CACHE_ENTRIES:
-                        cache.clear()
-                    cache[piece] = piece_words
-            words.extend(piece_words)
-        return words
-
-    def _cut(self, piece: str) -> list[str]:
         stop = self.stopwords
-        return [w for w in self._tokenizer.cut(piece, HMM=self.config.hmm) if w not in stop and is_word(w)]
+        return [w for w in self._tokenizer.lcut(text, HMM=self.config.hmm) if w not in stop and is_word(w)]
 
     def segment(self, texts: list[str]) -> SegmentedBatch:
         tokens: list[str] = []

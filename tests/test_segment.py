@@ -5,8 +5,6 @@ from sentiscore.config import SegmenterConfig
 from sentiscore.errors import InputError
 from sentiscore.segment import ParallelSegmenter, Segmenter, is_word, load_stopwords, normalize_text
 
-from .conftest import SAMPLE
-
 NEGATIONS_AND_DEGREE = ["不", "没", "没有", "别", "无", "非", "未", "很", "太", "最", "非常", "特别", "有点", "但是", "却"]
 
 
@@ -40,47 +38,6 @@ def test_punctuation_emoji_and_whitespace_are_not_tokens():
 def test_normalisation_folds_width_and_case():
     assert normalize_text("ＧＯＯＤ Phone") == "good phone"
     assert is_word("a1") and is_word("好") and not is_word("！？") and not is_word("😀")
-
-
-def test_is_word_means_a_letter_or_digit_for_every_code_point():
-    import sys
-    import unicodedata
-
-    word_char = [unicodedata.category(chr(cp))[0] in "LN" for cp in range(sys.maxunicode + 1)]
-    assert word_char[ord("好")] and word_char[ord("٣")] and not word_char[ord("_")] and not word_char[ord("😀")]
-    for start in range(0, sys.maxunicode + 1, 4096):
-        chars = [chr(cp) for cp in range(start, min(start + 4096, sys.maxunicode + 1))]
-        assert [is_word(ch) for ch in chars] == word_char[start : start + len(chars)], hex(start)
-    assert not is_word("_!？ ") and is_word("__x__")
-
-
-def test_cached_pieces_give_the_words_jieba_gives_the_whole_text(monkeypatch):
-    """The segmenter cuts short pieces once and reuses their words; the
-    tokens must be those of cutting each whole text, also after the cache is
-    cleared, for both stopword settings and with markup kept."""
-    import pandas as pd
-
-    from sentiscore import segment
-
-    texts = pd.read_csv(SAMPLE / "reviews.csv")["txt"].astype(str).tolist()
-    texts += ["", "  ", "好", "好好好", "很好，很好！很好", "iPhone15 不错 a.b_c 100% #1", "ok!!!ok", "东西\r\n很好\t吧",
-              "平板电脑质量很好，物流很快，五星好评", "ﾃｽﾄ テスト 테스트 Ελληνικά", "[哈哈]@某人 http://t.cn/abc 好 #话题# 棒"]
-    texts = texts * 2  # the second copy reads every short piece from the cache
-    monkeypatch.setattr(segment, "PIECE_CACHE_ENTRIES", 25)  # and the cache fills and is cleared many times
-    for config in (SegmenterConfig(), SegmenterConfig(stopwords="none", markup="keep")):
-        cached = Segmenter(config, maxlen=10_000)
-        batch = cached.segment(texts)
-        reference = Segmenter(config, maxlen=10_000)
-        stop = reference.stopwords
-
-        def whole_text(text):
-            return [w for w in reference._tokenizer.lcut(text, HMM=True) if w not in stop and is_word(w)]
-
-        monkeypatch.setattr(reference, "_words", whole_text)
-        expected = reference.segment(texts)
-        assert batch.tokens == expected.tokens and list(batch.lengths) == list(expected.lengths)
-        assert 0 < len(cached._piece_words) <= 25
-        assert sum(batch.lengths) > 0
 
 
 def test_truncation_to_maxlen_is_flagged():
