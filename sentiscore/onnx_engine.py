@@ -236,6 +236,11 @@ class OnnxPredictor:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        # Batches vary in shape (rows × padded tokens): ORT's arena would keep the
+        # largest buffers it ever needed and its memory patterns one plan per
+        # shape, so peak RSS would grow with the file; plain allocations do not.
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
         if threads:
             options.intra_op_num_threads = threads
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

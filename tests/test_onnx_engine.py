@@ -56,6 +56,8 @@ def test_graph_outputs_and_path_logits_equal_keras_on_real_batches(fixture, requ
     for path in keras_parts:
         np.testing.assert_allclose(onnx_parts[path], keras_parts[path], atol=1e-5)
     assert onnx_predictor.temperature == pytest.approx(keras_predictor.temperature)
+    options = onnx_predictor._session.get_session_options()  # no arena or per-shape plans kept (peak RSS, README)
+    assert not options.enable_cpu_mem_arena and not options.enable_mem_pattern
     np.testing.assert_array_equal(onnx_predictor.wide_table, keras_predictor.wide_table)
     if card.wide.weighting == "idf":
         np.testing.assert_array_equal(onnx_predictor.wide_idf, keras_predictor.wide_idf)
