@@ -327,7 +327,7 @@ def pretrain(corpus_paths, out_dir, config: ElmoPretrainConfig | None = None, *,
         valid_ppl = evaluate()
         history.append({"epoch": epoch + 1, "train_perplexity": round(train_ppl, 2),
                         "valid_perplexity": round(valid_ppl, 2) if valid_ppl else None, "tokens": count,
-                        "last_learning_rate": learning_rate_at(config, epoch, max(len(batches) - 1, 0), max(len(batches), 1)),
+                        "last_learning_rate": optimizer.param_groups[0]["lr"],  # the rate its last batch ran at
                         "seconds": round(seconds, 1), "tokens_per_second": round(count / max(seconds, 1e-9))})
         partial = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
         log(f"epoch {epoch + 1}: train perplexity {train_ppl:.1f}"
