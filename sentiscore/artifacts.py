@@ -8,6 +8,11 @@
     userdict.txt    the jieba user dictionary, when one was used
     manifest.json   sha256 of every file above
 
+An ensemble (``"kind": "ensemble"`` in meta.json, written by
+:func:`sentiscore.ensemble.combine`) holds no Keras file of its own: its
+members are whole model directories under ``members/``, covered by its one
+manifest, and its stopwords and user dictionary are theirs (they share them).
+
 Loading checks the manifest before anything is built or deserialised, and
 loads Keras with ``safe_mode=True``. ``read_card`` does the checks and
 parses meta.json once into a :class:`ModelCard`, the one typed view of a
@@ -33,6 +38,8 @@ KERAS_FILE = "model.keras"
 STOPWORDS_FILE = "stopwords.txt"
 USER_DICT_FILE = "userdict.txt"
 FORMAT_VERSION = 1
+ENSEMBLE_KIND = "ensemble"
+MEMBERS_DIR = "members"
 DEFAULT_MODEL = "zh-fast"  # zh-elmo ties on dev, is lower out of domain (README) and 2.5x slower
 
 
@@ -98,8 +105,9 @@ def verify(model_dir: Path) -> dict:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ModelError(f"{manifest_path} is unreadable ({exc})") from exc
-    if META_FILE not in manifest or KERAS_FILE not in manifest:
-        raise ModelError(f"{manifest_path} does not list {META_FILE} and {KERAS_FILE}")
+    required = (META_FILE,) if meta.get("kind") == ENSEMBLE_KIND else (META_FILE, KERAS_FILE)
+    if any(name not in manifest for name in required):
+        raise ModelError(f"{manifest_path} does not list {' and '.join(required)}")
     for name, expected in manifest.items():
         path = model_dir / name
         if Path(name).is_absolute() or ".." in Path(name).parts:
@@ -218,6 +226,7 @@ class ModelCard:
     reference_prior: tuple[float, ...] | None  # mean calibrated validation posterior (cards from 0.2)
     raw: dict
     cascade: object = None  # CascadeConfig: when the n-gram path alone decides a row (wide-deep cards from 0.2)
+    members: tuple["ModelCard", ...] = ()  # an ensemble's member models, in order; empty for a single model
 
     @property
     def embedder_type(self) -> str:
@@ -244,6 +253,8 @@ def parse_card(model_dir: Path, meta: dict, hash_: str) -> ModelCard:
     """The typed card of a meta dict; a card missing what scoring needs is a
     :class:`ModelError` here, not a KeyError later."""
     where = Path(model_dir) / META_FILE
+    if meta.get("kind") == ENSEMBLE_KIND:
+        return _parse_ensemble_card(Path(model_dir), meta, hash_)
     try:
         labels = tuple((str(item["value"]), str(item["name"])) for item in meta["labels"])
         embedder = dict(meta["embedder"])
@@ -264,6 +275,44 @@ def parse_card(model_dir: Path, meta: dict, hash_: str) -> ModelCard:
                      made_by=str(meta.get("sentiscore_version", "0")), labels=labels, arch=arch, maxlen=maxlen,
                      embedder=embedder, segmenter=segmenter, wide=wide, reference_prior=prior, raw=meta,
                      cascade=cascade)
+
+
+def _parse_ensemble_card(model_dir: Path, meta: dict, hash_: str) -> ModelCard:
+    """An ensemble's card: its members' cards (their files are covered by the
+    ensemble's manifest, their own manifests by the hashes it records), checked
+    to be scorable as one."""
+    from .ensemble import check_members
+
+    where = model_dir / META_FILE
+    try:
+        relative = [Path(str(rel)) for rel in meta["members"]]
+        recorded = [str(h) for h in meta["member_hashes"]]
+        labels = tuple((str(item["value"]), str(item["name"])) for item in meta["labels"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{where}: the ensemble's card is incomplete or malformed ({type(exc).__name__}: {exc})") from exc
+    if len(relative) != len(recorded):
+        raise ModelError(f"{where}: {len(relative)} members but {len(recorded)} member hashes")
+    members = []
+    for rel, expected in zip(relative, recorded):
+        if rel.is_absolute() or ".." in rel.parts or rel.parts[:1] != (MEMBERS_DIR,):
+            raise ModelError(f"{where}: member {rel} is not a folder under {MEMBERS_DIR}/")
+        path = model_dir / rel
+        if not (path / MANIFEST_FILE).is_file():
+            raise ModelError(f"{where} names member {rel}, but {path / MANIFEST_FILE} is missing")
+        if model_hash(path) != expected:
+            raise ModelError(f"{path / MANIFEST_FILE} does not match the hash {where} records: the member was changed or damaged")
+        members.append(parse_card(path, read_meta(path), expected))
+    check_members(members)
+    if labels != members[0].labels:
+        raise ModelError(f"{where}: the ensemble's labels differ from its members'")
+    priors = [m.reference_prior for m in members]
+    # What the ensemble believes the prior to be: the mean of its members' beliefs.
+    reference = None if any(p is None for p in priors) else tuple(sum(shares) / len(shares) for shares in zip(*priors))
+    first = members[0]
+    return ModelCard(path=model_dir, hash=hash_, name=str(meta.get("name", model_dir.name)),
+                     made_by=str(meta.get("sentiscore_version", "0")), labels=labels, arch=ENSEMBLE_KIND, maxlen=first.maxlen,
+                     embedder=dict(meta.get("embedder") or {"type": ENSEMBLE_KIND, "maxlen": first.maxlen}),
+                     segmenter=dict(meta["segmenter"]), wide=None, reference_prior=reference, raw=meta, members=tuple(members))
 
 
 def _cascade_of(meta: dict):

@@ -446,6 +446,28 @@ def explain(texts, model, text_file, as_json, color):
 
 
 @cli.command()
+@click.argument("models", nargs=-1, required=True, metavar="MODEL MODEL...")
+@click.option("--out", "out_dir", required=True, help="Ensemble model directory to write.")
+@click.option("--name", default=None, help="Name recorded in meta.json (default: the folder name).")
+@click.option("--dev", "dev_path", default=None, help="Held-out labelled file to evaluate the ensemble on (recorded in the card).")
+@click.option("--text-column", default="txt", show_default=True, help="Text column of --dev.")
+@click.option("--label-column", default="label", show_default=True, help="Label column of --dev.")
+@click.option("--group-column", default="source", show_default=True, help="Also report --dev per value of this column (if present).")
+@_errors_to_exit
+def ensemble(models, out_dir, name, dev_path, text_column, label_column, group_column):
+    """Combine trained models into one that averages their probabilities.
+
+    The members (model directories or built-in names) must share labels,
+    segmenter settings, stopwords, user dictionary and maxlen; they are
+    copied into OUT, which scores, evaluates and explains like any model."""
+    from .ensemble import combine
+
+    path = combine(list(models), out_dir, name=name, dev_path=dev_path, text_column=text_column, label_column=label_column,
+                   group_column=group_column, log=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {path} ({len(models)} members)")
+
+
+@cli.command()
 @click.argument("model", required=False, metavar="[MODEL]")
 @click.option("--json", "as_json", is_flag=True, help="Print meta.json as JSON.")
 @_errors_to_exit

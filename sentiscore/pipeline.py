@@ -247,7 +247,13 @@ class Scorer:
         """The scorer of a model whose card is already read and checked (a
         :class:`RunPlan`'s). ``runtime``: what runs the classifier, ``onnx``
         (ONNX Runtime, built from the Keras model once and cached),
-        ``tensorflow``, or ``auto``: ONNX where the model and the install allow."""
+        ``tensorflow``, or ``auto``: ONNX where the model and the install allow.
+        An ensemble's card gives an :class:`~sentiscore.ensemble.EnsembleScorer`."""
+        if card.members:
+            from .ensemble import EnsembleScorer
+
+            return EnsembleScorer.from_card(card, workers=workers, batch_size=batch_size, top_k=top_k, device=device,
+                                            segmenter=segmenter, cascade=cascade, runtime=runtime)
         from .onnx_engine import graph_for
 
         graph = graph_for(card, runtime, log=_log_stderr)

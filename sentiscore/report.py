@@ -65,7 +65,32 @@ def _wide_weighting(wide) -> str:
     return f"{kind}, {wide.num_buckets:,} buckets"
 
 
+def _dev_lines(metrics: dict) -> list[str]:
+    if "dev" not in metrics:
+        return []
+    return [_metric_line("dev", metrics["dev"])] + [_metric_line(f"  {group}", m) for group, m in metrics["dev"].get("by_group", {}).items()]
+
+
+def _format_ensemble(card: ModelCard) -> str:
+    lines = [
+        f"{card.name}  ({card.path})",
+        f"  hash {card.hash} · made by sentiscore {card.made_by} on {card.raw.get('created')}",
+        "  labels: " + ", ".join(f"{value}={name}" for value, name in card.labels),
+        f"  ensemble of {len(card.members)} models: the mean of their probabilities; each runs its own embedder, "
+        "n-gram path and cascade on one shared segmentation",
+        "  reference prior: " + (", ".join(f"{p:.3f}" for p in card.reference_prior) + " (the members' mean, for --adapt-priors)"
+                                 if card.reference_prior else "none (a member has none)"),
+        "  metrics:",
+        *_dev_lines(card.metrics),
+    ]
+    for i, member in enumerate(card.members, 1):
+        lines.append(f"member {i} of {len(card.members)}: " + format_card(member))
+    return "\n".join(lines)
+
+
 def format_card(card: ModelCard) -> str:
+    if card.members:
+        return _format_ensemble(card)
     seg, data = card.segmenter, card.data
     lines = [
         f"{card.name}  ({card.path})",
@@ -86,10 +111,7 @@ def format_card(card: ModelCard) -> str:
     metrics = card.metrics
     if "validation" in metrics:
         lines.append(_metric_line("validation", metrics["validation"]))
-    if "dev" in metrics:
-        lines.append(_metric_line("dev", metrics["dev"]))
-        for group, m in metrics["dev"].get("by_group", {}).items():
-            lines.append(_metric_line(f"  {group}", m))
+    lines += _dev_lines(metrics)
     if card.arch == "wide-deep":
         lines.append("  note: the character n-gram path contributes to the label too; top_words count both paths' contributions.")
     return "\n".join(lines)
