@@ -210,7 +210,8 @@ class EnsembleScorer(Scorer):
 
     def forward(self, prepared: Prepared, explain: bool = True, logit_parts: bool = False) -> Forwarded:
         segmented = prepared.segmentation()
-        once = dataclasses.replace(prepared, segmentation=lambda: segmented)  # segmented once, for every member
+        # Segmented and hashed once, for every member.
+        once = dataclasses.replace(prepared, segmentation=lambda: segmented, shared={})
         outputs = [member.forward(once, explain, logit_parts) for member in self.members]
         probs = np.mean([out.probs for out in outputs], axis=0).astype(np.float32)
         attention = np.mean([out.attention for out in outputs], axis=0).astype(np.float32)

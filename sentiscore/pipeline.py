@@ -113,6 +113,10 @@ class Prepared:
     row_status: np.ndarray  # object array of statuses for rows without a label
     unique_texts: list[str]
     segmentation: object  # callable → SegmentedBatch
+    # Work on the chunk that depends on settings, not weights (hashed n-grams, by
+    # hasher settings), kept for the next model that scores it when several do
+    # (an ensemble's members); None: nothing is kept beyond ``forward``.
+    shared: dict | None = None
 
 
 @dataclass
@@ -385,8 +389,8 @@ class Scorer:
         offsets = segmented.offsets
         scorable = np.flatnonzero(segmented.lengths > 0)
         deep = np.zeros(n, bool)
-        ngrams = self._ngrams_of(texts, scorable) if self.hasher is not None else None
-        token_wide = self._token_wide_logits(segmented) if ngrams is not None and explain else None
+        ngrams = self._ngrams_of(texts, scorable, prepared.shared) if self.hasher is not None else None
+        token_wide = self._token_wide_logits(segmented, prepared.shared) if ngrams is not None and explain else None
         if ngrams is not None and self.cascade is not None and not logit_parts:
             logits = wide_logits_flat(self.predictor.wide_table, self.predictor.wide_bias, ngrams.flat, ngrams.counts, ngrams.norms)
             decided, wide_probs = split_rows(logits[scorable], self.cascade)
@@ -429,34 +433,52 @@ class Scorer:
     def _shifted(self, probs: np.ndarray) -> np.ndarray:
         return probs if self.prior_shift is None else shift_priors(probs, self.prior_shift).astype(np.float32)
 
-    def _ngrams_of(self, texts: list[str], rows: np.ndarray) -> "_Ngrams":
+    def _ngrams_of(self, texts: list[str], rows: np.ndarray, shared: dict | None = None) -> "_Ngrams":
         """The hashed n-grams of these texts (``rows`` ascending; every other
         text has none), hashed once, ``batch_size`` texts at a time so the
-        hasher's arrays stay small whatever the texts' lengths."""
-        parts = [self.hasher.transform_flat([texts[i] for i in rows[start : start + self.batch_size]])
-                 for start in range(0, rows.size, self.batch_size)]
-        counts = np.zeros(len(texts), np.int64)
-        counts[rows] = np.concatenate([c for _, c in parts]) if parts else 0
-        flat = np.concatenate([ids for ids, _ in parts]) if parts else np.zeros(0, np.int32)
+        hasher's arrays stay small whatever the texts' lengths. ``shared``:
+        the chunk's :attr:`Prepared.shared`, where another model with the same
+        hasher settings may have hashed them already."""
+        key = ("ngrams", self.hasher.config)
+        cached = (shared or {}).get(key)
+        if cached is not None and np.array_equal(cached[0], rows):
+            flat, counts = cached[1], cached[2]
+        else:
+            parts = [self.hasher.transform_flat([texts[i] for i in rows[start : start + self.batch_size]])
+                     for start in range(0, rows.size, self.batch_size)]
+            counts = np.zeros(len(texts), np.int64)
+            counts[rows] = np.concatenate([c for _, c in parts]) if parts else 0
+            flat = np.concatenate([ids for ids, _ in parts]) if parts else np.zeros(0, np.int32)
+            if shared is not None:
+                shared[key] = (rows, flat, counts)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         return _Ngrams(flat, starts, counts, wide_norms_flat(flat, counts, self.predictor.wide_idf))
 
-    def _token_wide_logits(self, segmented: SegmentedBatch) -> "_TokenWideLogits":
+    def _token_wide_logits(self, segmented: SegmentedBatch, shared: dict | None = None) -> "_TokenWideLogits":
         """Each distinct token's own character n-grams, summed as the wide
         layer sums a text's (n-grams spanning two tokens belong to neither):
-        hashed once per distinct token of the chunk, not once per occurrence."""
-        encoded = pc.dictionary_encode(pa.array(segmented.tokens, pa.string()))
-        distinct = encoded.dictionary.to_pylist()
-        # A slice of tokens at a time, by characters: one token can be a 2,000-character run of letters.
-        ends = np.cumsum(np.minimum(pc.utf8_length(encoded.dictionary).to_numpy(zero_copy_only=False), self.hasher.config.max_chars))
-        logits, start = [], 0
-        while start < len(distinct):
-            end = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + _TOKEN_CHARS_PER_SLICE, side="right")))
-            flat, counts = self.hasher.transform_flat(distinct[start:end])
-            logits.append(sum_per_text(self.predictor.wide_table[flat], counts))
-            start = end
+        hashed once per distinct token of the chunk, not once per occurrence
+        (and once per chunk for all models with these hasher settings, via
+        ``shared``)."""
+        key = ("token_ngrams", self.hasher.config)
+        hashed = (shared or {}).get(key)
+        if hashed is None:
+            encoded = pc.dictionary_encode(pa.array(segmented.tokens, pa.string()))
+            distinct = encoded.dictionary.to_pylist()
+            # A slice of tokens at a time, by characters: one token can be a 2,000-character run of letters.
+            ends = np.cumsum(np.minimum(pc.utf8_length(encoded.dictionary).to_numpy(zero_copy_only=False), self.hasher.config.max_chars))
+            slices, start = [], 0
+            while start < len(distinct):
+                end = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + _TOKEN_CHARS_PER_SLICE, side="right")))
+                slices.append(self.hasher.transform_flat(distinct[start:end]))
+                start = end
+            hashed = (encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), slices)
+            if shared is not None:
+                shared[key] = hashed
+        index, slices = hashed
+        logits = [sum_per_text(self.predictor.wide_table[flat], counts) for flat, counts in slices]
         table = np.concatenate(logits) if logits else np.zeros((0, len(self.labels)))
-        return _TokenWideLogits(encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), table)
+        return _TokenWideLogits(index, table)
 
     def _explain_by_ngrams(self, segmented: SegmentedBatch, token_wide: "_TokenWideLogits", rows: np.ndarray,
                            probs: np.ndarray, norms: np.ndarray, contribution: np.ndarray) -> None:

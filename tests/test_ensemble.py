@@ -22,6 +22,22 @@ def pair(tiny_model, tiny_idf_model, tmp_path_factory):
     return combine([tiny_model, tiny_idf_model], tmp_path_factory.mktemp("ensembles") / "pair", name="tiny-pair")
 
 
+@pytest.fixture(scope="module")
+def idf_twins(tiny_idf_model, tmp_path_factory):
+    """tiny_idf_model and the same recipe with another seed: members whose
+    n-gram hashing is the same, so the ensemble hashes each chunk once."""
+    from sentiscore.config import WideConfig
+    from sentiscore.ensemble import combine
+    from sentiscore.train import train
+
+    from .conftest import SAMPLE, tiny_config
+
+    twin = tmp_path_factory.mktemp("models") / "tiny-idf-seed14"
+    train(SAMPLE / "labelled.csv", twin, tiny_config(wide=WideConfig(num_buckets=2**14, weighting="idf"), seed=14),
+          log=lambda m: None, verbose=0)
+    return combine([tiny_idf_model, twin], tmp_path_factory.mktemp("ensembles") / "twins"), twin
+
+
 @pytest.fixture
 def pair_copy(pair, tmp_path):
     target = tmp_path / "pair"
@@ -57,6 +73,26 @@ def test_probabilities_are_the_mean_of_the_members(pair, tiny_model, tiny_idf_mo
     assert list(out["label"]) == [names[i] for i in _probs(out).argmax(axis=1)]
     # Both members ran the whole model on these rows, or the cascade decided for both.
     assert set(out["scored_by"]) <= {"full", "ngrams"}
+
+
+def test_members_with_the_same_hashing_share_it_and_still_give_the_mean(idf_twins, tiny_idf_model, monkeypatch):
+    from sentiscore.ngrams import CharNgramHasher
+    from sentiscore.pipeline import Scorer
+
+    ensemble, twin = idf_twins
+    with Scorer.from_model(tiny_idf_model, workers=1) as a, Scorer.from_model(twin, workers=1) as b:
+        pa_, pb = a.predict(TEXTS), b.predict(TEXTS)
+    calls = []
+    original = CharNgramHasher.transform_flat
+    monkeypatch.setattr(CharNgramHasher, "transform_flat", lambda self, texts: calls.append(len(texts)) or original(self, texts))
+    with Scorer.from_model(tiny_idf_model, workers=1) as single:
+        single.predict(TEXTS)
+    single_calls, calls[:] = list(calls), []
+    with Scorer.from_model(ensemble, workers=1) as ens:
+        out = ens.predict(TEXTS)
+    assert calls == single_calls  # texts and tokens hashed once, not once per member
+    assert not np.allclose(_probs(pa_), _probs(pb))  # the twins differ...
+    np.testing.assert_allclose(_probs(out), (_probs(pa_) + _probs(pb)) / 2, atol=2e-6)  # ...and the mean is theirs
 
 
 def test_top_words_are_tokens_of_their_text(pair):
@@ -171,6 +207,10 @@ def test_cli_builds_evaluates_and_shows_an_ensemble(tiny_model, tiny_idf_model, 
     info = runner.invoke(cli, ["info", str(out)])
     assert info.exit_code == 0
     assert "ensemble of 2 models" in info.output and info.output.count("member ") == 2
+    explained = runner.invoke(cli, ["explain", "质量很好，物流也快", "--model", str(out), "--json"])
+    assert explained.exit_code == 0, explained.output
+    explanation = json.loads(explained.output)
+    assert set(explanation["logit_split"]) == {"deep", "wide"} and explanation["tokens"]
     evaluated = runner.invoke(cli, ["evaluate", str(sample_dir / "labelled.csv"), "--model", str(out), "--json", "-"])
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.output)["macro_f1"] == dev["macro_f1"]
