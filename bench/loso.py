@@ -23,6 +23,8 @@ empty for the defaults; ``{fold}`` in FLAGS becomes the fold's name, e.g.
 scoring-time prior adaptation (``NAME+em``: EM re-estimation of each test
 file's class priors from the calibrated posteriors, from the reference
 prior in the model's card), computed from the same probabilities.
+``--ensemble NAME=RUN+RUN`` combines recipes' fold models with ``sentiscore
+ensemble`` and scores the result like a recipe.
 
 Metrics per fold: macro-F1 over the labels present in the test rows (a
 binary group is scored negative vs positive as a user with binary data
@@ -142,6 +144,31 @@ def run_recipe(name: str, flags: str, fold: Path, models: Path, out: Path, worke
         subprocess.run(command, check=True)
         (model_dir / "flags.txt").write_text(flags)
     trained = time.perf_counter() - started
+    score_model(model_dir, fold, out, workers, {"flags": flags, "train_seconds": round(trained, 1)})
+    log(f"  {name} on {fold.name}: {time.perf_counter() - started:.0f} s")
+
+
+def run_ensemble(name: str, runs: list[str], fold: Path, models: Path, out: Path, workers: int | None) -> None:
+    """``sentiscore ensemble`` of these recipes' models of the fold (trained
+    by their --recipe runs), scored like a recipe: the probabilities
+    `score` gives, not a mean computed here."""
+    flags = "ensemble of " + " + ".join(runs)
+    if out.is_file() and json.loads(out.with_suffix(".json").read_text()).get("flags") == flags:
+        return
+    members = [models / run / fold.name for run in runs]
+    missing = [str(m) for m in members if not (m / "meta.json").is_file()]
+    if missing:
+        raise SystemExit(f"--ensemble {name}: no model {', '.join(missing)}; run its --recipe first")
+    started = time.perf_counter()
+    model_dir = models / name / fold.name
+    subprocess.run(["sentiscore", "ensemble", *map(str, members), "--out", str(model_dir), "--name", f"{name}-{fold.name}"],
+                   check=True, stdout=subprocess.DEVNULL)
+    score_model(model_dir, fold, out, workers, {"flags": flags})
+    log(f"  {name} on {fold.name}: {time.perf_counter() - started:.0f} s")
+
+
+def score_model(model_dir: Path, fold: Path, out: Path, workers: int | None, extra: dict) -> None:
+    """Score the fold's test rows with the model; cache the probabilities."""
     from sentiscore.pipeline import Scorer
 
     test = read(fold / "test.parquet")
@@ -154,10 +181,9 @@ def run_recipe(name: str, flags: str, fold: Path, models: Path, out: Path, worke
         probs[:, int(np.flatnonzero(LABELS == value)[0])] = scored[f"prob_{item['name']}"].fillna(0).to_numpy()
     unscored = scored["label"].isna().to_numpy()
     probs[unscored] = 0.0  # no label: counted wrong below
-    reference = meta["training"]["calibration"].get("reference_prior")
-    save_probs(out, probs, {"flags": flags, "train_seconds": round(trained, 1), "reference_prior": reference,
-                            "best_epoch": meta["training"].get("best_epoch")})
-    log(f"  {name} on {fold.name}: {time.perf_counter() - started:.0f} s")
+    reference = scorer.card.reference_prior
+    save_probs(out, probs, {**extra, "reference_prior": list(reference) if reference else None,
+                            "best_epoch": (meta.get("training") or {}).get("best_epoch")})
 
 
 def predictions(probs: np.ndarray) -> np.ndarray:
@@ -263,6 +289,8 @@ def main(argv=None) -> None:
     parser.add_argument("--max-rows-per-group", type=int, default=None,
                         help="at most this many training rows of each source group (before --max-train-rows)")
     parser.add_argument("--recipe", action="append", default=[], help="NAME=FLAGS for sentiscore train")
+    parser.add_argument("--ensemble", action="append", default=[], metavar="NAME=RUN+RUN...",
+                        help="sentiscore ensemble of these recipes' fold models (each trained by its --recipe, now or before)")
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated peers, or '' for none")
     parser.add_argument("--no-dev", action="store_true", help="leave the dev fold out")
     parser.add_argument("--workers", type=int, default=None)
@@ -271,6 +299,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     recipes = dict(spec.partition("=")[::2] for spec in args.recipe)
+    ensembles = {name: runs.split("+") for name, runs in (spec.partition("=")[::2] for spec in args.ensemble)}
     peers = [p for p in args.peers.split(",") if p]
     folds = make_folds(args.splits, args.out, args.groups.split(",") if args.groups else None,
                        args.pool.split(",") if args.pool else None, args.max_train_rows, args.seed, args.max_rows_per_group)
@@ -283,8 +312,10 @@ def main(argv=None) -> None:
                 run_peer(peer, fold, args.out / "probs" / peer / f"{fold_name}.parquet")
             for name, flags in recipes.items():
                 run_recipe(name, flags, fold, args.out / "models", args.out / "probs" / name / f"{fold_name}.parquet", args.workers)
-    systems = peers + list(recipes)
-    results = collect(args.out, folds, systems, recipes)
+            for name, runs in ensembles.items():
+                run_ensemble(name, runs, fold, args.out / "models", args.out / "probs" / name / f"{fold_name}.parquet", args.workers)
+    systems = peers + list(recipes) + list(ensembles)
+    results = collect(args.out, folds, systems, {**recipes, **ensembles})
     table = render(results, list(folds))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},

@@ -37,7 +37,11 @@ MANIFEST_FILE = "manifest.json"
 KERAS_FILE = "model.keras"
 STOPWORDS_FILE = "stopwords.txt"
 USER_DICT_FILE = "userdict.txt"
-FORMAT_VERSION = 1
+# Card formats: single models are written as 1; ensembles as 2, so that a
+# sentiscore that predates them refuses them by version instead of by a missing file.
+FORMAT_VERSION = 2  # the newest this sentiscore reads
+SINGLE_FORMAT_VERSION = 1
+ENSEMBLE_FORMAT_VERSION = 2
 ENSEMBLE_KIND = "ensemble"
 MEMBERS_DIR = "members"
 DEFAULT_MODEL = "zh-fast"  # zh-elmo ties on dev, is lower out of domain (README) and 2.5x slower
@@ -144,7 +148,7 @@ def save_model_dir(out_dir: Path, keras_model, meta: dict, embedder, stopwords_t
         (tmp / STOPWORDS_FILE).write_text(stopwords_text, encoding="utf-8")
         if user_dict:
             shutil.copyfile(user_dict, tmp / USER_DICT_FILE)
-        meta = {**meta, "format": "sentiscore-model", "format_version": FORMAT_VERSION, "sentiscore_version": __version__}
+        meta = {**meta, "format": "sentiscore-model", "format_version": SINGLE_FORMAT_VERSION, "sentiscore_version": __version__}
         (tmp / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         write_manifest(tmp)
         if out_dir.exists():

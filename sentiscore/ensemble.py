@@ -14,16 +14,17 @@ either (README, "Out of domain, 2026-12-02 (night)").
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import json
+import re
 import shutil
 from contextlib import contextmanager
-import datetime as _dt
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .artifacts import (ENSEMBLE_KIND, FORMAT_VERSION, MEMBERS_DIR, META_FILE, STOPWORDS_FILE, USER_DICT_FILE, LoadedModel,
+from .artifacts import (ENSEMBLE_FORMAT_VERSION, ENSEMBLE_KIND, MEMBERS_DIR, META_FILE, STOPWORDS_FILE, USER_DICT_FILE, LoadedModel,
                         ModelCard, read_card, write_manifest)
 from .errors import ModelError, UsageError
 from .io import sha256_of
@@ -85,7 +86,7 @@ def combine(models: list, out_dir, name: str | None = None, dev_path=None, text_
     try:
         member_dirs = []
         for i, card in enumerate(cards):
-            rel = f"{MEMBERS_DIR}/{i}-{card.name}"
+            rel = f"{MEMBERS_DIR}/{i}-{_folder_name(card.name)}"
             shutil.copytree(card.path, tmp / rel)
             member_dirs.append(rel)
         # The shared stopwords and user dictionary, where a single model keeps
@@ -100,7 +101,7 @@ def combine(models: list, out_dir, name: str | None = None, dev_path=None, text_
                 sources[source] = max(sources.get(source, 0), int(rows))
         meta = {
             "format": "sentiscore-model",
-            "format_version": FORMAT_VERSION,
+            "format_version": ENSEMBLE_FORMAT_VERSION,
             "sentiscore_version": __version__,
             "kind": ENSEMBLE_KIND,
             "name": name or out_dir.name,
@@ -133,6 +134,11 @@ def combine(models: list, out_dir, name: str | None = None, dev_path=None, text_
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _folder_name(name: str) -> str:
+    """A model name as a folder name: anything but letters, digits, '.', '-' and '_' becomes '_'."""
+    return re.sub(r"[^\w.-]+", "_", name) or "model"
 
 
 def _write_card(model_dir: Path, meta: dict) -> None:

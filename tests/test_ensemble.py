@@ -52,6 +52,7 @@ def _probs(frame):
 def test_the_ensemble_directory_holds_its_members_under_one_manifest(pair, tiny_model, tiny_idf_model):
     meta = json.loads((pair / "meta.json").read_text())
     assert meta["kind"] == "ensemble" and meta["name"] == "tiny-pair"
+    assert meta["format_version"] == 2  # a sentiscore that predates ensembles refuses it by version
     assert meta["members"] == ["members/0-tiny", "members/1-tiny"]
     manifest = json.loads((pair / "manifest.json").read_text())["files"]
     assert "members/0-tiny/model.keras" in manifest and "members/1-tiny/model.keras" in manifest

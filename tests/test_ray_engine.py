@@ -238,3 +238,18 @@ def test_score_help_lists_the_ray_options():
     for phrase in ("--engine [local|ray]", "--ray-address auto|ray://HOST:PORT", "--num-workers", "--gpus-per-worker",
                    "With --engine ray (pip install 'sentiscore[ray]'), IN may also be a directory or glob"):
         assert phrase in text, phrase
+
+
+def test_an_ensemble_scores_as_in_the_local_engine(local_ray, tiny_model, tiny_idf_model, sample_dir, tmp_path):
+    from sentiscore.ensemble import combine
+
+    model = combine([tiny_model, tiny_idf_model], tmp_path / "pair")
+    local = tmp_path / "local.parquet"
+    score_file(sample_dir / "reviews.parquet", local, model=model, config=ScoreConfig(workers=1))
+    out = tmp_path / "scored"
+    summary = score_with_ray(sample_dir / "reviews.parquet", out, model=model, config=ScoreConfig(chunk_size=64),
+                             options=RayOptions(num_workers=1))
+    assert summary.rows == 300
+    assert_same_scores(read_dir(out), pq.read_table(local).to_pandas())
+    metadata = pq.read_schema(next(out.glob("part-*.parquet"))).metadata
+    assert metadata[b"sentiscore.members"] == pq.read_metadata(local).metadata[b"sentiscore.members"]
