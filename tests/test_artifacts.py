@@ -71,8 +71,13 @@ def test_unknown_name_lists_builtins(tmp_path):
 
 
 def test_default_model_resolves_to_the_shipped_one():
+    from sentiscore.artifacts import read_card
+
     path = resolve_model_path(None)
-    assert path.name == "zh-fast" and (path / "meta.json").is_file() and (path / "vocab.txt").is_file()
+    assert path.name == "zh-fast" and (path / "meta.json").is_file()
+    # zh-fast is an ensemble of two wide-deep models, each a whole model directory.
+    members = read_card(None).members
+    assert len(members) == 2 and all(m.arch == "wide-deep" and (m.path / "vocab.txt").is_file() for m in members)
     elmo = resolve_model_path("zh-elmo")
     assert (elmo / "meta.json").is_file() and (elmo / "elmo" / "encoder.pkl").is_file() and (elmo / "vocab.txt").is_file()
 
