@@ -108,8 +108,10 @@ def wide_logits_flat(table: np.ndarray, bias: np.ndarray, flat: np.ndarray, coun
     """The n-gram path's logits, as its Keras layer computes them, for texts
     whose ids are laid end to end (text i's are the next ``counts[i]``;
     ``norms`` from :func:`wide_norms_flat`): the table rows of the real ids
-    summed per text (no padded matrix), over the norm, plus bias."""
-    return (sum_per_text(table[flat], counts) / norms[:, None] + bias).astype(np.float32)
+    summed per text (no padded matrix), over the norm, plus bias. ``np.take``
+    gathers the rows: the same values as ``table[flat]``, 3-4x faster for rows
+    this narrow."""
+    return (sum_per_text(np.take(table, flat, axis=0), counts) / norms[:, None] + bias).astype(np.float32)
 
 
 def split_rows(logits: np.ndarray, cascade: CascadeConfig) -> tuple[np.ndarray, np.ndarray]:

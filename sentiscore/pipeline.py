@@ -476,7 +476,7 @@ class Scorer:
             if shared is not None:
                 shared[key] = hashed
         index, slices = hashed
-        logits = [sum_per_text(self.predictor.wide_table[flat], counts) for flat, counts in slices]
+        logits = [sum_per_text(np.take(self.predictor.wide_table, flat, axis=0), counts) for flat, counts in slices]  # see wide_logits_flat
         table = np.concatenate(logits) if logits else np.zeros((0, len(self.labels)))
         return _TokenWideLogits(index, table)
 
