@@ -221,3 +221,12 @@ def test_cli_refuses_a_single_model(tiny_model, tmp_path):
     result = CliRunner().invoke(cli, ["ensemble", str(tiny_model), "--out", str(tmp_path / "one")])
     assert result.exit_code == 2
     assert "an ensemble needs at least two models" in result.output
+
+
+def test_a_card_with_one_member_is_not_an_ensemble(pair_copy):
+    meta = json.loads((pair_copy / "meta.json").read_text())
+    meta["members"], meta["member_hashes"] = meta["members"][:1], meta["member_hashes"][:1]
+    (pair_copy / "meta.json").write_text(json.dumps(meta))
+    write_manifest(pair_copy)
+    with pytest.raises(ModelError, match="two or more members"):
+        read_card(pair_copy)
