@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -134,30 +135,42 @@ def write_manifest(model_dir: Path) -> None:
     (model_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def save_model_dir(out_dir: Path, keras_model, meta: dict, embedder, stopwords_text: str, user_dict: str | None) -> Path:
-    """Write a complete model directory (to a temp folder beside it, renamed at
-    the end, so a crash never leaves a half model that looks whole)."""
+@contextmanager
+def model_dir_writer(out_dir: Path):
+    """A temp folder beside ``out_dir`` to write a model into: renamed to
+    ``out_dir`` (replacing it) when the block ends, removed if it fails, so a
+    crash never leaves a half model that looks whole."""
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-model")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        keras_model.save(tmp / KERAS_FILE)
-        embedder.save(tmp)
-        (tmp / STOPWORDS_FILE).write_text(stopwords_text, encoding="utf-8")
-        if user_dict:
-            shutil.copyfile(user_dict, tmp / USER_DICT_FILE)
-        meta = {**meta, "format": "sentiscore-model", "format_version": SINGLE_FORMAT_VERSION, "sentiscore_version": __version__}
-        (tmp / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-        write_manifest(tmp)
+        yield tmp
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out_dir
+
+
+def write_card(model_dir: Path, meta: dict) -> None:
+    """meta.json as given, and a manifest of every file in the directory."""
+    (model_dir / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_manifest(model_dir)
+
+
+def save_model_dir(out_dir: Path, keras_model, meta: dict, embedder, stopwords_text: str, user_dict: str | None) -> Path:
+    """Write a complete model directory (see :func:`model_dir_writer`)."""
+    with model_dir_writer(out_dir) as tmp:
+        keras_model.save(tmp / KERAS_FILE)
+        embedder.save(tmp)
+        (tmp / STOPWORDS_FILE).write_text(stopwords_text, encoding="utf-8")
+        if user_dict:
+            shutil.copyfile(user_dict, tmp / USER_DICT_FILE)
+        write_card(tmp, {**meta, "format": "sentiscore-model", "format_version": SINGLE_FORMAT_VERSION, "sentiscore_version": __version__})
+    return Path(out_dir)
 
 
 def add_card_section(model_dir: Path, key: str, value: dict) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import json
 import re
 import shutil
 from contextlib import contextmanager
@@ -24,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .artifacts import (ENSEMBLE_FORMAT_VERSION, ENSEMBLE_KIND, MEMBERS_DIR, META_FILE, STOPWORDS_FILE, USER_DICT_FILE, LoadedModel,
-                        ModelCard, read_card, write_manifest)
+from .artifacts import (ENSEMBLE_FORMAT_VERSION, ENSEMBLE_KIND, MEMBERS_DIR, STOPWORDS_FILE, USER_DICT_FILE, LoadedModel, ModelCard,
+                        model_dir_writer, read_card, write_card)
 from .errors import ModelError, UsageError
 from .io import sha256_of
 from .pipeline import Forwarded, Prepared, Scorer
@@ -79,11 +78,7 @@ def combine(models: list, out_dir, name: str | None = None, dev_path=None, text_
     cards = [read_card(model) for model in models]
     check_members(cards)
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-model")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / MEMBERS_DIR).mkdir(parents=True)
-    try:
+    with model_dir_writer(out_dir) as tmp:
         member_dirs = []
         for i, card in enumerate(cards):
             rel = f"{MEMBERS_DIR}/{i}-{_folder_name(card.name)}"
@@ -105,7 +100,7 @@ def combine(models: list, out_dir, name: str | None = None, dev_path=None, text_
             "sentiscore_version": __version__,
             "kind": ENSEMBLE_KIND,
             "name": name or out_dir.name,
-            "created": _now(),
+            "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
             "members": member_dirs,
             "member_hashes": [card.hash for card in cards],
             "labels": first["labels"],
@@ -117,39 +112,21 @@ def combine(models: list, out_dir, name: str | None = None, dev_path=None, text_
             "data": {"sources": sources},
             "metrics": {},
         }
-        _write_card(tmp, meta)
+        write_card(tmp, meta)
         if dev_path is not None:
             from .evaluate import evaluate
             from .train import with_dev_metrics
 
             dev = evaluate(dev_path, model=tmp, text_column=text_column, label_column=label_column, group_column=group_column)
-            meta = with_dev_metrics(meta, dev, dev_path)
-            _write_card(tmp, meta)
+            write_card(tmp, with_dev_metrics(meta, dev, dev_path))
             if log is not None:
                 log(f"dev: accuracy {dev['accuracy']:.4f}, macro-F1 {dev['macro_f1']:.4f} on {dev['rows']:,} rows")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
 def _folder_name(name: str) -> str:
     """A model name as a folder name: anything but letters, digits, '.', '-' and '_' becomes '_'."""
     return re.sub(r"[^\w.-]+", "_", name) or "model"
-
-
-def _write_card(model_dir: Path, meta: dict) -> None:
-    (model_dir / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    write_manifest(model_dir)
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
 
 
 class EnsembleScorer(Scorer):
