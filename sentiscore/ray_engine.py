@@ -271,6 +271,23 @@ def _model_dir(plan: _Plan) -> Path:
     )
 
 
+def _check_model_on_every_node(ray, plan: _Plan) -> None:
+    """Every alive node resolves the model as its tasks and actors will,
+    before any work: a node that cannot fails the run here, named. Left to
+    the scoring actors, Ray retries a failing actor without end while the
+    nodes that have the model do the work, so whether such a run failed
+    depended on where its tasks happened to land."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    check = ray.remote(num_cpus=0, max_retries=0)(_model_dir)
+    refs = [check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(plan)
+            for node in ray.nodes() if node.get("Alive")]
+    try:
+        ray.get(refs)
+    except Exception as exc:
+        raise _as_sentiscore_error(ray, exc) from None
+
+
 def _node_name() -> str:
     """This machine's host name, and inside a Ray worker its node id (several
     nodes may share a host name, or a machine)."""
@@ -641,6 +658,7 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
         remove_stale_temp_files(out)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
+        _check_model_on_every_node(ray, plan)
         dataset = _scored(ray, _segmented(ray, plan), plan, num_workers, options.gpus_per_worker)
         try:
             with warnings.catch_warnings():  # an input with no rows leaves the actor pool idle: nothing to warn about
