@@ -13,8 +13,10 @@ built-in model by default (``--model NAME`` or ``--model NAME=DIR`` to
 choose). Their leave-one-source-out numbers need models trained without
 that source: ``--loso-model weibo:NAME=DIR``, or ``--train-loso`` to train
 any missing one into OUT/loso/NAME-minus-GROUP with the settings recorded
-in the model's card (about 10-15 minutes each for zh-fast on 2 cores,
-~20 for zh-elmo; reused when it exists). ``--loso-elmo-model DIR`` gives
+in the model's card (about 10-15 minutes each for a zh-fast member on 2 cores,
+~20 for zh-elmo; reused when it exists; an ensemble gets a twin of each
+member, combined by ``sentiscore ensemble``; word vectors are looked up in
+build/vectors/NAME, where the build scripts write them). ``--loso-elmo-model DIR`` gives
 zh-elmo's twins a biLM pretrained without weibo and douban, so that no part
 of the twin has seen the left-out source (``sentiscore elmo pretrain
 build/splits/train-minus-weibo-douban.parquet --out DIR ...``).
@@ -72,11 +74,24 @@ def train_flags(meta: dict, model_dir: Path) -> list[str]:
              "--token-dropout", model["token_dropout"], "--maxlen", emb["maxlen"]]
     if model["arch"] == "wide-deep":
         flags += ["--wide-training", model["wide_training"], "--wide-c", model["wide_c"], "--wide-l2", model["wide_l2"]]
-    if emb["type"] == "vocab":
+        wide = meta.get("wide") or {}
+        flags += ["--wide-weighting", wide.get("weighting", "count")] + (["--wide-buckets", wide["num_buckets"]] if "num_buckets" in wide else [])
+    if emb["type"] in ("vocab", "elmo+vocab"):
         flags += ["--embed-dim", emb["embed_dim"], "--min-count", emb["min_count"]]
-    elif emb["type"] == "elmo":
-        flags += ["--embedder", "elmo", "--elmo-model", model_dir, "--layer-mix", emb.get("layer_mix", "average")]
-    for key, flag in (("epochs", "--epochs"), ("batch_size", "--batch-size"), ("learning_rate", "--learning-rate"),
+    if emb["type"] in ("elmo", "elmo+vocab"):
+        flags += ["--embedder", emb["type"], "--elmo-model", model_dir, "--layer-mix", emb.get("layer_mix", "average")]
+    if emb.get("vectors"):
+        # The card names the word vectors, not where they are: the build scripts keep them in build/vectors/NAME.
+        vectors = Path("build/vectors") / emb["vectors"]["name"]
+        if not (vectors / "vectors.npy").is_file():
+            raise SystemExit(f"{model_dir} starts from word vectors {emb['vectors']['name']}; build them into {vectors} first "
+                             f"(sentiscore vectors train ../shared/data/corpus/corpus.parquet --out {vectors})")
+        flags += ["--vectors", vectors] + ([] if emb["vectors"].get("trainable", True) else ["--freeze-vectors"])
+    for key, flag in (("binary_source_loss", "--binary-source-loss"), ("ema_momentum", "--ema-momentum")):
+        if training.get(key) and training[key] != "full":
+            flags += [flag, training[key]]
+    # Cards before 2026-12-02 (the shipped models' included) do not record --patience: their twins use the default.
+    for key, flag in (("epochs", "--epochs"), ("patience", "--patience"), ("batch_size", "--batch-size"), ("learning_rate", "--learning-rate"),
                       ("lr_schedule", "--lr-schedule"), ("seed", "--seed"), ("val_fraction", "--val-fraction")):
         if key in training:
             flags += [flag, training[key]]
@@ -111,17 +126,33 @@ def train_missing_loso(models: dict[str, str], loso: dict, splits: Path, out: Pa
                 continue
             target = out / "loso" / f"{name}-minus-{group}"
             if not (target / "meta.json").exists():
-                flags = train_flags(read_meta(model_dir), model_dir)
-                if elmo_model is not None and "--elmo-model" in flags:
-                    flags[flags.index("--elmo-model") + 1] = str(elmo_model)
-                cmd = [sys.executable, "-m", "sentiscore", "train", str(splits / f"train-minus-{group}.parquet"),
-                       "--out", str(target), "--name", f"{name}-minus-{group}", *flags]
-                log(f"training: {' '.join(cmd)}")
-                started = time.perf_counter()
-                subprocess.run(cmd, check=True)
-                log(f"trained {target} in {time.perf_counter() - started:.0f} s")
+                meta = read_meta(model_dir)
+                train_data = splits / f"train-minus-{group}.parquet"
+                if meta.get("kind") == "ensemble":  # a twin of each member, then their ensemble
+                    twins = [out / "loso" / f"{name}-minus-{group}-member{i + 1}" for i in range(len(meta["members"]))]
+                    for rel, twin in zip(meta["members"], twins):
+                        if not (twin / "meta.json").exists():
+                            train_twin(model_dir / rel, train_data, twin, elmo_model)
+                    subprocess.run([sys.executable, "-m", "sentiscore", "ensemble", *map(str, twins), "--out", str(target),
+                                    "--name", f"{name}-minus-{group}"], check=True)
+                else:
+                    train_twin(model_dir, train_data, target, elmo_model)
             loso[(group, name)] = str(target)
     return loso
+
+
+def train_twin(model_dir: Path, train_data: Path, target: Path, elmo_model: Path | None) -> None:
+    """``sentiscore train`` on ``train_data`` with the settings in ``model_dir``'s card."""
+    from sentiscore.artifacts import read_meta
+
+    flags = train_flags(read_meta(model_dir), model_dir)
+    if elmo_model is not None and "--elmo-model" in flags:
+        flags[flags.index("--elmo-model") + 1] = str(elmo_model)
+    cmd = [sys.executable, "-m", "sentiscore", "train", str(train_data), "--out", str(target), "--name", target.name, *flags]
+    log(f"training: {' '.join(cmd)}")
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    log(f"trained {target} in {time.perf_counter() - started:.0f} s")
 
 
 def carry_over_skipped_sections(results: dict, previous_path: Path, skipped: list[str]) -> None:

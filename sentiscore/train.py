@@ -574,6 +574,7 @@ def model_card(config: TrainConfig, data: PreparedData, fitted: FitResult, calib
         "model": config.model.to_dict(),
         "training": {
             "epochs": config.epochs,
+            "patience": config.patience,
             "epochs_run": fitted.epochs_run,
             "best_epoch": fitted.best_epoch,
             "batch_size": config.batch_size,
