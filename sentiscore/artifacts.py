@@ -156,8 +156,12 @@ def model_dir_writer(out_dir: Path):
 
 
 def write_card(model_dir: Path, meta: dict) -> None:
-    """meta.json as given, and a manifest of every file in the directory."""
-    (model_dir / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    """meta.json as given (written beside and renamed over the old one, so a
+    crash leaves either card whole), then a manifest of every file in the
+    directory."""
+    tmp = model_dir / (META_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(model_dir / META_FILE)
     write_manifest(model_dir)
 
 
@@ -180,12 +184,7 @@ def add_card_section(model_dir: Path, key: str, value: dict) -> None:
     cascades existed. The manifest is checked first: a damaged model is not
     re-signed."""
     model_dir = Path(model_dir)
-    meta = verify(model_dir)
-    meta = {**meta, key: value}
-    tmp = model_dir / (META_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(model_dir / META_FILE)
-    write_manifest(model_dir)
+    write_card(model_dir, {**verify(model_dir), key: value})
 
 
 def trained_segmenter_config(model_dir: Path, meta: dict, host: str | None = None):

@@ -40,6 +40,7 @@ def check_members(cards: list[ModelCard]) -> None:
     if len(cards) < 2:
         raise UsageError("an ensemble needs at least two models")
     first = cards[0]
+    first_files = {name: _file_digest(first.path / name) for name in (STOPWORDS_FILE, USER_DICT_FILE)}
     for card in cards[1:]:
         where = f"{card.name} ({card.path}) and {first.name} ({first.path})"
         if card.members or first.members:
@@ -51,10 +52,8 @@ def check_members(cards: list[ModelCard]) -> None:
             raise ModelError(f"{where} cut texts at different lengths (maxlen {card.maxlen} vs {first.maxlen}); "
                              "members are segmented once, so they must share maxlen")
         differ = [k for k in _SHARED_SEGMENTER_KEYS if card.segmenter.get(k) != first.segmenter.get(k)]
-        if _file_digest(card.path / STOPWORDS_FILE) != _file_digest(first.path / STOPWORDS_FILE):
-            differ.append("stopwords")
-        if _file_digest(card.path / USER_DICT_FILE) != _file_digest(first.path / USER_DICT_FILE):
-            differ.append("user dictionary")
+        differ += [what for name, what in ((STOPWORDS_FILE, "stopwords"), (USER_DICT_FILE, "user dictionary"))
+                   if _file_digest(card.path / name) != first_files[name]]
         if differ:
             raise ModelError(f"{where} segment differently ({', '.join(differ)}); "
                              "members are segmented once, so train them with the same segmenter settings")

@@ -71,11 +71,17 @@ def _dev_lines(metrics: dict) -> list[str]:
     return [_metric_line("dev", metrics["dev"])] + [_metric_line(f"  {group}", m) for group, m in metrics["dev"].get("by_group", {}).items()]
 
 
-def _format_ensemble(card: ModelCard) -> str:
-    lines = [
+def _header_lines(card: ModelCard) -> list[str]:
+    return [
         f"{card.name}  ({card.path})",
         f"  hash {card.hash} · made by sentiscore {card.made_by} on {card.raw.get('created')}",
         "  labels: " + ", ".join(f"{value}={name}" for value, name in card.labels),
+    ]
+
+
+def _format_ensemble(card: ModelCard) -> str:
+    lines = [
+        *_header_lines(card),
         f"  ensemble of {len(card.members)} models: the mean of their probabilities; each runs its own embedder, "
         "n-gram path and cascade on one shared segmentation",
         "  reference prior: " + (", ".join(f"{p:.3f}" for p in card.reference_prior) + " (the members' mean, for --adapt-priors)"
@@ -93,9 +99,7 @@ def format_card(card: ModelCard) -> str:
         return _format_ensemble(card)
     seg, data = card.segmenter, card.data
     lines = [
-        f"{card.name}  ({card.path})",
-        f"  hash {card.hash} · made by sentiscore {card.made_by} on {card.raw.get('created')}",
-        "  labels: " + ", ".join(f"{value}={name}" for value, name in card.labels),
+        *_header_lines(card),
         f"  architecture: {card.arch} (BiLSTM {card.raw['model'].get('lstm_units')}×2 + feed-forward attention"
         + (f", + hashed char 1-3-gram linear path, {_wide_weighting(card.wide)})" if card.arch == "wide-deep" else ")"),
         _embedder_line(card.embedder),
