@@ -292,7 +292,7 @@ class TrainConfig:
                              "train a joint n-gram path with --wide-weighting count")
 
 
-RUNTIMES = ("auto", "onnx", "tensorflow")
+RUNTIMES = ("auto", "onnx", "onnx-int8", "tensorflow")
 
 
 @dataclass(frozen=True)
@@ -314,7 +314,7 @@ class ScoreConfig:
     adapt_priors: bool = False  # estimate the file's class priors by EM in a first pass, then score under them
     priors: tuple[tuple[str, float], ...] | None = None  # (label value, prior) pairs: score under these priors
     cascade: bool = True  # rows the n-gram path decides skip the deep path (models whose card has a cascade)
-    runtime: str = "auto"  # what runs the classifier: onnx (ONNX Runtime), tensorflow, or auto (onnx where it can)
+    runtime: str = "auto"  # what runs the classifier: onnx (ONNX Runtime), onnx-int8 (its BiLSTM in int8), tensorflow, or auto (onnx where it can)
 
     def __post_init__(self):
         if self.adapt_priors and self.priors is not None:

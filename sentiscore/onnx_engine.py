@@ -18,11 +18,20 @@ and the ``onnx`` package) into the cache, named by the model's hash, and
 checked against Keras on a probe batch before it is kept. The weights that
 scoring also reads in NumPy (the n-gram table for the cascade and top words,
 and its idf weights) are saved beside it as ``.npz``, so
-scoring needs ``onnxruntime`` only: importing ``onnx`` costs ~0.8 s of start-up."""
+scoring needs ``onnxruntime`` only: importing ``onnx`` costs ~0.8 s of start-up.
+
+``--runtime onnx-int8`` scores a second cached graph, the same one with its
+BiLSTM's weights quantised to int8 (ONNX Runtime's dynamic quantisation:
+``DynamicQuantizeLSTM``, activations quantised per call). The recurrence is
+most of the classifier's time; attention, dense and n-gram weights stay
+float32. Its probabilities move by up to a few 1e-3, so it is a quantised
+path measured for quality (README, "Speed, 2026-12-02 (evening)"), not an
+exact one."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +63,15 @@ def _uses(card) -> tuple[bool, bool]:
     return card.embedder_type in ELMO_EMBEDDERS, card.embedder_type in VOCAB_EMBEDDERS
 
 
-def graph_path(card) -> Path:
+INT8_RUNTIME = "onnx-int8"
+INT8_OP_TYPES = ("LSTM",)  # what --runtime onnx-int8 quantises
+INT8_PROBE_TOLERANCE = 0.05  # probe-batch probabilities of the int8 graph vs float32: a broken graph, not rounding
+
+
+def graph_path(card, int8: bool = False) -> Path:
     from .segment import cache_dir
 
-    return cache_dir("onnx") / f"{card.hash}-v{GRAPH_VERSION}.onnx"
+    return cache_dir("onnx") / f"{card.hash}-v{GRAPH_VERSION}{'-int8' if int8 else ''}.onnx"
 
 
 def weights_path(graph: Path) -> Path:
@@ -254,7 +268,8 @@ class OnnxPredictor:
             self.wide_bias = weights["wide_bias"] if "wide_bias" in weights else None
             self.wide_idf = weights["wide_idf"] if "wide_idf" in weights else None
         self.batch_size = batch_size
-        self.runtime = f"onnxruntime {ort.__version__}"
+        self.precision = meta.get("precision", "float32")
+        self.runtime = f"onnxruntime {ort.__version__}" + (" int8" if self.precision == "int8" else "")
 
     def _feed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {name: np.ascontiguousarray(inputs[name], dtype) for name, dtype in self._input_dtypes.items()}
@@ -278,6 +293,7 @@ def graph_for(card, runtime: str, log=None) -> Path | None:
 
     if runtime == "tensorflow":
         return None
+    int8 = runtime == INT8_RUNTIME
     reason = None
     if not supports(card):
         reason = (f"its embedder ({card.embedder_type}) runs on TensorFlow only" if card.embedder_type not in SUPPORTED_EMBEDDERS
@@ -286,11 +302,11 @@ def graph_for(card, runtime: str, log=None) -> Path | None:
         reason = "onnxruntime and onnx are not installed (pip install onnxruntime onnx)"
     if reason is None:
         try:
-            return ensure_graph(card, log)
+            return ensure_int8_graph(card, log) if int8 else ensure_graph(card, log)
         except ModelError as exc:
             reason = str(exc)
-    if runtime == "onnx":
-        raise UsageError(f"--runtime onnx: model {card.name}: {reason}")
+    if runtime != "auto":
+        raise UsageError(f"--runtime {runtime}: model {card.name}: {reason}")
     if log is not None and supports(card):
         log(f"sentiscore: scoring {card.name} with TensorFlow: {reason}")
     return None
@@ -327,8 +343,47 @@ def ensure_graph(card, log=None) -> Path:
     return path
 
 
-def _check_against_keras(keras_predictor, onnx_predictor, card) -> None:
-    """Random token and n-gram ids of mixed lengths through both engines."""
+def ensure_int8_graph(card, log=None) -> Path:
+    """The cached int8 graph of this model (see module doc), quantised from
+    the float32 one the first time and checked against it on a probe batch."""
+    path = graph_path(card, int8=True)
+    if path.is_file() and weights_path(path).is_file():
+        return path
+    source = ensure_graph(card, log)
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if log is not None:
+        log(f"sentiscore: quantising the BiLSTM of {card.name} to int8 (once; cached in {path.parent})")
+    tmp = path.with_suffix(f".tmp-{np.random.default_rng().integers(1 << 30)}")
+    try:
+        logging.disable(logging.WARNING)  # the quantiser advises pre-processing, meant for vision models, on the root logger
+        try:
+            quantize_dynamic(source, tmp, op_types_to_quantize=list(INT8_OP_TYPES), weight_type=QuantType.QInt8)
+        finally:
+            logging.disable(logging.NOTSET)
+        model = onnx.load(str(tmp))
+        for prop in model.metadata_props:  # the predictor reports the precision it runs at
+            if prop.key == "sentiscore":
+                prop.value = json.dumps({**json.loads(prop.value), "precision": "int8"})
+        onnx.save(model, str(tmp))
+        weights_path(tmp).write_bytes(weights_path(source).read_bytes())  # quantisation leaves these float32
+        exact, quantised = OnnxPredictor(source, batch_size=64), OnnxPredictor(tmp, batch_size=64)
+        inputs = _probe_inputs(card, exact.input_widths)
+        gap = float(np.abs(exact(inputs)[0] - quantised(inputs)[0]).max())
+        if not gap <= INT8_PROBE_TOLERANCE:
+            raise ModelError(f"the int8 graph of {card.name} differs from float32 by {gap:.3f} in probability on a probe batch; "
+                             "score with --runtime onnx")
+        weights_path(tmp).replace(weights_path(path))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        weights_path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def _probe_inputs(card, input_widths: dict) -> dict[str, np.ndarray]:
+    """Random token and n-gram ids (and ELMo vectors) of mixed lengths."""
     rng = np.random.default_rng(0)
     vocab = int(card.embedder.get("vocab_size") or 1000)
     rows, width = 32, 24
@@ -339,12 +394,18 @@ def _check_against_keras(keras_predictor, onnx_predictor, card) -> None:
     if uses_ids:
         inputs["token_ids"] = np.where(padding, 0, rng.integers(2, max(3, vocab), (rows, width))).astype(np.int32)
     if uses_elmo:
-        vectors = rng.normal(size=(rows, width, onnx_predictor.input_widths["elmo_vectors"])).astype(np.float32)
+        vectors = rng.normal(size=(rows, width, input_widths["elmo_vectors"])).astype(np.float32)
         inputs["elmo_vectors"] = np.where(padding[..., None], 0.0, vectors).astype(np.float32)
     if card.wide is not None:
         ngrams = rng.integers(1, card.wide.num_buckets, (rows, 40)).astype(np.int32)
         ngrams[np.arange(40)[None, :] >= (lengths[:, None] * 2)] = 0
         inputs["ngram_ids"] = ngrams
+    return inputs
+
+
+def _check_against_keras(keras_predictor, onnx_predictor, card) -> None:
+    """The probe batch through both engines."""
+    inputs = _probe_inputs(card, onnx_predictor.input_widths)
     expected = keras_predictor(inputs)
     got = onnx_predictor(inputs)
     for name, a, b in zip(("probabilities", "attention", "token logits"), expected, got):

@@ -125,3 +125,42 @@ def test_scoring_from_a_cached_graph_imports_neither_onnx_nor_tensorflow(fixture
     assert run.returncode == 0, run.stderr
     assert "onnxruntime" not in run.stderr, run.stderr  # e.g. its warning about an unused initializer, at every load
     assert pq.read_table(tmp_path / "out.parquet").schema.metadata[b"sentiscore.runtime"].startswith(b"onnxruntime ")
+
+
+@pytest.mark.parametrize("fixture", ["tiny_idf_model", "tiny_elmo_vocab_model"])
+def test_int8_runtime_quantises_the_bilstm_alone_and_stays_close_to_float32(fixture, request, sample_dir, tmp_path):
+    """--runtime onnx-int8: a second cached graph whose LSTM is ONNX
+    Runtime's DynamicQuantizeLSTM (int8 weights) and nothing else changed;
+    its output says so, and stays near the float32 graph's."""
+    import onnx
+
+    model = request.getfixturevalue(fixture)
+    card = read_card(model)
+    int8_graph = onnx_engine.graph_for(card, "onnx-int8")
+    assert int8_graph == onnx_engine.graph_path(card, int8=True) != onnx_engine.graph_path(card)
+    ops = {node.op_type for node in onnx.load(str(int8_graph)).graph.node}
+    float_ops = {node.op_type for node in onnx.load(str(onnx_engine.graph_path(card))).graph.node}
+    assert "DynamicQuantizeLSTM" in ops and "LSTM" not in ops
+    assert ops - float_ops <= {"DynamicQuantizeLSTM"}  # attention, dense and the n-gram path stay float32
+    int8_out = _score(model, sample_dir / "reviews.csv", tmp_path / "int8.parquet", "onnx-int8", cascade=False)
+    float_out = _score(model, sample_dir / "reviews.csv", tmp_path / "f32.parquet", "onnx", cascade=False)
+    assert int8_out.schema.metadata[b"sentiscore.runtime"].endswith(b" int8")
+    assert not float_out.schema.metadata[b"sentiscore.runtime"].endswith(b" int8")
+    a, b = int8_out.to_pandas(), float_out.to_pandas()
+    probs = [c for c in a.columns if c.startswith("prob_")]
+    gap = np.abs(a[probs].to_numpy(float) - b[probs].to_numpy(float))
+    assert gap.max() < 0.05 and 0 < gap.max()  # rounded, so not identical; close, so not broken
+    assert (a.label == b.label).mean() >= 0.98
+    assert onnx_engine.weights_path(int8_graph).is_file()
+
+
+def test_an_int8_graph_that_strays_from_float32_is_never_kept(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("SENTISCORE_CACHE_DIR", str(tmp_path / "cache"))
+    card = read_card(tiny_model)
+    monkeypatch.setattr(onnx_engine, "INT8_PROBE_TOLERANCE", -1.0)  # any difference at all fails the check
+    with pytest.raises(UsageError, match="--runtime onnx-int8: .*differs from float32"):
+        onnx_engine.graph_for(card, "onnx-int8")
+    assert not onnx_engine.graph_path(card, int8=True).exists()
+    assert onnx_engine.graph_path(card).exists()  # the float32 graph it came from is kept
+    said = []
+    assert onnx_engine.graph_for(card, "auto", log=said.append) == onnx_engine.graph_path(card)
