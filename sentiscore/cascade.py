@@ -99,7 +99,7 @@ def wide_norms_flat(flat: np.ndarray, counts: np.ndarray, idf: np.ndarray | None
     the ids' idf weights."""
     if idf is None:
         return np.sqrt(np.maximum(counts, 1)).astype(np.float32)
-    weights = idf[flat].astype(np.float64)
+    weights = np.take(idf, flat).astype(np.float64)  # take: 3-4x faster than indexing a large table
     squares = sum_per_text(weights * weights, counts)
     return np.maximum(np.sqrt(squares), 1e-6).astype(np.float32)
 

@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -113,9 +114,10 @@ class Prepared:
     row_status: np.ndarray  # object array of statuses for rows without a label
     unique_texts: list[str]
     segmentation: object  # callable → SegmentedBatch
-    # Work on the chunk that depends on settings, not weights (hashed n-grams, by
-    # hasher settings), kept for the next model that scores it when several do
-    # (an ensemble's members); None: nothing is kept beyond ``forward``.
+    # Work on the chunk that depends on settings or on weights several models may
+    # share (hashed n-grams by hasher settings, token ids by word list, n-gram
+    # norms by idf weights), kept for the next model that scores it when several
+    # do (an ensemble's members); None: nothing is kept beyond ``forward``.
     shared: dict | None = None
 
 
@@ -130,6 +132,16 @@ class Forwarded:
     contribution: np.ndarray  # flat: each token's share of its text's predicted-class logit
     logit_parts: dict[str, np.ndarray] = field(default_factory=dict)  # path (deep, wide) → (U, C) logits before calibration
     deep: np.ndarray | None = None  # (U,) bool: the deep path ran (False: the cascade's n-gram path decided, or no tokens)
+
+
+def _shared(shared: dict | None, key, compute):
+    """``compute()``, kept in a chunk's :attr:`Prepared.shared` under ``key``
+    for the next model that needs the same (``key`` None: not shareable)."""
+    if shared is None or key is None:
+        return compute()
+    if key not in shared:
+        shared[key] = compute()
+    return shared[key]
 
 
 @dataclass
@@ -400,7 +412,7 @@ class Scorer:
                 self._explain_by_ngrams(segmented, token_wide, by_ngrams, probs, ngrams.norms[by_ngrams], contribution)
             scorable = np.setdiff1d(scorable, by_ngrams, assume_unique=True)
         deep[scorable] = True
-        features = self.embedder.featurize(segmented)
+        features = _shared(prepared.shared, getattr(self.embedder, "share_key", None), lambda: self.embedder.featurize(segmented))
 
         def encode(batch_idx: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
             width = int(-(-int(segmented.lengths[batch_idx].max()) // _WIDTH_STEP) * _WIDTH_STEP)
@@ -452,7 +464,24 @@ class Scorer:
             if shared is not None:
                 shared[key] = (rows, flat, counts)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        return _Ngrams(flat, starts, counts, wide_norms_flat(flat, counts, self.predictor.wide_idf))
+        norms_key = ("ngram_norms", self.hasher.config, self._idf_digest)
+        held = (shared or {}).get(norms_key)
+        if held is not None and np.array_equal(held[0], rows):
+            norms = held[1]
+        else:
+            norms = wide_norms_flat(flat, counts, self.predictor.wide_idf)
+            if shared is not None:
+                shared[norms_key] = (rows, norms)
+        return _Ngrams(flat, starts, counts, norms)
+
+    @cached_property
+    def _idf_digest(self) -> str | None:
+        """The n-gram path's idf weights, by content: members with equal
+        ones divide a text's n-gram sums by the same norm."""
+        import hashlib
+
+        idf = self.predictor.wide_idf
+        return None if idf is None else hashlib.sha256(np.ascontiguousarray(idf).tobytes()).hexdigest()
 
     def _token_wide_logits(self, segmented: SegmentedBatch, shared: dict | None = None) -> "_TokenWideLogits":
         """Each distinct token's own character n-grams, summed as the wide

@@ -24,16 +24,18 @@ def pair(tiny_model, tiny_idf_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def idf_twins(tiny_idf_model, tmp_path_factory):
-    """tiny_idf_model and the same recipe with another seed: members whose
-    n-gram hashing is the same, so the ensemble hashes each chunk once."""
-    from sentiscore.config import WideConfig
+    """tiny_idf_model and the same recipe with a BiLSTM that learns alone
+    (zh-fast's two members): the same rows, so the same word list, n-gram
+    hashing and idf weights, which the ensemble computes once per chunk."""
+    from sentiscore.config import ModelConfig, WideConfig
     from sentiscore.ensemble import combine
     from sentiscore.train import train
 
     from .conftest import SAMPLE, tiny_config
 
-    twin = tmp_path_factory.mktemp("models") / "tiny-idf-seed14"
-    train(SAMPLE / "labelled.csv", twin, tiny_config(wide=WideConfig(num_buckets=2**14, weighting="idf"), seed=14),
+    twin = tmp_path_factory.mktemp("models") / "tiny-idf-independent"
+    train(SAMPLE / "labelled.csv", twin, tiny_config(wide=WideConfig(num_buckets=2**14, weighting="idf"),
+                                                     model=ModelConfig(arch="wide-deep", lstm_units=8, wide_training="independent")),
           log=lambda m: None, verbose=0)
     return combine([tiny_idf_model, twin], tmp_path_factory.mktemp("ensembles") / "twins"), twin
 
@@ -77,21 +79,30 @@ def test_probabilities_are_the_mean_of_the_members(pair, tiny_model, tiny_idf_mo
 
 
 def test_members_with_the_same_hashing_share_it_and_still_give_the_mean(idf_twins, tiny_idf_model, monkeypatch):
+    from sentiscore import pipeline
+    from sentiscore.embed.vocab import VocabEmbedder
     from sentiscore.ngrams import CharNgramHasher
     from sentiscore.pipeline import Scorer
 
     ensemble, twin = idf_twins
     with Scorer.from_model(tiny_idf_model, workers=1) as a, Scorer.from_model(twin, workers=1) as b:
         pa_, pb = a.predict(TEXTS), b.predict(TEXTS)
-    calls = []
-    original = CharNgramHasher.transform_flat
-    monkeypatch.setattr(CharNgramHasher, "transform_flat", lambda self, texts: calls.append(len(texts)) or original(self, texts))
+        # Same data, same hasher: the same word list and idf weights, different weights elsewhere.
+        assert a.embedder.words == b.embedder.words
+        np.testing.assert_array_equal(a.predictor.wide_idf, b.predictor.wide_idf)
+    calls = {"hash": [], "ids": 0, "norms": 0}
+    hash_texts, featurize, norms = CharNgramHasher.transform_flat, VocabEmbedder.featurize, pipeline.wide_norms_flat
+    monkeypatch.setattr(CharNgramHasher, "transform_flat", lambda self, texts: calls["hash"].append(len(texts)) or hash_texts(self, texts))
+    monkeypatch.setattr(VocabEmbedder, "featurize", lambda self, batch: calls.__setitem__("ids", calls["ids"] + 1) or featurize(self, batch))
+    monkeypatch.setattr(pipeline, "wide_norms_flat", lambda *args: calls.__setitem__("norms", calls["norms"] + 1) or norms(*args))
     with Scorer.from_model(tiny_idf_model, workers=1) as single:
         single.predict(TEXTS)
-    single_calls, calls[:] = list(calls), []
+    single_calls = {"hash": list(calls["hash"]), "ids": calls["ids"], "norms": calls["norms"]}
+    calls.update({"hash": [], "ids": 0, "norms": 0})
     with Scorer.from_model(ensemble, workers=1) as ens:
         out = ens.predict(TEXTS)
-    assert calls == single_calls  # texts and tokens hashed once, not once per member
+    # Texts and tokens hashed, token ids looked up and n-gram norms computed once, not once per member.
+    assert calls == single_calls and single_calls["ids"] == single_calls["norms"] == 1
     assert not np.allclose(_probs(pa_), _probs(pb))  # the twins differ...
     np.testing.assert_allclose(_probs(out), (_probs(pa_) + _probs(pb)) / 2, atol=2e-6)  # ...and the mean is theirs
 

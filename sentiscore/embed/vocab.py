@@ -4,6 +4,7 @@ that turns ids into vectors lives in the model."""
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,9 @@ class VocabEmbedder:
     def __init__(self, words: list[str]):
         self.words = list(words)
         self._value_set = pa.array(self.words, type=pa.string())
+        # Models with the same word list give a chunk the same ids: an
+        # ensemble's members look them up once (Prepared.shared).
+        self.share_key = ("token_ids", hashlib.sha256("\n".join(self.words).encode("utf-8")).hexdigest())
 
     @property
     def size(self) -> int:
