@@ -22,11 +22,12 @@ scoring needs ``onnxruntime`` only: importing ``onnx`` costs ~0.8 s of start-up.
 
 ``--runtime onnx-int8`` scores a second cached graph, the same one with its
 BiLSTM's weights quantised to int8 (ONNX Runtime's dynamic quantisation:
-``DynamicQuantizeLSTM``, activations quantised per call). The recurrence is
-most of the classifier's time; attention, dense and n-gram weights stay
-float32. Its probabilities move by up to a few 1e-3, so it is a quantised
-path measured for quality (README, "Speed, 2026-12-02 (evening)"), not an
-exact one."""
+``DynamicQuantizeLSTM``). The recurrence is most of the classifier's time;
+attention, dense and n-gram weights stay float32. Its probabilities move by
+up to about 1e-2, so it is a quantised path measured for quality (README,
+"Speed, 2026-12-02 (evening)"), not an exact one; and the activations' scale
+is taken per call, over the whole batch, so a row's output depends slightly
+on the rows batched with it. That is why ``auto`` stays float32."""
 
 from __future__ import annotations
 

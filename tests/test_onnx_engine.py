@@ -164,3 +164,19 @@ def test_an_int8_graph_that_strays_from_float32_is_never_kept(tiny_model, tmp_pa
     assert onnx_engine.graph_path(card).exists()  # the float32 graph it came from is kept
     said = []
     assert onnx_engine.graph_for(card, "auto", log=said.append) == onnx_engine.graph_path(card)
+
+
+def test_auto_stays_on_the_exact_float32_graph_whose_rows_do_not_depend_on_their_batch(tiny_idf_model, sample_dir, tmp_path):
+    """int8 activations are scaled per batch, so a row's int8 output moves with
+    the rows batched beside it; float32's does not, which is why auto keeps it."""
+    card = read_card(tiny_idf_model)
+    assert onnx_engine.graph_for(card, "auto") == onnx_engine.graph_path(card)
+    src = sample_dir / "reviews.csv"
+
+    def probs(runtime, chunk_size):
+        out = _score(tiny_idf_model, src, tmp_path / f"{runtime}-{chunk_size}.parquet", runtime, cascade=False,
+                     chunk_size=chunk_size).to_pandas()
+        return out[[c for c in out.columns if c.startswith("prob_")]].to_numpy(float)
+
+    np.testing.assert_allclose(probs("auto", 7), probs("auto", 10_000), atol=1e-6)
+    assert np.nanmax(np.abs(probs("onnx-int8", 7) - probs("onnx-int8", 10_000))) > 1e-6
