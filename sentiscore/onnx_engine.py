@@ -358,11 +358,13 @@ def ensure_int8_graph(card, log=None) -> Path:
         log(f"sentiscore: quantising the BiLSTM of {card.name} to int8 (once; cached in {path.parent})")
     tmp = path.with_suffix(f".tmp-{np.random.default_rng().integers(1 << 30)}")
     try:
-        logging.disable(logging.WARNING)  # the quantiser advises pre-processing, meant for vision models, on the root logger
+        # The quantiser advises pre-processing (meant for vision models) through the root logger.
+        muted = logging.root.manager.disable
+        logging.disable(max(muted, logging.WARNING))
         try:
             quantize_dynamic(source, tmp, op_types_to_quantize=list(INT8_OP_TYPES), weight_type=QuantType.QInt8)
         finally:
-            logging.disable(logging.NOTSET)
+            logging.disable(muted)
         model = onnx.load(str(tmp))
         for prop in model.metadata_props:  # the predictor reports the precision it runs at
             if prop.key == "sentiscore":
