@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -331,17 +333,27 @@ def ensure_graph(card, log=None) -> Path:
         model = build_graph(loaded.keras_model, card)
     except Exception as exc:  # a layer this builder does not know: Keras and onnx raise many types
         raise ModelError(f"could not build the ONNX graph of {card.name} ({type(exc).__name__}: {exc})") from exc
-    tmp = path.with_suffix(f".tmp-{np.random.default_rng().integers(1 << 30)}")
-    onnx.save(model, str(tmp))
-    try:
+    with _publishing(path) as tmp:
+        onnx.save(model, str(tmp))
         _save_numpy_weights(model, tmp)
         _check_against_keras(Predictor(loaded.keras_model), OnnxPredictor(tmp, batch_size=64), card)
-        weights_path(tmp).replace(weights_path(path))  # the weights first: a graph on disk means both are there
+    return path
+
+
+@contextmanager
+def _publishing(path: Path):
+    """A temp graph path beside ``path`` to write and check a graph and its
+    weights at; when the block ends without error both are renamed into place
+    (the weights first: a graph on disk means both are there). Either way no
+    temp file is left."""
+    tmp = path.with_suffix(f".tmp-{np.random.default_rng().integers(1 << 30)}")
+    try:
+        yield tmp
+        weights_path(tmp).replace(weights_path(path))
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
         weights_path(tmp).unlink(missing_ok=True)
-    return path
 
 
 def ensure_int8_graph(card, log=None) -> Path:
@@ -356,8 +368,7 @@ def ensure_int8_graph(card, log=None) -> Path:
 
     if log is not None:
         log(f"sentiscore: quantising the BiLSTM of {card.name} to int8 (once; cached in {path.parent})")
-    tmp = path.with_suffix(f".tmp-{np.random.default_rng().integers(1 << 30)}")
-    try:
+    with _publishing(path) as tmp:
         # The quantiser advises pre-processing (meant for vision models) through the root logger.
         muted = logging.root.manager.disable
         logging.disable(max(muted, logging.WARNING))
@@ -370,18 +381,13 @@ def ensure_int8_graph(card, log=None) -> Path:
             if prop.key == "sentiscore":
                 prop.value = json.dumps({**json.loads(prop.value), "precision": "int8"})
         onnx.save(model, str(tmp))
-        weights_path(tmp).write_bytes(weights_path(source).read_bytes())  # quantisation leaves these float32
+        shutil.copyfile(weights_path(source), weights_path(tmp))  # quantisation leaves these float32
         exact, quantised = OnnxPredictor(source, batch_size=64), OnnxPredictor(tmp, batch_size=64)
         inputs = _probe_inputs(card, exact.input_widths)
         gap = float(np.abs(exact(inputs)[0] - quantised(inputs)[0]).max())
         if not gap <= INT8_PROBE_TOLERANCE:
             raise ModelError(f"the int8 graph of {card.name} differs from float32 by {gap:.3f} in probability on a probe batch; "
                              "score with --runtime onnx")
-        weights_path(tmp).replace(weights_path(path))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-        weights_path(tmp).unlink(missing_ok=True)
     return path
 
 

@@ -134,14 +134,16 @@ class Forwarded:
     deep: np.ndarray | None = None  # (U,) bool: the deep path ran (False: the cascade's n-gram path decided, or no tokens)
 
 
-def _shared(shared: dict | None, key, compute):
+def _shared(shared: dict | None, key, compute, rows: np.ndarray | None = None):
     """``compute()``, kept in a chunk's :attr:`Prepared.shared` under ``key``
-    for the next model that needs the same (``key`` None: not shareable)."""
+    for the next model that needs the same (``key`` None: not shareable).
+    ``rows``: the texts it covers; a kept value for other rows is recomputed."""
     if shared is None or key is None:
         return compute()
-    if key not in shared:
-        shared[key] = compute()
-    return shared[key]
+    held = shared.get(key)
+    if held is None or (rows is not None and not np.array_equal(held[0], rows)):
+        held = shared[key] = (rows, compute())
+    return held[1]
 
 
 @dataclass
@@ -451,27 +453,18 @@ class Scorer:
         hasher's arrays stay small whatever the texts' lengths. ``shared``:
         the chunk's :attr:`Prepared.shared`, where another model with the same
         hasher settings may have hashed them already."""
-        key = ("ngrams", self.hasher.config)
-        cached = (shared or {}).get(key)
-        if cached is not None and np.array_equal(cached[0], rows):
-            flat, counts = cached[1], cached[2]
-        else:
+
+        def hashed() -> tuple[np.ndarray, np.ndarray]:
             parts = [self.hasher.transform_flat([texts[i] for i in rows[start : start + self.batch_size]])
                      for start in range(0, rows.size, self.batch_size)]
             counts = np.zeros(len(texts), np.int64)
             counts[rows] = np.concatenate([c for _, c in parts]) if parts else 0
-            flat = np.concatenate([ids for ids, _ in parts]) if parts else np.zeros(0, np.int32)
-            if shared is not None:
-                shared[key] = (rows, flat, counts)
+            return (np.concatenate([ids for ids, _ in parts]) if parts else np.zeros(0, np.int32)), counts
+
+        flat, counts = _shared(shared, ("ngrams", self.hasher.config), hashed, rows)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        norms_key = ("ngram_norms", self.hasher.config, self._idf_digest)
-        held = (shared or {}).get(norms_key)
-        if held is not None and np.array_equal(held[0], rows):
-            norms = held[1]
-        else:
-            norms = wide_norms_flat(flat, counts, self.predictor.wide_idf)
-            if shared is not None:
-                shared[norms_key] = (rows, norms)
+        norms = _shared(shared, ("ngram_norms", self.hasher.config, self._idf_digest),
+                        lambda: wide_norms_flat(flat, counts, self.predictor.wide_idf), rows)
         return _Ngrams(flat, starts, counts, norms)
 
     @cached_property
@@ -489,9 +482,8 @@ class Scorer:
         hashed once per distinct token of the chunk, not once per occurrence
         (and once per chunk for all models with these hasher settings, via
         ``shared``)."""
-        key = ("token_ngrams", self.hasher.config)
-        hashed = (shared or {}).get(key)
-        if hashed is None:
+
+        def hashed() -> tuple[np.ndarray, list]:
             encoded = pc.dictionary_encode(pa.array(segmented.tokens, pa.string()))
             distinct = encoded.dictionary.to_pylist()
             # A slice of tokens at a time, by characters: one token can be a 2,000-character run of letters.
@@ -501,10 +493,9 @@ class Scorer:
                 end = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + _TOKEN_CHARS_PER_SLICE, side="right")))
                 slices.append(self.hasher.transform_flat(distinct[start:end]))
                 start = end
-            hashed = (encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), slices)
-            if shared is not None:
-                shared[key] = hashed
-        index, slices = hashed
+            return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), slices
+
+        index, slices = _shared(shared, ("token_ngrams", self.hasher.config), hashed)
         logits = [sum_per_text(np.take(self.predictor.wide_table, flat, axis=0), counts) for flat, counts in slices]  # see wide_logits_flat
         table = np.concatenate(logits) if logits else np.zeros((0, len(self.labels)))
         return _TokenWideLogits(index, table)
