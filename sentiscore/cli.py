@@ -195,6 +195,9 @@ def cli():
               help="Check an ELMo model was trained with this layer mix (error if not).")
 @device_option
 @workers_option
+@click.option("--worker-nice", type=click.IntRange(0, 19), default=None, metavar="N",
+              help="Run the segmentation workers N steps nicer than the scoring process, which waits on them "
+                   "(Unix). Default: 10. 0: the same priority, e.g. on a machine shared with jobs they should not yield to.")
 @click.option("--on-bad-lines", type=click.Choice(["error", "skip"]), default="error", show_default=True,
               help="CSV rows with the wrong number of fields: stop, or skip them (listed in OUT.bad-lines.tsv).")
 @click.option("--resume", is_flag=True, help="OUT is a directory of Parquet parts, one per chunk; rerun the same command after a crash to finish.")
@@ -210,8 +213,8 @@ def cli():
 @engine_options
 @_errors_to_exit
 def score(input_path, output_path, model, text_column, input_format, encoding, output_format, chunk_size, batch_size,
-          top_k, keep_columns, prefix, maxlen, user_dict, stopwords, layer_mix, device, workers, on_bad_lines, resume, overwrite,
-          quiet, engine, ray_address, num_workers, gpus_per_worker, adapt_priors, priors, cascade, runtime):
+          top_k, keep_columns, prefix, maxlen, user_dict, stopwords, layer_mix, device, workers, worker_nice, on_bad_lines, resume,
+          overwrite, quiet, engine, ray_address, num_workers, gpus_per_worker, adapt_priors, priors, cascade, runtime):
     """Score IN (CSV/TSV/Parquet/JSONL, or '-' for stdin) into OUT (Parquet,
     CSV, TSV or JSONL, or '-' for stdout).
 
@@ -241,7 +244,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, partial(_stop_at_next_chunk, stop))
     config = ScoreConfig(
-        text_column=text_column, chunk_size=chunk_size, batch_size=batch_size, top_k=top_k, workers=workers,
+        text_column=text_column, chunk_size=chunk_size, batch_size=batch_size, top_k=top_k, workers=workers, worker_nice=worker_nice,
         input_format=input_format, output_format=output_format, encoding=encoding,
         keep_columns=tuple(c.strip() for c in keep_columns.split(",") if c.strip()) if keep_columns is not None else None,
         overwrite=overwrite, quiet=quiet, on_bad_lines=on_bad_lines, resume=resume, device=device,

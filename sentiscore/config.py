@@ -293,6 +293,10 @@ class TrainConfig:
 
 
 RUNTIMES = ("auto", "onnx", "onnx-int8", "tensorflow")
+# Segmentation workers run this much nicer than the process that scores their
+# tokens: that process is the pipeline's critical path, and at equal priority
+# it got 2/3 of a core beside two workers on 2 cores (README, Speed).
+DEFAULT_WORKER_NICE = 10
 
 
 @dataclass(frozen=True)
@@ -315,6 +319,7 @@ class ScoreConfig:
     priors: tuple[tuple[str, float], ...] | None = None  # (label value, prior) pairs: score under these priors
     cascade: bool = True  # rows the n-gram path decides skip the deep path (models whose card has a cascade)
     runtime: str = "auto"  # what runs the classifier: onnx (ONNX Runtime), onnx-int8 (its BiLSTM in int8), tensorflow, or auto (onnx where it can)
+    worker_nice: int | None = None  # niceness added to the segmentation workers; None: DEFAULT_WORKER_NICE
 
     def __post_init__(self):
         if self.adapt_priors and self.priors is not None:
@@ -329,6 +334,12 @@ class ScoreConfig:
             raise UsageError("--top-k must be 0 or more")
         if self.runtime not in RUNTIMES:
             raise UsageError(f"--runtime must be one of {', '.join(RUNTIMES)}")
+        if self.worker_nice is not None and not 0 <= self.worker_nice <= 19:
+            raise UsageError("--worker-nice must be between 0 and 19")
+
+    @property
+    def segmentation_nice(self) -> int:
+        return DEFAULT_WORKER_NICE if self.worker_nice is None else self.worker_nice
 
 
 def parse_labels(spec: str) -> tuple[tuple[str, str], ...]:

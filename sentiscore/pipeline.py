@@ -197,6 +197,12 @@ def as_text(column) -> pa.Array | None:
         return None
 
 
+def _segmenter_for(card: ModelCard, workers: int, nice: int = 0) -> ParallelSegmenter:
+    """The segmenter a model was trained with (an ensemble's members share one)."""
+    trained = card.members[0] if card.members else card
+    return ParallelSegmenter(trained.segmenter_config(), trained.maxlen, workers, nice=nice)
+
+
 class Scorer:
     """Load once, score many. ``predict`` for lists of texts, ``score_batch``
     for Arrow batches, ``score_file`` (module level) for files.
@@ -212,7 +218,7 @@ class Scorer:
         self.labels = list(card.labels)
         self.maxlen = card.maxlen
         self.workers = workers or default_workers()
-        self.segmenter = segmenter or ParallelSegmenter(card.segmenter_config(), self.maxlen, self.workers)
+        self.segmenter = segmenter or _segmenter_for(card, self.workers)
         self.embedder = loaded.embedder
         self.hasher = CharNgramHasher(card.wide) if card.wide is not None else None
         # The card's cascade (wide-deep models trained by 0.2), unless the caller wants every row through the deep path.
@@ -249,7 +255,8 @@ class Scorer:
 
     @classmethod
     def from_model(cls, model=None, *, workers=None, batch_size=None, top_k=3, expect: dict | None = None,
-                   device: str = "auto", segmenter=None, cascade: bool = True, runtime: str = "auto") -> "Scorer":
+                   device: str = "auto", segmenter=None, cascade: bool = True, runtime: str = "auto",
+                   worker_nice: int = 0, start_workers: bool = False) -> "Scorer":
         """``expect`` holds settings the caller asked for (``maxlen``,
         ``user_dict``, ``stopwords``, ``layer_mix``); any that differ from the
         model's training settings raise :class:`SettingsMismatchError`.
@@ -257,27 +264,40 @@ class Scorer:
         card = read_card(model)
         check_expected_settings(card, expect or {})
         return cls.from_card(card, workers=workers, batch_size=batch_size, top_k=top_k, device=device, segmenter=segmenter,
-                             cascade=cascade, runtime=runtime)
+                             cascade=cascade, runtime=runtime, worker_nice=worker_nice, start_workers=start_workers)
 
     @classmethod
     def from_card(cls, card: ModelCard, *, workers=None, batch_size=None, top_k=3, device: str = "auto",
-                  segmenter=None, cascade: bool = True, runtime: str = "auto") -> "Scorer":
+                  segmenter=None, cascade: bool = True, runtime: str = "auto", worker_nice: int = 0,
+                  start_workers: bool = False) -> "Scorer":
         """The scorer of a model whose card is already read and checked (a
         :class:`RunPlan`'s). ``runtime``: what runs the classifier, ``onnx``
         (ONNX Runtime, built from the Keras model once and cached),
         ``tensorflow``, or ``auto``: ONNX where the model and the install allow.
-        An ensemble's card gives an :class:`~sentiscore.ensemble.EnsembleScorer`."""
-        if card.members:
-            from .ensemble import EnsembleScorer
+        An ensemble's card gives an :class:`~sentiscore.ensemble.EnsembleScorer`.
+        Without a ``segmenter``, one is made with ``workers`` processes at
+        ``worker_nice``; ``start_workers`` starts them before the model loads."""
+        own = segmenter is None
+        if own:
+            segmenter = _segmenter_for(card, workers or default_workers(), worker_nice)
+            if start_workers:
+                segmenter.start()
+        try:
+            if card.members:
+                from .ensemble import EnsembleScorer
 
-            return EnsembleScorer.from_card(card, workers=workers, batch_size=batch_size, top_k=top_k, device=device,
-                                            segmenter=segmenter, cascade=cascade, runtime=runtime)
-        from .onnx_engine import graph_for
+                return EnsembleScorer.from_card(card, workers=workers, batch_size=batch_size, top_k=top_k, device=device,
+                                                segmenter=segmenter, cascade=cascade, runtime=runtime)
+            from .onnx_engine import graph_for
 
-        graph = graph_for(card, runtime, log=_log_stderr)
-        loaded = load_model(card, device=device, log=_log_stderr, with_keras=graph is None)
-        return cls(loaded, workers=workers, batch_size=batch_size, top_k=top_k, segmenter=segmenter, cascade=cascade,
-                   onnx_graph=graph)
+            graph = graph_for(card, runtime, log=_log_stderr)
+            loaded = load_model(card, device=device, log=_log_stderr, with_keras=graph is None)
+            return cls(loaded, workers=workers, batch_size=batch_size, top_k=top_k, segmenter=segmenter, cascade=cascade,
+                       onnx_graph=graph)
+        except BaseException:
+            if own:
+                segmenter.close()
+            raise
 
     @property
     def reference_prior(self) -> np.ndarray:
@@ -771,7 +791,8 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
     own_scorer = scorer is None
     if own_scorer:
         scorer = Scorer.from_card(card, workers=config.workers, batch_size=config.batch_size, top_k=config.top_k, device=config.device,
-                                  cascade=config.cascade, runtime=config.runtime)
+                                  cascade=config.cascade, runtime=config.runtime, worker_nice=config.segmentation_nice,
+                                  start_workers=_large_file(input_path))
     try:
         with scorer.keeping_priors():
             priors = None
@@ -806,6 +827,21 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
     finally:
         if own_scorer:
             scorer.close()
+
+
+_START_WORKERS_BYTES = 1 << 20  # ~5,000 reviews as CSV: enough for the workers to be used (ParallelSegmenter.min_parallel_texts)
+
+
+def _large_file(path) -> bool:
+    """Whether IN is a file large enough that the segmentation workers will
+    be needed: then they start while the model loads (small files and stdin
+    are segmented in this process, and starting them would only cost)."""
+    if is_stdio(path):
+        return False
+    try:
+        return Path(path).stat().st_size >= _START_WORKERS_BYTES
+    except OSError:
+        return False
 
 
 class StopRequest(threading.Event):

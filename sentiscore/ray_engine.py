@@ -611,7 +611,7 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
     config = config or ScoreConfig()
     options = options or RayOptions()
     for flag, used in (("--resume", config.resume), ("--on-bad-lines skip", config.on_bad_lines == "skip"),
-                       ("--workers", config.workers is not None)):
+                       ("--workers", config.workers is not None), ("--worker-nice", config.worker_nice is not None)):
         if used:
             hint = " (use --num-workers for the scoring actors)" if flag == "--workers" else ""
             raise UsageError(f"{flag} is for the local engine, not --engine ray{hint}")

@@ -219,7 +219,7 @@ class Segmenter:
 _WORKER_SEGMENTER: Segmenter | None = None
 
 
-def _init_worker(config: SegmenterConfig, maxlen: int, stopwords: frozenset[str]) -> None:
+def _init_worker(config: SegmenterConfig, maxlen: int, stopwords: frozenset[str], nice: int = 0) -> None:
     # Runs in every worker (spawn-safe): each loads the dictionary and the
     # user dictionary itself.
     global _WORKER_SEGMENTER
@@ -228,7 +228,16 @@ def _init_worker(config: SegmenterConfig, maxlen: int, stopwords: frozenset[str]
     # Ctrl-C goes to the whole process group: the parent handles it and
     # terminates the pool; workers printing tracebacks would only add noise.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if nice > 0 and hasattr(os, "nice"):
+        try:
+            os.nice(nice)
+        except OSError:  # a sandbox that forbids it: run at the parent's priority
+            pass
     _WORKER_SEGMENTER = Segmenter(config, maxlen, stopwords)
+
+
+def _worker_ready() -> int:
+    return os.getpid()
 
 
 def _segment_in_worker(texts: list[str]) -> SegmentedBatch:
@@ -245,10 +254,13 @@ class ParallelSegmenter:
     min_parallel_texts = 2000
     worker_function = staticmethod(_segment_in_worker)
 
-    def __init__(self, config: SegmenterConfig, maxlen: int, workers: int = 1):
+    def __init__(self, config: SegmenterConfig, maxlen: int, workers: int = 1, nice: int = 0):
+        """``nice``: added to the workers' niceness (Unix), so that the
+        process that waits for their tokens gets a core first."""
         self.config = config
         self.maxlen = maxlen
         self.workers = max(1, int(workers))
+        self.nice = max(0, int(nice))
         self.stopwords = load_stopwords(config.stopwords)
         self._local: Segmenter | None = None
         self._pool: ProcessPoolExecutor | None = None
@@ -264,9 +276,22 @@ class ParallelSegmenter:
                 self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(self.config, self.maxlen, self.stopwords),
+                initargs=(self.config, self.maxlen, self.stopwords, self.nice),
             )
         return self._pool
+
+    def start(self) -> None:
+        """Start the worker processes now rather than at the first large
+        chunk, so that their dictionary loading overlaps the caller's own
+        start-up (loading a model)."""
+        if self.workers == 1:
+            return
+        pool = self._get_pool()
+        try:
+            for _ in range(self.workers):  # each task finding no idle worker spawns one
+                pool.submit(_worker_ready)
+        except BrokenProcessPool as exc:
+            raise self._worker_died() from exc
 
     def _slices(self, texts: list[str]) -> list[list[str]]:
         per = -(-len(texts) // (self.workers * 2))

@@ -278,3 +278,10 @@ def test_resume_after_sigkill_finishes_with_identical_output(tiny_model, tmp_pat
     subprocess.run(cmd[:5] + [str(whole)] + cmd[6:12] + ["--quiet"], check=True)  # same run without --resume
     parts = pd.concat([pq.read_table(p).to_pandas() for p in sorted(out.glob("part-*.parquet"))], ignore_index=True)
     pd.testing.assert_frame_equal(parts, pq.read_table(whole).to_pandas())
+
+
+@pytest.mark.parametrize("value", ["-1", "20"])
+def test_worker_nice_outside_the_unix_range_is_refused_before_any_work(value, tiny_model, sample_dir, tmp_path):
+    out = tmp_path / "out.parquet"
+    result = CliRunner().invoke(cli, ["score", str(sample_dir / "reviews.csv"), str(out), "-m", str(tiny_model), "--worker-nice", value])
+    assert result.exit_code == 2 and "--worker-nice" in result.output + (result.stderr or "") and not out.exists()

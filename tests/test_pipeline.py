@@ -225,6 +225,26 @@ def test_parallel_workers_give_the_same_output(tiny_model, sample_dir, tmp_path)
     pd.testing.assert_frame_equal(expected, got)
 
 
+def test_large_files_start_nicer_workers_while_the_model_loads(tiny_model, sample_dir, tmp_path, monkeypatch):
+    from sentiscore import pipeline
+    from sentiscore.segment import ParallelSegmenter
+
+    started = []
+    real_start = ParallelSegmenter.start
+    monkeypatch.setattr(ParallelSegmenter, "start", lambda self: (started.append((self.workers, self.nice)), real_start(self)))
+    src = sample_dir / "reviews.csv"
+    score_file(src, tmp_path / "small.parquet", model=tiny_model, config=ScoreConfig(workers=2, worker_nice=5))
+    assert started == []  # below the size where workers are used: none started ahead
+    monkeypatch.setattr(pipeline, "_START_WORKERS_BYTES", src.stat().st_size)
+    score_file(src, tmp_path / "large.parquet", model=tiny_model, config=ScoreConfig(workers=2, worker_nice=5))
+    assert started == [(2, 5)]
+    score_file(src, tmp_path / "default.parquet", model=tiny_model, config=ScoreConfig(workers=2))
+    assert started[-1] == (2, 10)  # DEFAULT_WORKER_NICE
+    frames = [pq.read_table(tmp_path / name).to_pandas() for name in ("small.parquet", "large.parquet", "default.parquet")]
+    pd.testing.assert_frame_equal(frames[0], frames[1])
+    pd.testing.assert_frame_equal(frames[0], frames[2])
+
+
 def test_worker_death_names_the_chunk_and_leaves_no_output(tiny_model, sample_dir, tmp_path):
     from sentiscore.errors import WorkerError
     from tests.test_segment import _die_in_worker

@@ -177,6 +177,7 @@ def test_segmentation_stage_and_actor_match_the_scorer_in_process(tiny_model, ti
     (["--num-workers", "2"], "--num-workers need --engine ray"),
     (["--engine", "ray", "--resume"], "--resume is for the local engine, not --engine ray"),
     (["--engine", "ray", "--workers", "2"], "--workers is for the local engine, not --engine ray (use --num-workers for the scoring actors)"),
+    (["--engine", "ray", "--worker-nice", "0"], "--worker-nice is for the local engine, not --engine ray"),
     (["--engine", "ray", "--output-format", "csv"], "--engine ray writes a directory of Parquet parts; drop --output-format"),
 ])
 def test_options_that_do_not_fit_the_engine(args, message, sample_dir, tmp_path):

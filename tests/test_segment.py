@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -84,6 +86,24 @@ def test_parallel_matches_serial_and_keeps_order(sample_dir, tmp_path):
     assert result.tokens == serial.tokens
     np.testing.assert_array_equal(result.lengths, serial.lengths)
     np.testing.assert_array_equal(result.truncated, serial.truncated)
+
+
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="niceness is a Unix setting")
+def test_workers_run_nicer_than_the_caller_and_can_start_early():
+    with ParallelSegmenter(SegmenterConfig(), maxlen=10, workers=2, nice=7) as segmenter:
+        segmenter.start()
+        pool = segmenter._pool
+        assert pool is not None and len(pool._processes) == 2  # both spawned before any text arrived
+        assert {pool.submit(os.nice, 0).result() for _ in range(4)} == {min(19, os.nice(0) + 7)}
+        segmenter.min_parallel_texts = 1
+        texts = ["质量很好", "太差了"]
+        assert segmenter.segment(texts).tokens == Segmenter(SegmenterConfig(), maxlen=10).segment(texts).tokens
+    with ParallelSegmenter(SegmenterConfig(), maxlen=10, workers=2) as segmenter:  # the default: the caller's priority
+        segmenter.start()
+        assert segmenter._pool.submit(os.nice, 0).result() == os.nice(0)
+    single = ParallelSegmenter(SegmenterConfig(), maxlen=10, workers=1, nice=7)
+    single.start()  # one worker means this process segments: nothing to start
+    assert single._pool is None
 
 
 def test_jieba_cache_goes_to_the_configured_folder(tmp_path, monkeypatch):
