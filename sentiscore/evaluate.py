@@ -47,6 +47,21 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: 
     }
 
 
+def label_shares(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> dict:
+    """Each label's share of the true labels and of the predicted ones (rows
+    that got a label): where a model calls too much or too little 中评 shows
+    here before it shows in F1."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    y_pred = y_pred[y_pred != UNSCORED]
+    n = len(class_names)
+
+    def shares(ids: np.ndarray) -> dict:
+        counts = np.bincount(ids, minlength=n)[:n]
+        return {name: round(float(c) / max(1, ids.size), 4) for name, c in zip(class_names, counts)}
+
+    return {"true": shares(y_true), "predicted": shares(y_pred)}
+
+
 def evaluate(data_path, model=None, text_column: str = "txt", label_column: str = "label", group_column: str | None = "source",
              workers: int | None = None, batch_size: int | None = None, input_format: str | None = None, encoding: str = "utf-8",
              scorer=None, adapt_priors: bool = False) -> dict:
@@ -120,6 +135,7 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     result["model"] = scorer.loaded.name
     result["model_hash"] = scorer.loaded.hash
     result["labels"] = names
+    result["label_shares"] = label_shares(y_true_all, y_pred_all, names)
     if priors is not None:
         result["adapted_priors"] = {name: round(float(p), 4) for name, p in zip(names, priors)}
     conf_all = np.concatenate(confidences) if confidences else np.zeros(0)
@@ -129,12 +145,18 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     result["most_confident_mistakes"] = [record for _, _, record in sorted(mistakes, key=lambda m: (-m[0], m[1]))]
     if has_group:
         group_arr = np.concatenate(groups) if groups else np.zeros(0, str)
-        result["by_group"] = {
-            str(g): {k: v for k, v in classification_metrics(y_true_all[group_arr == g], y_pred_all[group_arr == g], names, present_only=True).items()
-                     if k in ("rows", "accuracy", "macro_f1")}
-            for g in sorted(set(group_arr.tolist()))
-        }
+        result["by_group"] = {}
+        for g in sorted(set(group_arr.tolist())):
+            in_group = group_arr == g
+            metrics = classification_metrics(y_true_all[in_group], y_pred_all[in_group], names, present_only=True)
+            result["by_group"][str(g)] = {**{k: metrics[k] for k in ("rows", "accuracy", "macro_f1")},
+                                          "label_shares": label_shares(y_true_all[in_group], y_pred_all[in_group], names)}
     return result
+
+
+def _shares_cell(shares: dict, names: list[str]) -> str:
+    """'45/47 19/4 36/49': true/predicted percent per label."""
+    return " ".join(f"{shares['true'][n] * 100:.0f}/{shares['predicted'][n] * 100:.0f}" for n in names)
 
 
 def format_report(result: dict) -> str:
@@ -154,8 +176,13 @@ def format_report(result: dict) -> str:
     lines += ["", "confusion matrix (rows: true, columns: predicted)", " " * 10 + "".join(f"{n:>10}" for n in names)]
     for name, row in zip(names, result["confusion_matrix"]):
         lines.append(f"{name:<10}" + "".join(f"{v:>10,}" for v in row))
+    if result.get("label_shares"):
+        shares = result["label_shares"]
+        lines += ["", "label shares, true → predicted: " + ", ".join(
+            f"{n} {shares['true'][n] * 100:.1f}% → {shares['predicted'][n] * 100:.1f}%" for n in names)]
     if result.get("by_group"):
-        lines += ["", f"{'group':<20}{'rows':>8}{'accuracy':>10}{'macro-F1':>10}"]
+        lines += ["", f"{'group':<20}{'rows':>8}{'accuracy':>10}{'macro-F1':>10}   % true/predicted: {' '.join(names)}"]
         for group, m in result["by_group"].items():
-            lines.append(f"{group:<20}{m['rows']:>8,}{m['accuracy']:>10.4f}{m['macro_f1']:>10.4f}")
+            cell = _shares_cell(m["label_shares"], names) if "label_shares" in m else ""
+            lines.append(f"{group:<20}{m['rows']:>8,}{m['accuracy']:>10.4f}{m['macro_f1']:>10.4f}   {cell}")
     return "\n".join(lines)

@@ -87,8 +87,11 @@ def write_html_report(result: dict, path, explanations: list, faithfulness: dict
         f'<img alt="reliability diagram" src="data:image/png;base64,{plots["calibration"]}"></div>',
     ]
     if result.get("by_group"):
-        sections += ["<h2>Per source</h2>", _table(["source", "rows", "accuracy", "macro-F1 (classes present)"],
-                     [[g, f"{m['rows']:,}", m["accuracy"], m["macro_f1"]] for g, m in result["by_group"].items()])]
+        sections += ["<h2>Per source</h2>", _table(["source", "rows", "accuracy", "macro-F1 (classes present)"]
+                                                   + [f"{n} % true / predicted" for n in names],
+                     [[g, f"{m['rows']:,}", m["accuracy"], m["macro_f1"]]
+                      + [f"{m['label_shares']['true'][n] * 100:.1f} / {m['label_shares']['predicted'][n] * 100:.1f}" for n in names]
+                      for g, m in result["by_group"].items()])]
     if faithfulness:
         rows = [[k, faithfulness[k]["drop_top"], faithfulness[k]["drop_random"], faithfulness[k]["ratio"]]
                 for k in faithfulness if k.startswith("k=")]

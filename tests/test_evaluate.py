@@ -25,6 +25,19 @@ def test_evaluate_reports_groups_and_formats(tiny_model, sample_dir):
     assert sum(g["rows"] for g in result["by_group"].values()) == 600
     text = format_report(result)
     assert "macro-F1" in text and "confusion matrix" in text and "weibo" in text
+    # Label shares: true ones from the file's labels, predicted ones from the confusion matrix's columns.
+    import pandas as pd
+
+    frame = pd.read_parquet(sample_dir / "labelled.parquet")
+    matrix = np.array(result["confusion_matrix"])
+    for i, (value, name) in enumerate(zip((-1, 0, 1), result["labels"])):
+        assert result["label_shares"]["true"][name] == pytest.approx(np.mean(frame.label == value), abs=1e-4)
+        assert result["label_shares"]["predicted"][name] == pytest.approx(matrix[:, i].sum() / matrix.sum(), abs=1e-4)
+    for group, m in result["by_group"].items():
+        rows = frame[frame.source.str.split(":").str[0] == group]
+        assert m["label_shares"]["true"]["中评"] == pytest.approx(np.mean(rows.label == 0), abs=1e-4), group
+        assert sum(m["label_shares"]["predicted"].values()) == pytest.approx(1, abs=1e-3)
+    assert "label shares, true → predicted" in text and "% true/predicted" in text
 
 
 def test_evaluate_without_label_column(tiny_model, sample_dir):
