@@ -245,6 +245,25 @@ def test_large_files_start_nicer_workers_while_the_model_loads(tiny_model, sampl
     pd.testing.assert_frame_equal(frames[0], frames[2])
 
 
+def test_workers_started_early_stop_when_the_model_fails_to_load(tiny_model, monkeypatch):
+    from sentiscore import pipeline
+    from sentiscore.artifacts import read_card
+    from sentiscore.errors import ModelError
+    from sentiscore.segment import ParallelSegmenter
+
+    pools = []
+    real_start = ParallelSegmenter.start
+    monkeypatch.setattr(ParallelSegmenter, "start", lambda self: (real_start(self), pools.append(self)))
+
+    def broken(*args, **kwargs):
+        raise ModelError("damaged")
+
+    monkeypatch.setattr(pipeline, "load_model", broken)
+    with pytest.raises(ModelError, match="damaged"):
+        Scorer.from_card(read_card(tiny_model), workers=2, runtime="tensorflow", start_workers=True)
+    assert len(pools) == 1 and pools[0]._pool is None  # started, then shut down: no stray processes
+
+
 def test_worker_death_names_the_chunk_and_leaves_no_output(tiny_model, sample_dir, tmp_path):
     from sentiscore.errors import WorkerError
     from tests.test_segment import _die_in_worker
