@@ -792,7 +792,7 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
     if own_scorer:
         scorer = Scorer.from_card(card, workers=config.workers, batch_size=config.batch_size, top_k=config.top_k, device=config.device,
                                   cascade=config.cascade, runtime=config.runtime, worker_nice=config.segmentation_nice,
-                                  start_workers=_large_file(input_path))
+                                  start_workers=_large_file(input_path) and config.chunk_size >= ParallelSegmenter.min_parallel_texts)
     try:
         with scorer.keeping_priors():
             priors = None
@@ -834,8 +834,9 @@ _START_WORKERS_BYTES = 1 << 20  # ~5,000 reviews as CSV: enough for the workers 
 
 def _large_file(path) -> bool:
     """Whether IN is a file large enough that the segmentation workers will
-    be needed: then they start while the model loads (small files and stdin
-    are segmented in this process, and starting them would only cost)."""
+    be needed: then they start while the model loads (small files, stdin and
+    chunks under ``min_parallel_texts`` are segmented in this process, and
+    starting them would only cost)."""
     if is_stdio(path):
         return False
     try:

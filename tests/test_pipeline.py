@@ -240,6 +240,8 @@ def test_large_files_start_nicer_workers_while_the_model_loads(tiny_model, sampl
     assert started == [(2, 5)]
     score_file(src, tmp_path / "default.parquet", model=tiny_model, config=ScoreConfig(workers=2))
     assert started[-1] == (2, 10)  # DEFAULT_WORKER_NICE
+    score_file(src, tmp_path / "small-chunks.parquet", model=tiny_model, config=ScoreConfig(workers=2, chunk_size=100))
+    assert len(started) == 2  # chunks this small are segmented in this process: no workers to start
     frames = [pq.read_table(tmp_path / name).to_pandas() for name in ("small.parquet", "large.parquet", "default.parquet")]
     pd.testing.assert_frame_equal(frames[0], frames[1])
     pd.testing.assert_frame_equal(frames[0], frames[2])
