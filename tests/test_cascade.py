@@ -89,7 +89,7 @@ def test_numpy_wide_logits_equal_the_keras_layer(fixture, request):
     np.testing.assert_allclose(wide_logits_flat(table, bias, flat, counts, norms), np.asarray(layer(ids)), rtol=1e-5, atol=1e-6)
 
 
-def _with_cascade(tiny_model, tmp_path, threshold: float) -> "Path":
+def _with_cascade(tiny_model, tmp_path, threshold: float):
     """A copy of the tiny model with a cascade at this threshold."""
     target = tmp_path / f"cascade-{threshold}"
     shutil.copytree(tiny_model, target)

@@ -157,7 +157,6 @@ def test_markup_mode_is_validated():
 
 def test_markup_mode_travels_with_the_model(tiny_model, tmp_path):
     import json
-    import shutil
 
     from sentiscore.artifacts import trained_segmenter_config, trained_wide_config
 
