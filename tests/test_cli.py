@@ -187,7 +187,7 @@ def test_default_model_smoke(runner, sample_dir, tmp_path):
     elmo_out = tmp_path / "scored-elmo.parquet"
     elmo = runner.invoke(cli, ["score", str(sample_dir / "reviews.parquet"), str(elmo_out), "--model", "zh-elmo"])
     assert elmo.exit_code == 0, elmo.output
-    assert "model zh-elmo@" in elmo.stderr and "embedder elmo+vocab zh-tiny" in elmo.stderr
+    assert "model zh-elmo@" in elmo.stderr and "embedder elmo+vocab zh-small" in elmo.stderr
     elmo_frame = pq.read_table(elmo_out).to_pandas()
     assert len(elmo_frame) == 300 and (elmo_frame.status == "ok").mean() > 0.95
 
