@@ -25,8 +25,9 @@ file's class priors from the calibrated posteriors, from the reference
 prior in the model's card), computed from the same probabilities.
 ``--ensemble NAME=RUN+RUN`` combines recipes' fold models with ``sentiscore
 ensemble`` and scores the result like a recipe. ``--runtime-variant
-NAME=RUN:RUNTIME`` scores a recipe's or ensemble's fold models again with
-another ``score --runtime`` (``onnx-int8``: a quantised path, measured here).
+NAME=RUN:RUNTIME[:ELMO_PRECISION]`` scores a recipe's or ensemble's fold models again with
+another ``score --runtime`` (``onnx-int8``: a quantised path, measured here)
+and, for ELMo models, ``--elmo-precision`` (``bfloat16``).
 
 Metrics per fold: macro-F1 over the labels present in the test rows (a
 binary group is scored negative vs positive as a user with binary data
@@ -169,26 +170,29 @@ def run_ensemble(name: str, runs: list[str], fold: Path, models: Path, out: Path
     log(f"  {name} on {fold.name}: {time.perf_counter() - started:.0f} s")
 
 
-def run_variant(name: str, run: str, runtime: str, fold: Path, models: Path, out: Path, workers: int | None) -> None:
+def run_variant(name: str, run: str, runtime: str, fold: Path, models: Path, out: Path, workers: int | None,
+                elmo_precision: str = "float32") -> None:
     """RUN's fold model (trained or combined by its own --recipe or
-    --ensemble) scored with ``--runtime RUNTIME``."""
-    flags = f"{run} scored with --runtime {runtime}"
+    --ensemble) scored with ``--runtime RUNTIME`` and ``--elmo-precision``."""
+    flags = f"{run} scored with --runtime {runtime}" + (f" --elmo-precision {elmo_precision}" if elmo_precision != "float32" else "")
     if out.is_file() and json.loads(out.with_suffix(".json").read_text()).get("flags") == flags:
         return
     model_dir = models / run / fold.name
     if not (model_dir / "meta.json").is_file():
         raise SystemExit(f"--runtime-variant {name}: no model {model_dir}; run its --recipe or --ensemble first")
     started = time.perf_counter()
-    score_model(model_dir, fold, out, workers, {"flags": flags}, runtime=runtime)
+    score_model(model_dir, fold, out, workers, {"flags": flags}, runtime=runtime, elmo_precision=elmo_precision)
     log(f"  {name} on {fold.name}: {time.perf_counter() - started:.0f} s")
 
 
-def score_model(model_dir: Path, fold: Path, out: Path, workers: int | None, extra: dict, runtime: str = "auto") -> None:
+def score_model(model_dir: Path, fold: Path, out: Path, workers: int | None, extra: dict, runtime: str = "auto",
+                elmo_precision: str = "float32") -> None:
     """Score the fold's test rows with the model; cache the probabilities."""
     from sentiscore.pipeline import Scorer
 
     test = read(fold / "test.parquet")
     with Scorer.from_model(model_dir, workers=workers, runtime=runtime) as scorer:
+        scorer.set_elmo_precision(elmo_precision)
         scored = scorer.predict(test["txt"].tolist())
         meta = scorer.card.raw
     values = [int(item["value"]) for item in meta["labels"]]
@@ -307,8 +311,9 @@ def main(argv=None) -> None:
     parser.add_argument("--recipe", action="append", default=[], help="NAME=FLAGS for sentiscore train")
     parser.add_argument("--ensemble", action="append", default=[], metavar="NAME=RUN+RUN...",
                         help="sentiscore ensemble of these recipes' fold models (each trained by its --recipe, now or before)")
-    parser.add_argument("--runtime-variant", action="append", default=[], metavar="NAME=RUN:RUNTIME",
-                        help="a recipe's or ensemble's fold models scored again with this score --runtime (e.g. onnx-int8)")
+    parser.add_argument("--runtime-variant", action="append", default=[], metavar="NAME=RUN:RUNTIME[:ELMO_PRECISION]",
+                        help="a recipe's or ensemble's fold models scored again with this score --runtime (e.g. onnx-int8) "
+                             "and --elmo-precision (e.g. bfloat16)")
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated peers, or '' for none")
     parser.add_argument("--no-dev", action="store_true", help="leave the dev fold out")
     parser.add_argument("--workers", type=int, default=None)
@@ -318,7 +323,8 @@ def main(argv=None) -> None:
 
     recipes = dict(spec.partition("=")[::2] for spec in args.recipe)
     ensembles = {name: runs.split("+") for name, runs in (spec.partition("=")[::2] for spec in args.ensemble)}
-    variants = {name: tuple(target.rpartition(":")[::2]) for name, target in (spec.partition("=")[::2] for spec in args.runtime_variant)}
+    variants = {name: tuple((target.split(":") + ["float32"])[:3])
+                for name, target in (spec.partition("=")[::2] for spec in args.runtime_variant)}
     peers = [p for p in args.peers.split(",") if p]
     folds = make_folds(args.splits, args.out, args.groups.split(",") if args.groups else None,
                        args.pool.split(",") if args.pool else None, args.max_train_rows, args.seed, args.max_rows_per_group)
@@ -333,9 +339,9 @@ def main(argv=None) -> None:
                 run_recipe(name, flags, fold, args.out / "models", args.out / "probs" / name / f"{fold_name}.parquet", args.workers)
             for name, runs in ensembles.items():
                 run_ensemble(name, runs, fold, args.out / "models", args.out / "probs" / name / f"{fold_name}.parquet", args.workers)
-            for name, (run, runtime) in variants.items():
+            for name, (run, runtime, precision) in variants.items():
                 run_variant(name, run, runtime, fold, args.out / "models", args.out / "probs" / name / f"{fold_name}.parquet",
-                            args.workers)
+                            args.workers, precision)
     systems = peers + list(recipes) + list(ensembles) + list(variants)
     results = collect(args.out, folds, systems, {**recipes, **ensembles, **variants})
     table = render(results, list(folds))

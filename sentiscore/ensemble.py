@@ -175,6 +175,15 @@ class EnsembleScorer(Scorer):
             raise
         return cls(card, members, top_k)
 
+    def set_elmo_precision(self, precision: str) -> None:
+        """Every ELMo member's biLM in ``precision``; an error if none has one."""
+        elmo = [m for m in self.members if hasattr(m.embedder, "set_precision")]
+        if not elmo and precision != "float32":
+            raise UsageError(f"--elmo-precision applies to ELMo models; no member of {self.card.name} embeds with ELMo")
+        for member in elmo:
+            member.set_elmo_precision(precision)
+        self.provenance["sentiscore.embedder"] = " | ".join(dict.fromkeys(m.provenance["sentiscore.embedder"] for m in self.members))
+
     def set_priors(self, prior) -> None:
         """Each member's posteriors under these priors (from its own
         reference prior), then averaged."""

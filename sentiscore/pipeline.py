@@ -309,6 +309,18 @@ class Scorer:
                              "so its priors cannot be adapted; retrain it, or score without --adapt-priors/--priors")
         return np.asarray(reference, np.float64)
 
+    def set_elmo_precision(self, precision: str) -> None:
+        """Run an ELMo model's biLM LSTMs in ``precision`` (float32 or
+        bfloat16) from the next batch on; the provenance says which."""
+        if not hasattr(self.embedder, "set_precision"):
+            if precision == "float32":
+                return
+            raise UsageError(f"--elmo-precision applies to ELMo models; {self.loaded.name} embeds with "
+                             f"{self.card.embedder.get('type')}")
+        self.embedder.set_precision(precision, _log_stderr)
+        line = _embedder_line(self.card.embedder, self.embedder.device)
+        self.provenance["sentiscore.embedder"] = line if precision == "float32" else f"{line} {precision}"
+
     def set_priors(self, prior) -> None:
         """Score under these class priors (in label order; None: the
         model's own): every posterior is reweighted by prior / reference
@@ -793,6 +805,11 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
         scorer = Scorer.from_card(card, workers=config.workers, batch_size=config.batch_size, top_k=config.top_k, device=config.device,
                                   cascade=config.cascade, runtime=config.runtime, worker_nice=config.segmentation_nice,
                                   start_workers=_large_file(input_path) and config.chunk_size >= ParallelSegmenter.min_parallel_texts)
+        try:
+            scorer.set_elmo_precision(config.elmo_precision)
+        except BaseException:
+            scorer.close()
+            raise
     try:
         with scorer.keeping_priors():
             priors = None

@@ -489,3 +489,51 @@ def test_a_classifier_must_segment_as_its_bilm_was_pretrained(tiny_elmo, tmp_pat
     with pytest.raises(UsageError, match="stopwords builtin"):
         train(SAMPLE / "labelled.csv", tmp_path / "m", config, log=lambda m: None, verbose=0)
     assert not (tmp_path / "m").exists()
+
+
+def test_bfloat16_lstms_move_vectors_slightly_and_float32_restores_them(tiny_elmo):
+    """--elmo-precision bfloat16 runs the biLM's LSTMs in bf16: each vector
+    moves, but by far less than vectors of different words differ; switching
+    back gives the float32 vectors exactly."""
+    import torch
+
+    embedder = ElmoEmbedder(tiny_elmo, layer_mix="scalar", device="cpu", batch_size=2)
+    reference = embedder.embed(SENTENCES)
+    embedder.set_precision("bfloat16")
+    assert embedder.model.encoder.parameters().__next__().dtype == torch.bfloat16
+    approximate = embedder.embed(SENTENCES)
+    assert approximate.dtype == np.float32 and approximate.shape == reference.shape
+    moved = np.abs(approximate - reference)
+    assert moved.max() > 0  # the LSTM layers really ran in bf16
+    np.testing.assert_array_equal(approximate[:, 0], reference[:, 0])  # the token layer (char-CNN) stays float32
+    assert moved.mean() < 0.02 * np.abs(reference).mean()
+    embedder.set_precision("float32")
+    np.testing.assert_allclose(embedder.embed(SENTENCES), reference, atol=1e-6)
+    with pytest.raises(UsageError, match="--elmo-precision must be one of"):
+        embedder.set_precision("float16")
+
+
+def test_score_elmo_precision_is_recorded_and_refused_for_models_without_elmo(tiny_elmo_vocab_model, tiny_model, tmp_path):
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from sentiscore.cli import cli
+
+    runner = CliRunner()
+    outputs = {}
+    for precision in ("float32", "bfloat16"):
+        outputs[precision] = tmp_path / f"{precision}.parquet"
+        result = runner.invoke(cli, ["score", str(SAMPLE / "reviews.csv"), str(outputs[precision]), "-m", str(tiny_elmo_vocab_model),
+                                     "--workers", "1", "--elmo-precision", precision, "--no-cascade"])
+        assert result.exit_code == 0, result.output
+    bf16 = pq.read_table(outputs["bfloat16"])
+    f32 = pq.read_table(outputs["float32"])
+    assert bf16.schema.metadata[b"sentiscore.embedder"].endswith(b" on cpu bfloat16")
+    assert not f32.schema.metadata[b"sentiscore.embedder"].endswith(b"bfloat16")
+    assert "bfloat16 torch" in result.stderr
+    probs = [np.stack([t.column(f"prob_{n}").to_numpy() for n in ("负评", "中评", "正评")], axis=1) for t in (f32, bf16)]
+    assert 0 < np.abs(probs[0] - probs[1]).max() < 0.05
+    refused = runner.invoke(cli, ["score", str(SAMPLE / "reviews.csv"), str(tmp_path / "no.parquet"), "-m", str(tiny_model),
+                                  "--workers", "1", "--elmo-precision", "bfloat16"])
+    assert refused.exit_code == 2 and "--elmo-precision applies to ELMo models" in refused.output
+    assert not (tmp_path / "no.parquet").exists()

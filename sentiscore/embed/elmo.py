@@ -29,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..config import ELMO_PRECISIONS
 from ..errors import ModelError, UsageError
 from ..segment import SegmentedBatch
 from . import padded_positions
@@ -299,6 +300,15 @@ def use_projected_lstm_inference(encoder) -> int:
     return replaced
 
 
+def _cpu_has_bf16() -> bool:
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without oneDNN's check
+        return False
+
+
 def load_bilm(directory: Path, device: str, training: bool = False):
     """elmoformanylangs' inference ``Model`` with the directory's weights, plus
     its lexicons and network config."""
@@ -377,6 +387,8 @@ class ElmoEmbedder:
         self._token_index: dict[str, int] = {}
         self._token_table = None
         self._token_cache_size = 200_000  # tokens × projection_dim floats: ~100 MB for the small biLM
+        self.precision = "float32"
+        self._float32_encoder = None  # the encoder's float32 weights while it runs in bfloat16
         self.torch_version = torch.__version__
         self.n_layers = int(self.network["encoder"]["n_layers"]) + 1  # + the token layer
         self.dim = 2 * int(self.network["encoder"]["projection_dim"])
@@ -387,6 +399,31 @@ class ElmoEmbedder:
 
     def settings(self) -> dict:
         return {"type": self.kind, "layer_mix": self.layer_mix, "dim": self.dim, "layers": self.n_layers}
+
+    def set_precision(self, precision: str, log: Callable[[str], None] | None = None) -> None:
+        """Run the biLM's LSTMs (the encoder: nearly all of its work) in
+        ``precision``; the char-CNN, computed once per distinct token, stays
+        float32. Scoring only: training reads float32 vectors."""
+        import torch
+
+        if precision not in ELMO_PRECISIONS:
+            raise UsageError(f"--elmo-precision must be one of {', '.join(ELMO_PRECISIONS)}")
+        if precision == self.precision:
+            return
+        if precision == "bfloat16" and not (self.tensors.cnn and self.cache_tokens):
+            raise UsageError("--elmo-precision bfloat16 needs a biLM with a character CNN")
+        if precision == "bfloat16" and self.device == "cpu" and log is not None and not _cpu_has_bf16():
+            log("sentiscore: this CPU has no bfloat16 instructions; --elmo-precision bfloat16 will be slower than float32")
+        encoder = self.model.encoder
+        if precision == "bfloat16":
+            # Rounding to bf16 loses the float32 weights' low bits: keep them to switch back exactly.
+            self._float32_encoder = {name: value.detach().clone() for name, value in encoder.state_dict().items()}
+            encoder.to(torch.bfloat16)
+        else:
+            encoder.to(torch.float32)
+            encoder.load_state_dict(self._float32_encoder)
+            self._float32_encoder = None
+        self.precision = precision
 
     def _token_rows(self, flat: list[str]):
         """Row of every token in the table of token-embedder outputs, computing
@@ -434,7 +471,8 @@ class ElmoEmbedder:
             mask = np.zeros((len(sentences), width), np.int64)
             mask[rows, cols] = 1
             self.model.encoder.reset_states()
-            encoded = self.model.encoder(tokens, self._tensor(mask))
+            encoder_dtype = torch.bfloat16 if self.precision == "bfloat16" else torch.float32
+            encoded = self.model.encoder(tokens.to(encoder_dtype), self._tensor(mask)).float()
             # As frontend.Model.forward: layer 0 is the token layer, doubled to the encoder's width.
             output = torch.cat([torch.cat([tokens, tokens], dim=2).unsqueeze(0), encoded], dim=0)
             return output.float().cpu().numpy()

@@ -58,6 +58,13 @@ class ElmoVocabEmbedder:
     def save(self, directory: Path) -> list[str]:
         return self.elmo.save(directory) + self.words.save(directory)
 
+    def set_precision(self, precision: str, log=None) -> None:
+        self.elmo.set_precision(precision, log)
+
+    @property
+    def precision(self) -> str:
+        return self.elmo.precision
+
     @classmethod
     def load(cls, directory: Path, settings: dict, device: str = "auto", log=None) -> "ElmoVocabEmbedder":
         embedder = cls(ElmoEmbedder.load(directory, settings, device=device, log=log), VocabEmbedder.load(directory, settings))
