@@ -245,10 +245,6 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
         from .errors import UsageError
 
         raise UsageError("--adapt-priors and --priors run on the local engine only, for now")
-    if engine == "ray" and elmo_precision != "float32":
-        from .errors import UsageError
-
-        raise UsageError("--elmo-precision runs on the local engine only, for now")
     stop = None
     if engine == "local":  # Ray stops its own tasks on Ctrl-C; the local engine finishes the chunk in hand
         from functools import partial

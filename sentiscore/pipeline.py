@@ -748,6 +748,10 @@ def plan_run(card: ModelCard, inputs: list[tuple[str, list[str]]], config: Score
     the model's card. The first input's columns are kept unless
     ``config.keep_columns`` names them; every other input must have them."""
     check_expected_settings(card, expect or {})
+    if config.elmo_precision != "float32" and not any(
+            c.embedder.get("type") in ELMO_EMBEDDERS for c in (card.members or [card])):
+        raise UsageError(f"--elmo-precision applies to ELMo models; {card.name} embeds with "
+                         f"{', '.join(dict.fromkeys(str(c.embedder.get('type')) for c in (card.members or [card])))}")
     several = len(inputs) > 1
     first_path, first_names = inputs[0]
     keep = list(config.keep_columns) if config.keep_columns is not None else list(first_names)

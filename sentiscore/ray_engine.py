@@ -103,6 +103,7 @@ class _Plan:
     device: str = "auto"  # where an ELMo embedder runs inside each actor
     cascade: bool = True  # let the card's cascade skip the deep path on rows the n-gram path decides
     runtime: str = "auto"  # what runs the classifier in each actor (ScoreConfig.runtime)
+    elmo_precision: str = "float32"  # what an ELMo biLM's LSTMs compute in, in each actor (ScoreConfig.elmo_precision)
     files: tuple[str, ...] = ()  # IN's files, sorted: a row's FILE_COLUMN indexes this
     input_format: str = "parquet"
     encoding: str = "utf-8"
@@ -417,6 +418,7 @@ class ScoreActor:
         self.segmenter = _Presegmented(ParallelSegmenter(card.segmenter_config(host=socket.gethostname()), card.maxlen, 1))
         self.scorer = Scorer.from_card(card, workers=1, batch_size=plan.batch_size, top_k=plan.top_k, device=plan.device,
                                        segmenter=self.segmenter, cascade=plan.cascade, runtime=plan.runtime)
+        self.scorer.set_elmo_precision(plan.elmo_precision)
         self.metadata = {k.encode(): v.encode() for k, v in {**self.scorer.provenance, **dict(plan.provenance)}.items()}
 
     def score(self, table: pa.Table) -> pa.Table:
@@ -651,7 +653,7 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
         plan = _Plan(
             model_candidates=candidates, model_hash=card.hash, text_column=config.text_column, keep=tuple(keep),
             prefix=prefix, batch_size=config.batch_size, top_k=config.top_k, device=config.device, cascade=config.cascade, runtime=config.runtime,
-            provenance=(("sentiscore.engine", f"ray {ray.__version__}"),),
+            elmo_precision=config.elmo_precision, provenance=(("sentiscore.engine", f"ray {ray.__version__}"),),
             files=tuple(files), input_format=fmt, encoding=config.encoding, chunk_size=config.chunk_size, parts_dir=str(tmp),
         )
         restore = _quiet_ray(ray, progress=not config.quiet and sys.stderr.isatty())

@@ -254,3 +254,32 @@ def test_an_ensemble_scores_as_in_the_local_engine(local_ray, tiny_model, tiny_i
     assert_same_scores(read_dir(out), pq.read_table(local).to_pandas())
     metadata = pq.read_schema(next(out.glob("part-*.parquet"))).metadata
     assert metadata[b"sentiscore.members"] == pq.read_metadata(local).metadata[b"sentiscore.members"]
+
+
+def test_actors_run_the_bilm_in_the_precision_asked_for(tiny_elmo_vocab_model, tiny_model, sample_dir, tmp_path):
+    """--elmo-precision reaches each scoring actor (checked here without Ray)
+    and is refused before Ray starts for a model without ELMo."""
+    from sentiscore.artifacts import model_hash
+    from sentiscore.pipeline import Scorer
+
+    texts = ["物流很快，质量不错", "再也不买了", "手机很好用"]
+    table = pa.table({"id": list(range(len(texts))), "txt": pa.array(texts, pa.string())})
+    plan = ray_engine._Plan(model_candidates=(str(tiny_elmo_vocab_model),), model_hash=model_hash(tiny_elmo_vocab_model),
+                            text_column="txt", keep=("id", "txt"), prefix="", batch_size=16, top_k=3, cascade=False,
+                            elmo_precision="bfloat16")
+    actor = ray_engine.ScoreActor(plan)
+    try:
+        assert actor.scorer.embedder.precision == "bfloat16"
+        assert actor.metadata[b"sentiscore.embedder"].endswith(b" bfloat16")
+        out = actor.score(ray_engine.segment_block(table, plan))
+    finally:
+        actor.scorer.close()
+    with Scorer.from_model(tiny_elmo_vocab_model, workers=1, cascade=False) as local:
+        local.set_elmo_precision("bfloat16")
+        expected = local.score_batch(table.to_batches()[0], "txt")
+    assert out.column("label").to_pylist() == expected.column("label").to_pylist()
+    np.testing.assert_allclose(out.column("prob_正评").to_numpy(), expected.column("prob_正评").to_numpy(), atol=1e-5)
+    with pytest.raises(UsageError, match="--elmo-precision applies to ELMo models; tiny embeds with vocab"):
+        score_with_ray(sample_dir / "reviews.parquet", tmp_path / "out", model=tiny_model,
+                       config=ScoreConfig(elmo_precision="bfloat16"))
+    assert not (tmp_path / "out").exists()
