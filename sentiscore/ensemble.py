@@ -27,7 +27,7 @@ from .artifacts import (ENSEMBLE_FORMAT_VERSION, ENSEMBLE_KIND, MEMBERS_DIR, STO
                         model_dir_writer, read_card, write_card)
 from .errors import ModelError, UsageError
 from .io import sha256_of
-from .pipeline import Forwarded, Prepared, Scorer
+from .pipeline import Forwarded, Prepared, Scorer, check_elmo_precision
 
 # What the members must share, from their cards' segmenter sections: the
 # same settings give the same tokens, so one segmentation serves all.
@@ -177,11 +177,10 @@ class EnsembleScorer(Scorer):
 
     def set_elmo_precision(self, precision: str) -> None:
         """Every ELMo member's biLM in ``precision``; an error if none has one."""
-        elmo = [m for m in self.members if hasattr(m.embedder, "set_precision")]
-        if not elmo and precision != "float32":
-            raise UsageError(f"--elmo-precision applies to ELMo models; no member of {self.card.name} embeds with ELMo")
-        for member in elmo:
-            member.set_elmo_precision(precision)
+        check_elmo_precision(self.card, precision)
+        for member in self.members:
+            if hasattr(member.embedder, "set_precision"):
+                member.set_elmo_precision(precision)
         self.provenance["sentiscore.embedder"] = " | ".join(dict.fromkeys(m.provenance["sentiscore.embedder"] for m in self.members))
 
     def set_priors(self, prior) -> None:

@@ -312,11 +312,9 @@ class Scorer:
     def set_elmo_precision(self, precision: str) -> None:
         """Run an ELMo model's biLM LSTMs in ``precision`` (float32 or
         bfloat16) from the next batch on; the provenance says which."""
+        check_elmo_precision(self.card, precision)
         if not hasattr(self.embedder, "set_precision"):
-            if precision == "float32":
-                return
-            raise UsageError(f"--elmo-precision applies to ELMo models; {self.loaded.name} embeds with "
-                             f"{self.card.embedder.get('type')}")
+            return  # float32, and no biLM to set
         self.embedder.set_precision(precision, _log_stderr)
         line = _embedder_line(self.card.embedder, self.embedder.device)
         self.provenance["sentiscore.embedder"] = line if precision == "float32" else f"{line} {precision}"
@@ -741,6 +739,15 @@ class RunPlan:
         return output_column_names(list(self.card.labels), self.prefix)
 
 
+def check_elmo_precision(card: ModelCard, precision: str) -> None:
+    """Only a model with a biLM (for an ensemble: in some member) runs in
+    another precision than float32."""
+    cards = card.members or (card,)
+    if precision != "float32" and not any(c.embedder.get("type") in ELMO_EMBEDDERS for c in cards):
+        raise UsageError(f"--elmo-precision applies to ELMo models; {card.name} embeds with "
+                         f"{', '.join(dict.fromkeys(str(c.embedder.get('type')) for c in cards))}")
+
+
 def plan_run(card: ModelCard, inputs: list[tuple[str, list[str]]], config: ScoreConfig, prefix: str = "",
              expect: dict | None = None) -> RunPlan:
     """Check every input's columns (``inputs``: each input's name and its
@@ -748,10 +755,7 @@ def plan_run(card: ModelCard, inputs: list[tuple[str, list[str]]], config: Score
     the model's card. The first input's columns are kept unless
     ``config.keep_columns`` names them; every other input must have them."""
     check_expected_settings(card, expect or {})
-    if config.elmo_precision != "float32" and not any(
-            c.embedder.get("type") in ELMO_EMBEDDERS for c in (card.members or [card])):
-        raise UsageError(f"--elmo-precision applies to ELMo models; {card.name} embeds with "
-                         f"{', '.join(dict.fromkeys(str(c.embedder.get('type')) for c in (card.members or [card])))}")
+    check_elmo_precision(card, config.elmo_precision)
     several = len(inputs) > 1
     first_path, first_names = inputs[0]
     keep = list(config.keep_columns) if config.keep_columns is not None else list(first_names)
@@ -809,12 +813,9 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
         scorer = Scorer.from_card(card, workers=config.workers, batch_size=config.batch_size, top_k=config.top_k, device=config.device,
                                   cascade=config.cascade, runtime=config.runtime, worker_nice=config.segmentation_nice,
                                   start_workers=_large_file(input_path) and config.chunk_size >= ParallelSegmenter.min_parallel_texts)
-        try:
-            scorer.set_elmo_precision(config.elmo_precision)
-        except BaseException:
-            scorer.close()
-            raise
     try:
+        if own_scorer:
+            scorer.set_elmo_precision(config.elmo_precision)
         with scorer.keeping_priors():
             priors = None
             if config.priors is not None:
