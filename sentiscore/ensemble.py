@@ -148,7 +148,7 @@ class EnsembleScorer(Scorer):
         self.prior_shift = None  # each member shifts its own posteriors (set_priors)
         self._encoder_thread = None
         provenance = {**members[0].provenance}
-        for key in ("sentiscore.embedder", "sentiscore.runtime", "sentiscore.torch_version"):
+        for key in ("sentiscore.embedder", "sentiscore.runtime", "sentiscore.torch_version", "sentiscore.cascade"):
             values = list(dict.fromkeys(m.provenance[key] for m in members if key in m.provenance))
             if values:
                 provenance[key] = " | ".join(values)

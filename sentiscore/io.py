@@ -518,6 +518,22 @@ def file_fingerprint(path) -> dict:
     return {"path": str(Path(path).resolve()), "size": Path(path).stat().st_size, "sha256": sha256_of(path)}
 
 
+def _run_difference(recorded: dict, run: dict) -> str:
+    """What differs between a ``--resume`` directory's run and this one, with
+    the scorer's settings spelled out (they come from flags a rerun may have
+    dropped: --runtime, --no-cascade, --elmo-precision, --device)."""
+    changed = sorted(k for k in set(run) | set(recorded) if run.get(k) != recorded.get(k))
+    text = f"{', '.join(changed)} differ"
+    if "scoring" in changed:
+        before, now = recorded.get("scoring"), run.get("scoring") or {}
+        if before is None:
+            return text + "; its parts were written by a sentiscore that did not record its scoring settings"
+        details = [f"{key}: {before.get(key, '-')} -> {now.get(key, '-')}" for key in sorted(set(before) | set(now))
+                   if before.get(key) != now.get(key)]
+        text += f"; {'; '.join(details)}"
+    return text
+
+
 class PartsSink:
     """One Parquet part file per chunk in a directory, for ``--resume``: each
     part is written to a temp file and renamed, so a part that exists is
@@ -534,11 +550,8 @@ class PartsSink:
         if manifest.is_file():
             recorded = json.loads(manifest.read_text(encoding="utf-8"))
             if recorded.get("run") != run:
-                changed = sorted(k for k in set(run) | set(recorded.get("run", {})) if run.get(k) != recorded.get("run", {}).get(k))
-                raise OutputError(
-                    f"{directory} holds parts of another run ({', '.join(changed)} differ); "
-                    "remove it or write to another directory"
-                )
+                raise OutputError(f"{directory} holds parts of another run ({_run_difference(recorded.get('run', {}), run)}); "
+                                  "remove it or write to another directory")
         elif any(self.directory.iterdir()):
             raise OutputError(f"{directory} is not empty and holds no sentiscore run; give an empty or new directory")
         else:

@@ -98,6 +98,7 @@ class ScoreSummary:
             + f"sentiscore {__version__} tensorflow {self.provenance.get('sentiscore.tensorflow_version', '?')} "
             f"keras {self.provenance.get('sentiscore.keras_version', '?')}"
             + (f" runtime {r}" if (r := self.provenance.get("sentiscore.runtime")) else "")
+            + (f" cascade {c}" if (c := self.provenance.get("sentiscore.cascade")) else "")
             + (f" priors {p}" if (p := self.provenance.get("sentiscore.priors")) else "")
             + f" -> {self.output}"
             + (f"; skipped {self.skipped_lines:,} bad CSV lines" + (f" (listed in {self.bad_lines_file})" if self.bad_lines_file else "")
@@ -252,6 +253,8 @@ class Scorer:
         }
         if self.embedder.torch_version:
             self.provenance["sentiscore.torch_version"] = self.embedder.torch_version
+        if card.cascade is not None and self.hasher is not None:
+            self.provenance["sentiscore.cascade"] = cascade_line(self.cascade)
 
     @classmethod
     def from_model(cls, model=None, *, workers=None, batch_size=None, top_k=3, expect: dict | None = None,
@@ -832,6 +835,7 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
                 run = {
                     "input": file_fingerprint(input_path),
                     "model_hash": card.hash,
+                    "scoring": resume_scoring(provenance),
                     "options": {"text_column": config.text_column, "chunk_size": config.chunk_size, "top_k": config.top_k,
                                 "keep_columns": keep, "prefix": prefix, "input_format": in_fmt, "encoding": config.encoding,
                                 "on_bad_lines": config.on_bad_lines,
@@ -849,6 +853,25 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
     finally:
         if own_scorer:
             scorer.close()
+
+
+# What decides a row's output beyond the model and the input: a resumed run must match them, or its
+# parts would be scored two ways. Versions of TF/Keras/torch are left out (the runtime line and the
+# model hash pin what runs); --batch-size too, so a run that ran out of memory can resume smaller.
+_RESUME_SCORING_KEYS = ("sentiscore.version", "sentiscore.segmenter", "sentiscore.embedder", "sentiscore.runtime",
+                        "sentiscore.cascade")
+
+
+def resume_scoring(provenance: dict[str, str]) -> dict[str, str]:
+    """The scorer's settings a ``--resume`` run records and a rerun must repeat:
+    the runtime (ONNX, int8, TensorFlow), the embedder line (device, biLM
+    precision), the segmenter, the cascade and sentiscore's version."""
+    return {key.removeprefix("sentiscore."): provenance[key] for key in _RESUME_SCORING_KEYS if key in provenance}
+
+
+def cascade_line(cascade) -> str:
+    """How the cascade ran, for the provenance: its threshold, or off."""
+    return "off" if cascade is None else f"n-gram path decides at confidence >= {cascade.threshold:.4g}"
 
 
 _START_WORKERS_BYTES = 1 << 20  # ~5,000 reviews as CSV: enough for the workers to be used (ParallelSegmenter.min_parallel_texts)

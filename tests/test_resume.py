@@ -75,3 +75,36 @@ def test_resume_refuses_a_foreign_directory_and_stdin(tiny_scorer, sample_dir, t
         score_file(sample_dir / "reviews.csv", tmp_path, config=ScoreConfig(resume=True), scorer=tiny_scorer)
     with pytest.raises(UsageError, match="--resume needs a real input file"):
         score_file("-", tmp_path / "x", config=ScoreConfig(resume=True, input_format="csv"), scorer=tiny_scorer)
+
+
+def test_resume_refuses_a_rerun_scored_another_way_but_not_another_batch_size(tiny_model, sample_dir, tmp_path):
+    """The flags that change how rows are scored (--runtime, --no-cascade)
+    are part of the run; --batch-size is not, so a run that ran out of
+    memory can resume with smaller batches."""
+    src, out = sample_dir / "reviews.csv", tmp_path / "scored"
+    first = score_file(src, out, model=tiny_model, config=ScoreConfig(chunk_size=100, resume=True, workers=1, runtime="onnx"))
+    scoring = json.loads((out / "_sentiscore_run.json").read_text())["run"]["scoring"]
+    assert scoring["runtime"].startswith("onnxruntime ") and scoring["cascade"].startswith("n-gram path decides")
+    assert first.provenance["sentiscore.cascade"] == scoring["cascade"] and " cascade n-gram path" in first.line()
+    (out / "part-00002.parquet").unlink()  # as if the run had stopped there
+
+    with pytest.raises(OutputError, match=r"\(scoring differ; runtime: onnxruntime \S+ -> tensorflow "):
+        score_file(src, out, model=tiny_model, config=ScoreConfig(chunk_size=100, resume=True, workers=1, runtime="tensorflow"))
+    with pytest.raises(OutputError, match=r"\(scoring differ; cascade: n-gram path decides at confidence >= [0-9.]+ -> off\)"):
+        score_file(src, out, model=tiny_model, config=ScoreConfig(chunk_size=100, resume=True, workers=1, runtime="onnx", cascade=False))
+    assert not (out / "part-00002.parquet").exists()
+
+    summary = score_file(src, out, model=tiny_model, config=ScoreConfig(chunk_size=100, resume=True, workers=1, runtime="onnx", batch_size=7))
+    assert summary.rows == 300 and (out / "_SUCCESS").exists()
+
+
+def test_resume_says_when_the_parts_come_from_a_version_that_did_not_record_scoring(tiny_scorer, sample_dir, tmp_path):
+    out = tmp_path / "scored"
+    config = ScoreConfig(chunk_size=100, resume=True)
+    score_file(sample_dir / "reviews.csv", out, config=config, scorer=tiny_scorer)
+    manifest = out / "_sentiscore_run.json"
+    recorded = json.loads(manifest.read_text())
+    del recorded["run"]["scoring"]
+    manifest.write_text(json.dumps(recorded))
+    with pytest.raises(OutputError, match="scoring differ; its parts were written by a sentiscore that did not record"):
+        score_file(sample_dir / "reviews.csv", out, config=config, scorer=tiny_scorer)
