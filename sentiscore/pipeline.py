@@ -871,7 +871,7 @@ def resume_scoring(provenance: dict[str, str]) -> dict[str, str]:
 
 def cascade_line(cascade) -> str:
     """How the cascade ran, for the provenance: its threshold, or off."""
-    return "off" if cascade is None else f"n-gram path decides at confidence >= {cascade.threshold:.4g}"
+    return "off" if cascade is None else f"n-gram >= {cascade.threshold:.4g}"  # the n-gram path decides rows it is this sure of
 
 
 _START_WORKERS_BYTES = 1 << 20  # ~5,000 reviews as CSV: enough for the workers to be used (ParallelSegmenter.min_parallel_texts)

@@ -84,13 +84,13 @@ def test_resume_refuses_a_rerun_scored_another_way_but_not_another_batch_size(ti
     src, out = sample_dir / "reviews.csv", tmp_path / "scored"
     first = score_file(src, out, model=tiny_model, config=ScoreConfig(chunk_size=100, resume=True, workers=1, runtime="onnx"))
     scoring = json.loads((out / "_sentiscore_run.json").read_text())["run"]["scoring"]
-    assert scoring["runtime"].startswith("onnxruntime ") and scoring["cascade"].startswith("n-gram path decides")
-    assert first.provenance["sentiscore.cascade"] == scoring["cascade"] and " cascade n-gram path" in first.line()
+    assert scoring["runtime"].startswith("onnxruntime ") and scoring["cascade"].startswith("n-gram >= ")
+    assert first.provenance["sentiscore.cascade"] == scoring["cascade"] and " cascade n-gram >= " in first.line()
     (out / "part-00002.parquet").unlink()  # as if the run had stopped there
 
     with pytest.raises(OutputError, match=r"\(scoring differ; runtime: onnxruntime \S+ -> tensorflow "):
         score_file(src, out, model=tiny_model, config=ScoreConfig(chunk_size=100, resume=True, workers=1, runtime="tensorflow"))
-    with pytest.raises(OutputError, match=r"\(scoring differ; cascade: n-gram path decides at confidence >= [0-9.]+ -> off\)"):
+    with pytest.raises(OutputError, match=r"\(scoring differ; cascade: n-gram >= [0-9.]+ -> off\)"):
         score_file(src, out, model=tiny_model, config=ScoreConfig(chunk_size=100, resume=True, workers=1, runtime="onnx", cascade=False))
     assert not (out / "part-00002.parquet").exists()
 
