@@ -87,15 +87,21 @@ def sample_rows(df: pd.DataFrame, limit: int | None, seed: int, per_group: int |
 
 
 def make_folds(splits: Path, out: Path, groups: list[str] | None, pool: list[str] | None, limit: int | None, seed: int,
-               per_group: int | None = None) -> dict:
-    """Write OUT/folds/FOLD/{train,test}.parquet; returns {fold: dir}."""
+               per_group: int | None = None, in_domain: str | None = None) -> dict:
+    """Write OUT/folds/FOLD/{train,test}.parquet; returns {fold: dir}.
+    ``in_domain``: one fold, ``dev``, trained on that group's train rows and
+    tested on its dev rows."""
     train, dev, everything = read(splits / "train.parquet"), read(splits / "dev.parquet"), read(splits / "all.parquet")
     train_groups = groups_of(train)
+    if in_domain:
+        if not (train_groups == in_domain).any():
+            raise SystemExit(f"--in-domain {in_domain}: no such group in {splits / 'train.parquet'}")
+        train, dev = train[train_groups == in_domain], dev[groups_of(dev) == in_domain]
     if pool:
         train, train_groups = train[train_groups.isin(pool)], train_groups[train_groups.isin(pool)]
     all_groups = sorted(set(groups_of(everything)))
     folds = {"dev": (train, dev)}
-    for g in groups or all_groups:
+    for g in (groups or all_groups) if not in_domain else []:
         folds[g] = (train[train_groups != g], everything[groups_of(everything) == g])
     dirs = {}
     for name, (fold_train, test) in folds.items():
@@ -202,7 +208,7 @@ def score_model(model_dir: Path, fold: Path, out: Path, workers: int | None, ext
     unscored = scored["label"].isna().to_numpy()
     probs[unscored] = 0.0  # no label: counted wrong below
     reference = scorer.card.reference_prior
-    save_probs(out, probs, {**extra, "reference_prior": list(reference) if reference else None,
+    save_probs(out, probs, {**extra, "reference_prior": list(reference) if reference else None, "labels": values,
                             "best_epoch": (meta.get("training") or {}).get("best_epoch")})
 
 
@@ -223,13 +229,17 @@ def fold_metrics(y: np.ndarray, probs: np.ndarray) -> dict:
     }
 
 
-def em_probs(probs: np.ndarray, reference) -> np.ndarray:
+def em_probs(probs: np.ndarray, reference, labels=None) -> np.ndarray:
+    """EM-adapted probabilities; ``labels``: the model's label values, the
+    columns its reference prior is over (all three when not recorded)."""
     from sentiscore.calibration import adapt_priors, prior_log_shift, shift_priors
 
+    columns = [int(np.flatnonzero(LABELS == v)[0]) for v in labels] if labels else list(range(LABELS.size))
     scored = probs.sum(axis=1) > 0
     out = probs.copy()
-    prior = adapt_priors(probs[scored], reference)
-    out[scored] = shift_priors(probs[scored], prior_log_shift(prior, reference))
+    own = probs[np.ix_(scored, columns)]
+    prior = adapt_priors(own, reference)
+    out[np.ix_(scored, columns)] = shift_priors(own, prior_log_shift(prior, reference))
     return out
 
 
@@ -245,7 +255,7 @@ def collect(out: Path, folds: dict, systems: list[str], recipes: dict) -> dict:
             results.setdefault(system, {})[fold_name] = fold_metrics(y, probs)
             extra = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
             if system in recipes and extra.get("reference_prior"):
-                results.setdefault(f"{system}+em", {})[fold_name] = fold_metrics(y, em_probs(probs, extra["reference_prior"]))
+                results.setdefault(f"{system}+em", {})[fold_name] = fold_metrics(y, em_probs(probs, extra["reference_prior"], extra.get("labels")))
     return results
 
 
@@ -266,8 +276,9 @@ def render(results: dict, folds: list[str]) -> str:
     means = []
     for s in systems:
         vals = [results[s][f]["macro_f1"] for f in loso if f in results[s]]
-        means.append(round(float(np.mean(vals)), 4) if len(vals) == len(loso) else None)
-    lines.append(row("**LOSO mean**", means))
+        means.append(round(float(np.mean(vals)), 4) if loso and len(vals) == len(loso) else None)
+    if loso:
+        lines.append(row("**LOSO mean**", means))
     peer_best = [max((results[p][f]["macro_f1"] for p in PEERS if p in results and f in results[p]), default=None) for f in folds]
     lines += ["", "Margin over the better TF-IDF peer on each test (points):", ""]
     ours = [s for s in systems if s not in PEERS]
@@ -316,6 +327,9 @@ def main(argv=None) -> None:
                              "and --elmo-precision (e.g. bfloat16)")
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated peers, or '' for none")
     parser.add_argument("--no-dev", action="store_true", help="leave the dev fold out")
+    parser.add_argument("--in-domain", metavar="GROUP",
+                        help="only one fold: train on GROUP's train rows, test on its dev rows (a user training on a "
+                             "benchmark's own train split); use a separate --out")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--table-only", action="store_true")
@@ -327,7 +341,8 @@ def main(argv=None) -> None:
                 for name, target in (spec.partition("=")[::2] for spec in args.runtime_variant)}
     peers = [p for p in args.peers.split(",") if p]
     folds = make_folds(args.splits, args.out, args.groups.split(",") if args.groups else None,
-                       args.pool.split(",") if args.pool else None, args.max_train_rows, args.seed, args.max_rows_per_group)
+                       args.pool.split(",") if args.pool else None, args.max_train_rows, args.seed, args.max_rows_per_group,
+                       args.in_domain)
     if args.no_dev:
         folds.pop("dev")
     if not args.table_only:
