@@ -59,6 +59,11 @@ LABELS = np.array([-1, 0, 1])
 PEERS = ("tfidf-char-lr", "tfidf-word-lr")
 
 
+def label_column(value) -> int:
+    """The column of label ``value`` in a probability matrix over LABELS."""
+    return int(np.flatnonzero(LABELS == int(value))[0])
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -131,7 +136,7 @@ def run_peer(name: str, fold: Path, out: Path) -> None:
     raw = model.predict_proba(test["txt"])
     probs = np.zeros((len(test), LABELS.size))
     for j, value in enumerate(model.classes_):
-        probs[:, int(np.flatnonzero(LABELS == value)[0])] = raw[:, j]
+        probs[:, label_column(value)] = raw[:, j]
     save_probs(out, probs, {"seconds": round(time.perf_counter() - started, 1), "train_rows": len(train)})
     log(f"  {name} on {fold.name}: {time.perf_counter() - started:.0f} s")
 
@@ -204,7 +209,7 @@ def score_model(model_dir: Path, fold: Path, out: Path, workers: int | None, ext
     values = [int(item["value"]) for item in meta["labels"]]
     probs = np.zeros((len(test), LABELS.size))
     for item, value in zip(meta["labels"], values):
-        probs[:, int(np.flatnonzero(LABELS == value)[0])] = scored[f"prob_{item['name']}"].fillna(0).to_numpy()
+        probs[:, label_column(value)] = scored[f"prob_{item['name']}"].fillna(0).to_numpy()
     unscored = scored["label"].isna().to_numpy()
     probs[unscored] = 0.0  # no label: counted wrong below
     reference = scorer.card.reference_prior
@@ -234,7 +239,7 @@ def em_probs(probs: np.ndarray, reference, labels=None) -> np.ndarray:
     columns its reference prior is over (all three when not recorded)."""
     from sentiscore.calibration import adapt_priors, prior_log_shift, shift_priors
 
-    columns = [int(np.flatnonzero(LABELS == v)[0]) for v in labels] if labels else list(range(LABELS.size))
+    columns = [label_column(v) for v in labels] if labels else list(range(LABELS.size))
     scored = probs.sum(axis=1) > 0
     out = probs.copy()
     own = probs[np.ix_(scored, columns)]

@@ -128,6 +128,12 @@ def _folder_name(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name) or "model"
 
 
+def _members_line(members: list[Scorer], key: str) -> str:
+    """One provenance value for an ensemble: its members' distinct values of
+    ``key``, in member order, joined by `` | `` (empty when none has it)."""
+    return " | ".join(dict.fromkeys(m.provenance[key] for m in members if key in m.provenance))
+
+
 class EnsembleScorer(Scorer):
     """Scores a chunk with every member and averages their probabilities.
     Preprocessing (dedupe, segmentation), postprocessing and the priors
@@ -149,9 +155,8 @@ class EnsembleScorer(Scorer):
         self._encoder_thread = None
         provenance = {**members[0].provenance}
         for key in ("sentiscore.embedder", "sentiscore.runtime", "sentiscore.torch_version", "sentiscore.cascade"):
-            values = list(dict.fromkeys(m.provenance[key] for m in members if key in m.provenance))
-            if values:
-                provenance[key] = " | ".join(values)
+            if line := _members_line(members, key):
+                provenance[key] = line
         provenance.update({
             "sentiscore.model": card.name,
             "sentiscore.model_hash": card.hash,
@@ -181,7 +186,7 @@ class EnsembleScorer(Scorer):
         for member in self.members:
             if hasattr(member.embedder, "set_precision"):
                 member.set_elmo_precision(precision)
-        self.provenance["sentiscore.embedder"] = " | ".join(dict.fromkeys(m.provenance["sentiscore.embedder"] for m in self.members))
+        self.provenance["sentiscore.embedder"] = _members_line(self.members, "sentiscore.embedder")
 
     def set_priors(self, prior) -> None:
         """Each member's posteriors under these priors (from its own

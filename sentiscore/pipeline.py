@@ -319,8 +319,7 @@ class Scorer:
         if not hasattr(self.embedder, "set_precision"):
             return  # float32, and no biLM to set
         self.embedder.set_precision(precision, _log_stderr)
-        line = _embedder_line(self.card.embedder, self.embedder.device)
-        self.provenance["sentiscore.embedder"] = line if precision == "float32" else f"{line} {precision}"
+        self.provenance["sentiscore.embedder"] = _embedder_line(self.card.embedder, self.embedder.device, precision)
 
     def set_priors(self, prior) -> None:
         """Score under these class priors (in label order; None: the
@@ -683,12 +682,14 @@ def _is_int(value: str) -> bool:
         return False
 
 
-def _embedder_line(settings: dict, device: str | None) -> str:
-    """``vocab``, or ``elmo zh-small 256-d average on cpu`` (``elmo+vocab ...`` with a word embedding beside it)."""
+def _embedder_line(settings: dict, device: str | None, precision: str = "float32") -> str:
+    """``vocab``, or ``elmo zh-small 256-d average on cpu`` (``elmo+vocab ...`` with a word embedding beside it),
+    ending in the biLM's precision when it is not float32."""
     if settings.get("type") not in ELMO_EMBEDDERS:
         return str(settings.get("type"))
     source = (settings.get("elmo") or {}).get("source", "?")
-    return f"{settings['type']} {source} {settings.get('dim')}-d {settings.get('layer_mix')} on {device}"
+    line = f"{settings['type']} {source} {settings.get('dim')}-d {settings.get('layer_mix')} on {device}"
+    return line if precision == "float32" else f"{line} {precision}"
 
 
 def _log_stderr(message: str) -> None:
