@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 import sys
 
@@ -80,6 +81,17 @@ class _Terminated(BaseException):
 
 def _raise_terminated(signum, frame):
     raise _Terminated()
+
+
+def prefer_releasing_memory_pool() -> None:
+    """Arrow's buffers from its jemalloc pool when the user has not chosen
+    one: the default pool (mimalloc) keeps freed pages, so a long file's peak
+    RSS settled 10-15% above a 10k-row file's (README, Memory 2026-12-03).
+    Arrow reads ARROW_DEFAULT_MEMORY_POOL once, when pyarrow is imported, so
+    this runs before that; Linux only, where pyarrow's wheels have jemalloc
+    (elsewhere Arrow would warn that the backend is missing)."""
+    if sys.platform.startswith("linux") and "pyarrow" not in sys.modules:
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 
 
 def _stop_at_next_chunk(stop, signum, frame):
@@ -234,6 +246,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 
     With --engine ray (pip install 'sentiscore[ray]'), IN may also be a
     directory or glob of such files and OUT is a directory of Parquet parts."""
+    prefer_releasing_memory_pool()
     from .pipeline import score_file
 
     ray_flags = {"--ray-address": ray_address, "--num-workers": num_workers, "--gpus-per-worker": gpus_per_worker}

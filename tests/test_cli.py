@@ -285,3 +285,23 @@ def test_worker_nice_outside_the_unix_range_is_refused_before_any_work(value, ti
     out = tmp_path / "out.parquet"
     result = CliRunner().invoke(cli, ["score", str(sample_dir / "reviews.csv"), str(out), "-m", str(tiny_model), "--worker-nice", value])
     assert result.exit_code == 2 and "--worker-nice" in result.output + (result.stderr or "") and not out.exists()
+
+
+_POOL_AFTER_SCORE_STARTS = (
+    "from sentiscore.cli import prefer_releasing_memory_pool as prefer\n"
+    "prefer()\n"
+    "import pyarrow as pa\n"
+    "print(pa.default_memory_pool().backend_name)\n"
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="jemalloc is preferred on Linux only")
+def test_score_takes_arrows_buffers_from_jemalloc_unless_told_otherwise():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    chosen = subprocess.run([sys.executable, "-c", _POOL_AFTER_SCORE_STARTS], env=env, capture_output=True, text=True, check=True)
+    assert chosen.stdout.strip() == "jemalloc" and chosen.stderr == ""
+    env["ARROW_DEFAULT_MEMORY_POOL"] = "system"
+    kept = subprocess.run([sys.executable, "-c", _POOL_AFTER_SCORE_STARTS], env=env, capture_output=True, text=True, check=True)
+    assert kept.stdout.strip() == "system"
