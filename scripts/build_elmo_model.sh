@@ -18,6 +18,9 @@ sentiscore elmo pretrain "$shared/corpus/corpus.parquet" --out build/bilm/zh-sma
   --learning-rate 2e-3 --stopwords none --max-vocab 50000 --epochs 2 --anneal-epochs 2 --seed 1 --resume
 [ -f build/vectors/corpus-96-nostop/vectors.npy ] || sentiscore vectors train "$shared/corpus/corpus.parquet" \
   --out build/vectors/corpus-96-nostop --stopwords none
+# The same vectors ship as built-in `zh-corpus-vectors`, the start for a team's own (vectors train --init).
+rm -rf sentiscore/models/zh-corpus-vectors
+cp -r build/vectors/corpus-96-nostop sentiscore/models/zh-corpus-vectors
 sentiscore train build/splits-all/train.parquet --out build/models/zh-elmo --name zh-elmo \
   --dev build/splits-all/dev.parquet --arch wide-deep --embedder elmo+vocab --elmo-model build/bilm/zh-small \
   --vectors build/vectors/corpus-96-nostop \

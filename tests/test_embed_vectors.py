@@ -174,3 +174,25 @@ def test_vectors_record_their_stopwords_and_a_classifier_must_use_the_same(corpu
     with pytest.raises(InputError, match="stopwords \\(builtin\\)"):
         train(SAMPLE / "labelled.csv", tmp_path / "b", tiny_config(vectors=str(small_vectors), embedder=embedder,
               segmenter=SegmenterConfig(stopwords="none")), log=lambda m: None, verbose=0)
+
+
+def test_the_shipped_corpus_vectors_start_a_teams_own(tmp_path):
+    from click.testing import CliRunner
+
+    from sentiscore.cli import cli
+    from sentiscore.embed.vectors import WordVectors, resolve_vectors_dir
+
+    shipped = WordVectors.load(resolve_vectors_dir("zh-corpus-vectors"))
+    assert shipped.dim == 96 and len(shipped.words) > 90_000
+    assert shipped.segmenter_settings()["stopwords"] == "none"  # function words kept, as the biLM of zh-elmo read them
+    tickets = tmp_path / "tickets.csv"
+    pd.DataFrame({"txt": ["退款申请提交三天了还没到账，客服一直不回复"] * 30}).to_csv(tickets, index=False)
+    out = tmp_path / "ours"
+    result = CliRunner().invoke(cli, ["vectors", "train", str(tickets), "--out", str(out), "--init", "zh-corpus-vectors",
+                                      "--stopwords", "none", "--min-count", "1", "--epochs", "1", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    ours = WordVectors.load(out)
+    assert ours.card["init"] == "zh-corpus-vectors" and ours.dim == 96
+    assert set(shipped.words) <= set(ours.words)  # nothing of the corpus's vocabulary is forgotten
+    word = next(w for w in shipped.words if not set(w) & set("退款申请提交三天了还没到账，客服一直不回复"))  # not a ticket's token
+    np.testing.assert_array_equal(ours.vectors[ours.words.index(word)], shipped.vectors[shipped.words.index(word)])

@@ -88,8 +88,8 @@ class WordVectors:
 
 def resolve_vectors_dir(spec: str) -> Path:
     """A vectors folder, or the name of a vectors folder shipped in
-    ``sentiscore/models`` (none ships today: zh-fast carries its embedding
-    inside its model file)."""
+    ``sentiscore/models`` (``zh-corpus-vectors``: the unlabelled corpus's
+    skip-gram vectors, function words kept, the start for ``--init``)."""
     from importlib import resources
 
     path = Path(spec)
