@@ -86,7 +86,8 @@ def _raise_terminated(signum, frame):
 def prefer_releasing_memory_pool() -> None:
     """Arrow's buffers from its jemalloc pool when the user has not chosen
     one: the default pool (mimalloc) keeps freed pages, so a long file's peak
-    RSS settled 10-15% above a 10k-row file's (README, Memory 2026-12-03).
+    RSS settled 10-15% above a 10k-row file's (README, "Memory, 2026-12-03
+    (evening)").
     Arrow reads ARROW_DEFAULT_MEMORY_POOL once, when pyarrow is imported, so
     this runs before that; Linux only, where pyarrow's wheels have jemalloc
     (elsewhere Arrow would warn that the backend is missing)."""
