@@ -598,7 +598,7 @@ def vectors():
 @click.option("--min-count", type=click.IntRange(min=1), default=3, show_default=True, help="Rarer words get no vector.")
 @click.option("--max-words", type=click.IntRange(min=1), default=100_000, show_default=True, help="Keep the most frequent words.")
 @click.option("--init", default=None, metavar="DIR|NAME",
-              help="Continue from these vectors (a folder): domain adaptation on your own text.")
+              help="Continue from these vectors (a folder, or the built-in zh-corpus-vectors): domain adaptation on your own text.")
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--text-column", default="txt", show_default=True, help="Text column of table corpora.")
 @markup_option
