@@ -81,12 +81,18 @@ def train_flags(meta: dict, model_dir: Path) -> list[str]:
     if emb["type"] in ("elmo", "elmo+vocab"):
         flags += ["--embedder", emb["type"], "--elmo-model", model_dir, "--layer-mix", emb.get("layer_mix", "average")]
     if emb.get("vectors"):
-        # The card names the word vectors, not where they are: the build scripts keep them in build/vectors/NAME.
+        # The card names the word vectors, not where they are: built-in ones by that name, the build scripts'
+        # own in build/vectors/NAME.
         vectors = Path("build/vectors") / emb["vectors"]["name"]
-        if not (vectors / "vectors.npy").is_file():
+        if emb["vectors"]["name"] == "zh-corpus-vectors":
+            vectors = emb["vectors"]["name"]
+        elif not (vectors / "vectors.npy").is_file():
             raise SystemExit(f"{model_dir} starts from word vectors {emb['vectors']['name']}; build them into {vectors} first "
                              f"(sentiscore vectors train ../shared/data/corpus/corpus.parquet --out {vectors})")
         flags += ["--vectors", vectors] + ([] if emb["vectors"].get("trainable", True) else ["--freeze-vectors"])
+        flags.append("--adapt-vectors" if emb["vectors"].get("adapted_to_training_texts") else "--no-adapt-vectors")
+    elif emb["type"] != "elmo":
+        flags += ["--vectors", "none"]
     for key, flag in (("binary_source_loss", "--binary-source-loss"), ("ema_momentum", "--ema-momentum")):
         if training.get(key) and training[key] != "full":
             flags += [flag, training[key]]

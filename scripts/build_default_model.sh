@@ -15,7 +15,7 @@ shared=${SHARED:-../shared/data}
 python scripts/split_data.py "$shared/sentiment_train.tsv" "$shared/sentiment_extra.tsv" --out build/splits-all
 [ -f build/vectors/corpus-96/vectors.npy ] || sentiscore vectors train "$shared/corpus/corpus.parquet" --out build/vectors/corpus-96
 recipe=(build/splits-all/train.parquet --dev build/splits-all/dev.parquet --arch wide-deep --epochs 4 --patience 1 --seed 13
-        --vectors build/vectors/corpus-96 --class-weights none --wide-weighting idf --wide-buckets 1048576 --wide-c 8)
+        --vectors build/vectors/corpus-96 --no-adapt-vectors --class-weights none --wide-weighting idf --wide-buckets 1048576 --wide-c 8)
 sentiscore train "${recipe[@]}" --out build/models/zh-fast-prefit --name zh-fast
 sentiscore train "${recipe[@]}" --out build/models/zh-fast-independent --name zh-fast-independent --wide-training independent
 sentiscore ensemble build/models/zh-fast-prefit build/models/zh-fast-independent --out build/models/zh-fast --name zh-fast \

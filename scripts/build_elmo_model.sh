@@ -23,7 +23,7 @@ rm -rf sentiscore/models/zh-corpus-vectors
 cp -r build/vectors/corpus-96-nostop sentiscore/models/zh-corpus-vectors
 sentiscore train build/splits-all/train.parquet --out build/models/zh-elmo --name zh-elmo \
   --dev build/splits-all/dev.parquet --arch wide-deep --embedder elmo+vocab --elmo-model build/bilm/zh-small \
-  --vectors build/vectors/corpus-96-nostop \
+  --vectors build/vectors/corpus-96-nostop --no-adapt-vectors \
   --stopwords none --class-weights none --epochs 4 --patience 1 --seed 13 \
   --wide-weighting idf --wide-buckets 1048576 --wide-c 8
 rm -rf sentiscore/models/zh-elmo

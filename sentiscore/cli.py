@@ -370,23 +370,34 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @click.option("--class-bias/--no-class-bias", default=False, show_default=True,
               help="Also fit per-class logit biases (thresholds) for validation macro-F1: better on the training "
                    "sources, worse on new ones (they learn the training sources' share of neutral).")
-@click.option("--vectors", default=None, metavar="DIR|NAME",
+@click.option("--vectors", default=None, metavar="DIR|NAME|none",
               help="Start the word embedding from pretrained vectors ('sentiscore vectors train'); their frequent words "
-                   "join the vocabulary, so words never seen with a label are not out of vocabulary.")
+                   "join the vocabulary, so words never seen with a label are not out of vocabulary. Default: the "
+                   "built-in zh-corpus-vectors (vocab and elmo+vocab embedders); none: a random start.")
+@click.option("--adapt-vectors/--no-adapt-vectors", default=True, show_default=True,
+              help="First continue the vectors on DATA's own texts (skip-gram, labels unused; about a minute per 50k "
+                   "texts), so they know the words and senses of your domain.")
 @click.option("--freeze-vectors", is_flag=True, help="Keep the pretrained vectors fixed instead of fine-tuning them.")
 @click.option("--user-dict", type=click.Path(exists=True, dir_okay=False), default=None, help="jieba user dictionary (copied into the model).")
-@click.option("--stopwords", default="builtin", show_default=True, help="builtin, none, or a one-word-per-line file.")
+@click.option("--stopwords", default=None,
+              help="builtin, none, or a one-word-per-line file. Default: what the --vectors were segmented with "
+                   "(none for zh-corpus-vectors: function words kept), builtin without vectors.")
 @workers_option
 @click.option("--quiet", "-q", is_flag=True)
 @_errors_to_exit
 def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch, val_fraction, val_source, group_column, dev_path, seed, epochs,
           batch_size, learning_rate, lr_schedule, patience, maxlen, embedder, elmo_model, layer_mix, device, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_c, wide_source_intercepts, wide_l2, wide_weighting, wide_buckets, class_weights, no_class_weights, label_smoothing, binary_source_loss, ema_momentum, markup, no_calibration, class_bias,
-          vectors, freeze_vectors, user_dict, stopwords, workers, quiet):
+          vectors, adapt_vectors, freeze_vectors, user_dict, stopwords, workers, quiet):
     """Train a model on DATA (CSV/TSV/Parquet/JSONL with text and label
     columns) and write it to --out."""
     from pathlib import Path
 
+    from .embed.vectors import train_vectors_option, vectors_stopwords
     from .train import train as run_training
+
+    vectors = train_vectors_option(vectors, embedder)
+    if stopwords is None:
+        stopwords = vectors_stopwords(vectors) if vectors else "builtin"
 
     config = TrainConfig(
         text_column=text_column, label_column=label_column, labels=parse_labels(labels_spec),
@@ -394,7 +405,7 @@ def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch
         lr_schedule=lr_schedule, patience=patience, class_weights="none" if no_class_weights else class_weights, label_smoothing=label_smoothing, binary_source_loss=binary_source_loss, ema_momentum=ema_momentum, calibrate=not no_calibration, class_bias=class_bias, workers=workers, name=name or Path(out_dir).name,
         segmenter=SegmenterConfig(stopwords=stopwords, user_dict=user_dict, markup=markup),
         embedder=EmbedderConfig(type=embedder, maxlen=maxlen, embed_dim=embed_dim, min_count=min_count, layer_mix=layer_mix),
-        elmo_model=elmo_model, device=device, vectors=vectors, vectors_trainable=not freeze_vectors,
+        elmo_model=elmo_model, device=device, vectors=vectors, vectors_trainable=not freeze_vectors, adapt_vectors=adapt_vectors,
         wide=WideConfig(markup=markup, weighting=wide_weighting, num_buckets=wide_buckets),
         model=ModelConfig(arch=arch, lstm_units=lstm_units, dropout=dropout, token_dropout=token_dropout, wide_training=wide_training, wide_c=wide_c,
                           wide_source_intercepts=wide_source_intercepts, wide_l2=wide_l2),

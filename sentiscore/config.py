@@ -259,6 +259,7 @@ class TrainConfig:
     elmo_model: str | None = None  # biLM folder, for embedder type elmo (copied into the model)
     vectors: str | None = None  # word-vectors folder or built-in name: the word embedding (vocab, elmo+vocab) starts from them
     vectors_trainable: bool = True  # fine-tune the pretrained vectors (False: keep them frozen)
+    adapt_vectors: bool = False  # continue the vectors on the training file's texts (labels unused) before training on them
     vectors_extra_words: int = 40_000  # most frequent vector words added to the vocabulary beyond the labelled data's
     device: str = "auto"  # where ELMo runs: auto, cpu or cuda
     name: str = "custom"

@@ -12,8 +12,12 @@ def _metric_line(name: str, m: dict) -> str:
 
 def _word_embedding(emb: dict) -> str:
     vectors = emb.get("vectors")
-    start = (f"; starts from word vectors {vectors['name']} ({vectors['vocabulary_words_pretrained']:,} words pretrained, "
-             f"{'fine-tuned' if vectors.get('trainable') else 'frozen'})") if vectors else ""
+    start = ""
+    if vectors:
+        adapted = vectors.get("adapted_to_training_texts")
+        continued = f" continued on the training texts ({adapted['tokens']:,} tokens)" if adapted else ""
+        start = (f"; starts from word vectors {vectors['name']}{continued} ({vectors['vocabulary_words_pretrained']:,} words "
+                 f"pretrained, {'fine-tuned' if vectors.get('trainable') else 'frozen'})")
     size = emb.get("vocab_size")
     return f"dim {emb.get('embed_dim')}, vocabulary {f'{size:,}' if size else '?'}{start}"
 

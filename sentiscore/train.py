@@ -783,36 +783,46 @@ def _embed_words(config: TrainConfig, segmented: SegmentedBatch, train_idx: np.n
     embedder = VocabEmbedder.build(train_tokens, emb_cfg.min_count, emb_cfg.max_vocab)
     card = {"settings": {"vocab_size": embedder.size}, "summary": f"vocabulary {embedder.size - 2:,} words", "initial_embedding": None}
     if config.vectors:
-        card = _with_vectors(config, embedder, log)
+        card = _with_vectors(config, embedder, segmented, log)
         embedder = card.pop("embedder")
     return embedder, embedder.featurize(segmented), card
 
 
-def _with_vectors(config: TrainConfig, embedder, log) -> dict:
+def _with_vectors(config: TrainConfig, embedder, segmented: SegmentedBatch, log) -> dict:
     """The labelled data's vocabulary plus the vectors' most frequent other
-    words, and the embedding's starting weights from the vectors."""
-    from .embed.vectors import WordVectors, check_segmenter, embedding_matrix, resolve_vectors_dir
+    words, and the embedding's starting weights from the vectors (first
+    continued on every row's tokens with ``adapt_vectors``)."""
+    from .embed.vectors import WordVectors, adapt_vectors, check_segmenter, embedding_matrix, resolve_vectors_dir
     from .embed.vocab import VocabEmbedder
 
     path = resolve_vectors_dir(config.vectors)
     vectors = WordVectors.load(path)
-    check_segmenter(vectors, config.segmenter, f"--vectors {config.vectors}")
+    check_segmenter(vectors, config.segmenter, f"--vectors {config.vectors}", adapting=config.adapt_vectors)
     if vectors.dim != config.embedder.embed_dim:
         raise TrainingError(f"--vectors {config.vectors} are {vectors.dim}-d but --embed-dim is {config.embedder.embed_dim}; "
-                            f"pass --embed-dim {vectors.dim}")
+                            f"pass --embed-dim {vectors.dim} (or --vectors none)")
+    start_tokens_seen, adapted = vectors.card.get("tokens_seen"), None
+    if config.adapt_vectors:
+        offsets = segmented.offsets
+        sentences = [segmented.tokens[offsets[i] : offsets[i + 1]] for i in range(len(segmented.lengths))]
+        corpus = {"path": "the training file's texts", "sentences": len(sentences), "tokens": int(segmented.lengths.sum())}
+        vectors = adapt_vectors(vectors, path.name, sentences, config.segmenter, corpus, workers=config.workers, log=log)
+        adapted = {k: vectors.card[k] for k in ("tokens", "tokens_seen", "words")} | {"settings": vectors.card["settings"]}
     have = set(embedder.words)
     extra = [w for w in vectors.words if w not in have][: config.vectors_extra_words]
     embedder = VocabEmbedder(embedder.words + extra)
     matrix, found = embedding_matrix(embedder.words, vectors, embedder.size, config.seed)
-    log(f"vectors {path.name}: {found:,} of {embedder.size - 2:,} vocabulary words start pretrained "
-        f"({len(extra):,} added from the vectors); {'fine-tuned' if config.vectors_trainable else 'frozen'}")
+    log(f"vectors {path.name}{' adapted to the training texts' if adapted else ''}: {found:,} of {embedder.size - 2:,} "
+        f"vocabulary words start pretrained ({len(extra):,} added from the vectors); "
+        f"{'fine-tuned' if config.vectors_trainable else 'frozen'}")
     return {
         "embedder": embedder,
         "settings": {"vocab_size": embedder.size, "vectors": {
             "name": path.name, "sha256": sha256_of(path / "vectors.npy"), "words": len(vectors.words),
             "vocabulary_words_pretrained": found, "added_words": len(extra), "trainable": config.vectors_trainable,
-            "tokens_seen": vectors.card.get("tokens_seen")}},
-        "summary": f"vocabulary {embedder.size - 2:,} words, {found:,} from vectors {path.name}",
+            "tokens_seen": start_tokens_seen,
+            "adapted_to_training_texts": adapted}},
+        "summary": f"vocabulary {embedder.size - 2:,} words, {found:,} from vectors {path.name}{' (adapted)' if adapted else ''}",
         "initial_embedding": matrix,
     }
 

@@ -118,7 +118,7 @@ def test_train_and_evaluate_commands(runner, sample_dir, tmp_path):
     model = tmp_path / "cli-model"
     result = runner.invoke(cli, ["train", str(sample_dir / "labelled.csv"), "--out", str(model), "--epochs", "1",
                                  "--maxlen", "32", "--embed-dim", "8", "--lstm-units", "4", "--min-count", "1",
-                                 "--workers", "1", "--quiet", "--labels", "-1=负评,0=中评,1=正评"])
+                                 "--vectors", "none", "--workers", "1", "--quiet", "--labels", "-1=负评,0=中评,1=正评"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"wrote {model}: validation accuracy")
     report = tmp_path / "m.json"
@@ -150,7 +150,7 @@ def test_info_prints_the_card(runner, tiny_model):
 def test_train_cli_weighs_ngrams_by_idf_by_default_and_records_it(runner, sample_dir, tmp_path):
     out = tmp_path / "idf"
     result = runner.invoke(cli, ["train", str(sample_dir / "labelled.csv"), "--out", str(out), "--epochs", "1", "--maxlen", "32",
-                                 "--embed-dim", "8", "--lstm-units", "4", "--workers", "1", "-q", "--wide-buckets", "4096"])
+                                 "--embed-dim", "8", "--vectors", "none", "--lstm-units", "4", "--workers", "1", "-q", "--wide-buckets", "4096"])
     assert result.exit_code == 0, result.output
     wide = read_card(out).wide
     assert (wide.weighting, wide.num_buckets) == ("idf", 4096)

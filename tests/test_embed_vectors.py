@@ -149,7 +149,7 @@ def test_init_continues_from_vectors_on_new_text(small_vectors, tmp_path):
     old = WordVectors.load(small_vectors)
     assert set(old.words) <= set(adapted.words) and adapted.words.index("变速箱") < adapted.words.index("骑手")
     np.testing.assert_array_equal(adapted.vectors[adapted.words.index("骑手")], old.vectors[old.words.index("骑手")])
-    assert "--init: " in result.stderr and "start from" in result.stderr
+    assert "words start from small" in result.stderr
     bad = CliRunner().invoke(cli, ["vectors", "train", str(new_text), "--out", str(tmp_path / "x"), "--init", str(tmp_path)])
     assert bad.exit_code == 2 and "is not a vectors folder" in bad.output
 
@@ -197,3 +197,56 @@ def test_the_shipped_corpus_vectors_start_a_teams_own(tmp_path):
     assert set(shipped.words) <= set(ours.words)  # nothing of the corpus's vocabulary is forgotten
     word = next(w for w in shipped.words if not set(w) & set(ticket))  # shares no character with the ticket: not its token
     np.testing.assert_array_equal(ours.vectors[ours.words.index(word)], shipped.vectors[shipped.words.index(word)])
+
+
+def test_train_starts_from_the_shipped_vectors_adapted_to_its_own_texts(tmp_path):
+    """train's default word embedding: zh-corpus-vectors, first continued on
+    the training file's texts, segmented as those vectors were (function
+    words kept); --no-adapt-vectors and --vectors none turn each part off."""
+    import json
+
+    from click.testing import CliRunner
+
+    from sentiscore.cli import cli
+
+    def trained(name, *flags):
+        out = tmp_path / name
+        result = CliRunner().invoke(cli, ["train", str(SAMPLE / "labelled.csv"), "--out", str(out), "--epochs", "1", "--maxlen", "32",
+                                          "--lstm-units", "4", "--wide-buckets", "4096", "--workers", "1", *flags])
+        assert result.exit_code == 0, result.output
+        return json.loads((out / "meta.json").read_text(encoding="utf-8")), result.stderr
+
+    meta, log = trained("default")
+    vectors = meta["embedder"]["vectors"]
+    assert vectors["name"] == "zh-corpus-vectors" and meta["segmenter"]["stopwords_source"] == "none"
+    adapted = vectors["adapted_to_training_texts"]
+    texts = pd.read_csv(SAMPLE / "labelled.csv", dtype=str)["txt"]
+    assert adapted is not None and 0 < adapted["tokens"] <= texts.str.len().sum() and adapted["tokens_seen"] == 3 * adapted["tokens"]
+    assert "adapted to the training texts" in log
+    info = CliRunner().invoke(cli, ["info", str(tmp_path / "default")]).stdout
+    assert f"zh-corpus-vectors continued on the training texts ({adapted['tokens']:,} tokens)" in info
+    plain, _ = trained("plain", "--no-adapt-vectors")
+    assert plain["embedder"]["vectors"]["adapted_to_training_texts"] is None
+    # Words of the sample that the corpus vectors lack get a vector from its own texts.
+    assert vectors["vocabulary_words_pretrained"] > plain["embedder"]["vectors"]["vocabulary_words_pretrained"]
+    random_start, _ = trained("random", "--vectors", "none", "--embed-dim", "8")
+    assert "vectors" not in random_start["embedder"] and random_start["segmenter"]["stopwords_source"] == "builtin"
+    wrong_size = CliRunner().invoke(cli, ["train", str(SAMPLE / "labelled.csv"), "--out", str(tmp_path / "x"), "--embed-dim", "8",
+                                          "--workers", "1", "-q"])
+    assert wrong_size.exit_code != 0 and "pass --embed-dim 96 (or --vectors none)" in wrong_size.output
+
+
+def test_adapting_vectors_relearns_user_dictionary_words_but_not_other_stopwords(small_vectors, tmp_path):
+    from sentiscore.embed.vectors import WordVectors, check_segmenter, train_vectors_option, vectors_stopwords
+
+    vectors = WordVectors.load(small_vectors)
+    user_dict = tmp_path / "dict.txt"
+    user_dict.write_text("骑手小哥 5\n", encoding="utf-8")
+    with pytest.raises(InputError, match="user_dict"):
+        check_segmenter(vectors, SegmenterConfig(user_dict=str(user_dict)), "--vectors small")
+    check_segmenter(vectors, SegmenterConfig(user_dict=str(user_dict)), "--vectors small", adapting=True)
+    with pytest.raises(InputError, match="stopwords"):
+        check_segmenter(vectors, SegmenterConfig(stopwords="none"), "--vectors small", adapting=True)
+    assert train_vectors_option(None, "vocab") == "zh-corpus-vectors" and train_vectors_option(None, "elmo") is None
+    assert train_vectors_option("NONE", "vocab") is None and train_vectors_option(str(small_vectors), "vocab") == str(small_vectors)
+    assert vectors_stopwords("zh-corpus-vectors") == "none" and vectors_stopwords(str(small_vectors)) == "builtin"

@@ -101,6 +101,31 @@ def resolve_vectors_dir(spec: str) -> Path:
     raise UsageError(f"--vectors {spec}: no such folder or built-in vectors")
 
 
+# What `sentiscore train` starts a word embedding from unless told otherwise:
+# the shipped corpus vectors, continued on the training file's own texts.
+DEFAULT_TRAIN_VECTORS = "zh-corpus-vectors"
+
+
+def train_vectors_option(spec: str | None, embedder_type: str) -> str | None:
+    """``train --vectors``: not given means the shipped corpus vectors for
+    an embedder with a word embedding (``vocab``, ``elmo+vocab``) and none
+    for ``elmo``; ``none`` means a randomly started embedding."""
+    if spec is None:
+        return DEFAULT_TRAIN_VECTORS if embedder_type != "elmo" else None
+    return None if spec.lower() == "none" else spec
+
+
+def vectors_stopwords(spec: str) -> str:
+    """The ``--stopwords`` the vectors were segmented with, which a
+    classifier starting from them must use (``train``'s default there)."""
+    directory = resolve_vectors_dir(spec)
+    card = json.loads((directory / CARD_FILE).read_text(encoding="utf-8"))
+    stopwords = (card.get("segmenter") or {}).get("stopwords", "builtin")
+    if stopwords in ("builtin", "none") or Path(stopwords).is_file():
+        return stopwords
+    raise UsageError(f"--vectors {spec} were segmented with the stopword file {stopwords}, which is not here; pass --stopwords")
+
+
 def train_vectors(corpus_paths, out_dir, config: VectorsConfig | None = None, *, text_column: str = "txt",
                   segmenter: SegmenterConfig | None = None, init=None, workers: int | None = None,
                   log: Callable[[str], None] = print) -> WordVectors:
@@ -109,20 +134,51 @@ def train_vectors(corpus_paths, out_dir, config: VectorsConfig | None = None, *,
     words keep their vectors as a start, new words are added, so a team can
     adapt vectors to its own unlabelled text; the words only the old vectors
     know are kept as they were."""
-    try:
-        from gensim.models import Word2Vec
-    except ImportError as exc:
-        raise UsageError(f"training word vectors needs gensim ({exc}); install it with: pip install 'sentiscore[vectors]'") from exc
-    from ..config import default_workers
     from ..corpus import read_corpus
 
-    config = config or VectorsConfig()
+    _require_gensim()
     segmenter = segmenter or SegmenterConfig()
     start = WordVectors.load(init) if init is not None else None
+    sentences, corpus_record = read_corpus(corpus_paths, text_column, segmenter, workers, log)
+    result = fit_skipgram(sentences, config, segmenter, start=start, start_name=Path(init).name if init is not None else None,
+                          corpus=corpus_record, workers=workers, log=log)
+    result.save(Path(out_dir))
+    return result
+
+
+def adapt_vectors(start: WordVectors, start_name: str, sentences: list[list[str]], segmenter: SegmenterConfig,
+                  corpus: dict, config: VectorsConfig | None = None, workers: int | None = None,
+                  log: Callable[[str], None] = print) -> WordVectors:
+    """``start`` continued on token lists already segmented with
+    ``segmenter`` (``train --adapt-vectors``: the training file's own texts,
+    labels unused), in memory."""
+    _require_gensim()
+    sentences = [s for s in sentences if s]
+    if not sentences:
+        raise InputError("adapting the vectors: the training texts hold no tokens")
+    return fit_skipgram(sentences, config, segmenter, start=start, start_name=start_name, corpus=[corpus], workers=workers, log=log)
+
+
+def _require_gensim() -> None:
+    try:
+        import gensim  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(f"training word vectors needs gensim ({exc}); install it with: pip install gensim") from exc
+
+
+def fit_skipgram(sentences: list[list[str]], config: VectorsConfig | None, segmenter: SegmenterConfig, *,
+                 start: WordVectors | None = None, start_name: str | None = None, corpus: list[dict] | None = None,
+                 workers: int | None = None, log: Callable[[str], None] = print) -> WordVectors:
+    """Skip-gram vectors on token lists, from scratch or continued from
+    ``start`` (its size wins; every word only it knows is kept unchanged)."""
+    from gensim.models import Word2Vec
+
+    from ..config import default_workers
+
+    config = config or VectorsConfig()
     if start is not None and start.dim != config.dim:
         config = VectorsConfig(**{**asdict(config), "dim": start.dim})
-        log(f"--init {init}: continuing at its size, {start.dim}-d")
-    sentences, corpus_record = read_corpus(corpus_paths, text_column, segmenter, workers, log)
+        log(f"continuing from {start_name} at its size, {start.dim}-d")
     tokens = sum(map(len, sentences))
     threads = config.workers or workers or default_workers()
     model = Word2Vec(vector_size=config.dim, window=config.window, min_count=config.min_count, sg=1,
@@ -135,7 +191,7 @@ def train_vectors(corpus_paths, out_dir, config: VectorsConfig | None = None, *,
         if hits:
             rows, source = map(np.array, zip(*hits))
             model.wv.vectors[rows] = start.vectors[source].astype(np.float32)
-        log(f"--init: {len(hits):,} of {len(model.wv.index_to_key):,} words start from {init}")
+        log(f"{len(hits):,} of {len(model.wv.index_to_key):,} words start from {start_name}")
     log(f"training {config.dim}-d skip-gram vectors on {tokens:,} tokens, {len(model.wv.index_to_key):,} words, "
         f"{config.epochs} epochs, {threads} threads")
     model.train(sentences, total_examples=len(sentences), epochs=config.epochs)
@@ -154,16 +210,14 @@ def train_vectors(corpus_paths, out_dir, config: VectorsConfig | None = None, *,
         "sentiscore_version": __version__,
         "method": "gensim Word2Vec skip-gram",
         "settings": {k: v for k, v in asdict(config).items() if k != "workers"},
-        "corpus": corpus_record,
+        "corpus": corpus or [],
         "tokens": tokens,
         "tokens_seen": tokens * config.epochs,
         "words": len(words),
-        "init": str(Path(init).name) if init is not None else None,
+        "init": start_name,
         "segmenter": segmenter.to_dict() | {"stopwords_sha256": stopwords_digest(segmenter.stopwords)},
     }
-    result = WordVectors(words, vectors.astype(np.float16), card)
-    result.save(Path(out_dir))
-    return result
+    return WordVectors(words, vectors.astype(np.float16), card)
 
 
 def embedding_matrix(words: list[str], vectors: WordVectors, size: int, seed: int) -> tuple[np.ndarray, int]:
@@ -183,16 +237,18 @@ def embedding_matrix(words: list[str], vectors: WordVectors, size: int, seed: in
     return matrix, len(rows)
 
 
-def check_segmenter(vectors: WordVectors, segmenter: SegmenterConfig, where: str) -> None:
+def check_segmenter(vectors: WordVectors, segmenter: SegmenterConfig, where: str, adapting: bool = False) -> None:
     """Vectors are only as good as their tokens: the classifier must segment
     as the vectors' corpus was segmented (markup, HMM, user dictionary,
     stopwords: vectors of a text without its function words have other
-    contexts, and the function words themselves would get no vector)."""
+    contexts, and the function words themselves would get no vector).
+    Vectors about to be continued on the classifier's own tokens
+    (``adapting``) learn the words a user dictionary makes."""
     trained = vectors.segmenter_settings()
     if not trained:
         return  # pre-segmented .txt corpora: the user vouches for the tokens
     problems = [key for key in ("hmm", "markup") if key in trained and trained[key] != getattr(segmenter, key)]
-    if bool(trained.get("user_dict")) != bool(segmenter.user_dict):
+    if not adapting and bool(trained.get("user_dict")) != bool(segmenter.user_dict):
         problems.append("user_dict")
     digest = trained.get("stopwords_sha256")
     if digest is None and trained.get("stopwords") in ("builtin", "none"):  # cards before the digest was recorded
@@ -201,4 +257,5 @@ def check_segmenter(vectors: WordVectors, segmenter: SegmenterConfig, where: str
         problems.append(f"stopwords ({trained.get('stopwords')})")
     if problems:
         raise InputError(f"{where}: the vectors were trained with other segmenter settings ({', '.join(problems)}); "
-                         "train with the same settings (--markup, --stopwords, --user-dict) or train vectors with yours")
+                         "train with the same settings (--markup, --stopwords, --user-dict), train vectors with yours, "
+                         "or train without vectors (--vectors none)")
