@@ -234,6 +234,9 @@ def test_train_starts_from_the_shipped_vectors_adapted_to_its_own_texts(tmp_path
     wrong_size = CliRunner().invoke(cli, ["train", str(SAMPLE / "labelled.csv"), "--out", str(tmp_path / "x"), "--embed-dim", "8",
                                           "--workers", "1", "-q"])
     assert wrong_size.exit_code != 0 and "pass --embed-dim 96 (or --vectors none)" in wrong_size.output
+    not_vectors = CliRunner().invoke(cli, ["train", str(SAMPLE / "labelled.csv"), "--out", str(tmp_path / "y"),
+                                           "--vectors", str(tmp_path / "random"), "--workers", "1", "-q"])
+    assert not_vectors.exit_code == 2 and "is not a vectors folder" in not_vectors.output  # a typed error, not a traceback
 
 
 def test_adapting_vectors_relearns_user_dictionary_words_but_not_other_stopwords(small_vectors, tmp_path):

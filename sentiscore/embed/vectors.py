@@ -71,19 +71,25 @@ class WordVectors:
     @classmethod
     def load(cls, directory) -> "WordVectors":
         directory = Path(directory)
-        for name in (WORDS_FILE, VECTORS_FILE, CARD_FILE):
-            if not (directory / name).is_file():
-                raise ModelError(f"{directory} is not a vectors folder: {name} is missing (make one with 'sentiscore vectors train')")
+        card = read_vectors_card(directory)
         words = (directory / WORDS_FILE).read_text(encoding="utf-8").split("\n")
         if words and words[-1] == "":
             words.pop()
         vectors = np.load(directory / VECTORS_FILE, allow_pickle=False)
         if vectors.ndim != 2 or vectors.shape[0] != len(words):
             raise ModelError(f"{directory}: {VECTORS_FILE} has shape {vectors.shape} but {WORDS_FILE} lists {len(words):,} words")
-        return cls(words, vectors, json.loads((directory / CARD_FILE).read_text(encoding="utf-8")))
+        return cls(words, vectors, card)
 
     def segmenter_settings(self) -> dict:
         return self.card.get("segmenter") or {}
+
+
+def read_vectors_card(directory: Path) -> dict:
+    """The card of a vectors folder, once its three files are known to be there."""
+    for name in (WORDS_FILE, VECTORS_FILE, CARD_FILE):
+        if not (directory / name).is_file():
+            raise ModelError(f"{directory} is not a vectors folder: {name} is missing (make one with 'sentiscore vectors train')")
+    return json.loads((directory / CARD_FILE).read_text(encoding="utf-8"))
 
 
 def resolve_vectors_dir(spec: str) -> Path:
@@ -118,8 +124,7 @@ def train_vectors_option(spec: str | None, embedder_type: str) -> str | None:
 def vectors_stopwords(spec: str) -> str:
     """The ``--stopwords`` the vectors were segmented with, which a
     classifier starting from them must use (``train``'s default there)."""
-    directory = resolve_vectors_dir(spec)
-    card = json.loads((directory / CARD_FILE).read_text(encoding="utf-8"))
+    card = read_vectors_card(resolve_vectors_dir(spec))
     stopwords = (card.get("segmenter") or {}).get("stopwords", "builtin")
     if stopwords in ("builtin", "none") or Path(stopwords).is_file():
         return stopwords
@@ -136,7 +141,7 @@ def train_vectors(corpus_paths, out_dir, config: VectorsConfig | None = None, *,
     know are kept as they were."""
     from ..corpus import read_corpus
 
-    _require_gensim()
+    _word2vec()  # before segmenting a corpus for nothing
     segmenter = segmenter or SegmenterConfig()
     start = WordVectors.load(init) if init is not None else None
     sentences, corpus_record = read_corpus(corpus_paths, text_column, segmenter, workers, log)
@@ -152,18 +157,19 @@ def adapt_vectors(start: WordVectors, start_name: str, sentences: list[list[str]
     """``start`` continued on token lists already segmented with
     ``segmenter`` (``train --adapt-vectors``: the training file's own texts,
     labels unused), in memory."""
-    _require_gensim()
     sentences = [s for s in sentences if s]
     if not sentences:
         raise InputError("adapting the vectors: the training texts hold no tokens")
     return fit_skipgram(sentences, config, segmenter, start=start, start_name=start_name, corpus=[corpus], workers=workers, log=log)
 
 
-def _require_gensim() -> None:
+def _word2vec():
+    """gensim's Word2Vec, or a UsageError that says how to install it."""
     try:
-        import gensim  # noqa: F401
+        from gensim.models import Word2Vec
     except ImportError as exc:
         raise UsageError(f"training word vectors needs gensim ({exc}); install it with: pip install gensim") from exc
+    return Word2Vec
 
 
 def fit_skipgram(sentences: list[list[str]], config: VectorsConfig | None, segmenter: SegmenterConfig, *,
@@ -171,9 +177,9 @@ def fit_skipgram(sentences: list[list[str]], config: VectorsConfig | None, segme
                  workers: int | None = None, log: Callable[[str], None] = print) -> WordVectors:
     """Skip-gram vectors on token lists, from scratch or continued from
     ``start`` (its size wins; every word only it knows is kept unchanged)."""
-    from gensim.models import Word2Vec
-
     from ..config import default_workers
+
+    Word2Vec = _word2vec()
 
     config = config or VectorsConfig()
     if start is not None and start.dim != config.dim:
