@@ -353,9 +353,10 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
                    "over the L2 norm (as TF-IDF), needs a prefit n-gram path (--wide-training prefit or independent).")
 @click.option("--wide-buckets", type=click.IntRange(min=2), default=WideConfig.num_buckets, show_default=True,
               help="Hash buckets of the char n-gram path (its table has buckets × classes weights).")
-@click.option("--class-weights", type=click.Choice(["sqrt", "balanced", "none"]), default="sqrt", show_default=True,
-              help="Loss weight per class: the square root of the balanced weights, balanced (n / (classes × count)), or none.")
-@click.option("--no-class-weights", is_flag=True, help="Same as --class-weights none.")
+@click.option("--class-weights", type=click.Choice(["sqrt", "balanced", "none"]), default=TrainConfig.class_weights, show_default=True,
+              help="Loss weight per class: none (the label mix as it is), the square root of the balanced weights, or "
+                   "balanced (n / (classes × count)); sqrt and balanced make rare classes heavier, and 中评 more frequent on new text.")
+@click.option("--no-class-weights", is_flag=True, help="Same as --class-weights none (the default).")
 @click.option("--label-smoothing", type=float, default=0.0, show_default=True,
               help="Spread this share of every training target over all classes (a confidence penalty).")
 @click.option("--binary-source-loss", type=click.Choice(list(BINARY_SOURCE_LOSSES)), default="full", show_default=True,

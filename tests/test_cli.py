@@ -147,15 +147,18 @@ def test_info_prints_the_card(runner, tiny_model):
     assert json.loads(as_json.stdout)["name"] == "tiny"
 
 
-def test_train_cli_weighs_ngrams_by_idf_by_default_and_records_it(runner, sample_dir, tmp_path):
+def test_train_cli_defaults_idf_ngrams_and_no_class_weights_and_records_them(runner, sample_dir, tmp_path):
     out = tmp_path / "idf"
     result = runner.invoke(cli, ["train", str(sample_dir / "labelled.csv"), "--out", str(out), "--epochs", "1", "--maxlen", "32",
                                  "--embed-dim", "8", "--vectors", "none", "--lstm-units", "4", "--workers", "1", "-q", "--wide-buckets", "4096"])
     assert result.exit_code == 0, result.output
-    wide = read_card(out).wide
-    assert (wide.weighting, wide.num_buckets) == ("idf", 4096)
+    card = read_card(out)
+    assert (card.wide.weighting, card.wide.num_buckets) == ("idf", 4096)
+    # No class weights by default: square-root weights over-called 中评 on held-out sources (README).
+    assert card.training["class_weighting"] == "none" and card.training["class_weights"] is None
     info = runner.invoke(cli, ["info", str(out)])
     assert "idf-weighted distinct n-grams over the L2 norm, 4,096 buckets" in info.stdout
+    assert "class weights: none" in info.stdout
     joint = runner.invoke(cli, ["train", str(sample_dir / "labelled.csv"), "--out", str(tmp_path / "j"),
                                 "--wide-weighting", "idf", "--wide-training", "joint"])
     assert joint.exit_code == 2 and "--wide-weighting idf needs --wide-training prefit" in joint.stderr
