@@ -249,7 +249,7 @@ class TrainConfig:
     learning_rate: float = 2e-3
     lr_schedule: str = "constant"  # "constant", or "cosine": decays to 5% over the epoch budget
     patience: int = 2
-    # Loss weight per class: "none" (the default since 0.2: sqrt called 中评 on 48% of a held-out Weibo
+    # Loss weight per class: "none" (the default since 2026-12-03: sqrt called 中评 on 48% of a held-out Weibo
     # source's rows where 20% are), "sqrt" (square root of balanced) or "balanced" (n / (classes × count)).
     class_weights: str = "none"
     label_smoothing: float = 0.0  # share of each target spread over all classes (a confidence penalty)
