@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from loso import fold_metrics, read  # noqa: E402
+from loso import fold_metrics, label_column, read  # noqa: E402
 
-NEUTRAL_COLUMN = 1  # the cached probabilities' columns are 负评 / 中评 / 正评
+NEUTRAL_COLUMN = label_column(0)  # 中评's column in the cached probabilities
 GRID = np.round(np.arange(-3.0, 3.0001, 0.1), 1)
 
 

@@ -34,9 +34,7 @@ def read_corpus(paths, text_column: str, segmenter: SegmenterConfig, workers: in
             texts = [t for t in table.column(text_column).to_pylist() if isinstance(t, str) and t.strip()]
             with ParallelSegmenter(segmenter, 100_000, workers or default_workers()) as seg:
                 batch = seg.segment(texts)
-            offsets = batch.offsets
-            part = [batch.tokens[offsets[i] : offsets[i + 1]] for i in range(len(texts))]
-            part = [s for s in part if s]
+            part = [s for s in batch.token_lists() if s]
         tokens = sum(len(s) for s in part)
         log(f"corpus {path.name}: {len(part):,} sentences, {tokens:,} tokens")
         record.append({"path": path.name, "sha256": sha256_of(path), "sentences": len(part), "tokens": tokens})

@@ -150,6 +150,11 @@ class SegmentedBatch:
         off = self.offsets
         return self.tokens[off[i] : off[i + 1]]
 
+    def token_lists(self) -> list[list[str]]:
+        """Every text's tokens, one list per text (the offsets computed once)."""
+        off = self.offsets
+        return [self.tokens[off[i] : off[i + 1]] for i in range(self.lengths.size)]
+
     @staticmethod
     def concat(parts: list["SegmentedBatch"]) -> "SegmentedBatch":
         if not parts:

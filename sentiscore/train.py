@@ -803,8 +803,7 @@ def _with_vectors(config: TrainConfig, embedder, segmented: SegmentedBatch, log)
                             f"pass --embed-dim {vectors.dim} (or --vectors none)")
     start_tokens_seen, adapted = vectors.card.get("tokens_seen"), None
     if config.adapt_vectors:
-        offsets = segmented.offsets
-        sentences = [segmented.tokens[offsets[i] : offsets[i + 1]] for i in range(len(segmented.lengths))]
+        sentences = segmented.token_lists()
         corpus = {"path": "the training file's texts", "sentences": len(sentences), "tokens": int(segmented.lengths.sum())}
         vectors = adapt_vectors(vectors, path.name, sentences, config.segmenter, corpus, workers=config.workers, log=log)
         adapted = {k: vectors.card[k] for k in ("tokens", "tokens_seen", "words")} | {"settings": vectors.card["settings"]}

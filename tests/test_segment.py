@@ -86,6 +86,10 @@ def test_parallel_matches_serial_and_keeps_order(sample_dir, tmp_path):
     assert result.tokens == serial.tokens
     np.testing.assert_array_equal(result.lengths, serial.lengths)
     np.testing.assert_array_equal(result.truncated, serial.truncated)
+    # One list per text, each its own tokens, empty texts included.
+    lists = result.token_lists()
+    assert len(lists) == len(texts) and lists == [result.tokens_of(i) for i in range(len(texts))]
+    assert [len(tokens) for tokens in lists] == result.lengths.tolist()
 
 
 @pytest.mark.skipif(not hasattr(os, "nice"), reason="niceness is a Unix setting")

@@ -604,7 +604,7 @@ def cached_features(embedder: ElmoEmbedder, batch: SegmentedBatch, log: Callable
     if path.is_file():
         log(f"ELMo vectors: cache hit {path}")
         return ElmoFeatures(np.load(path, mmap_mode="r"), offsets, batch.lengths)
-    token_lists = [batch.tokens[offsets[i] : offsets[i + 1]] for i in range(batch.lengths.size)]
+    token_lists = batch.token_lists()
     tokens = int(offsets[-1])
     shape = (tokens, embedder.n_layers, embedder.dim) if embedder.layer_mix == "scalar" else (tokens, embedder.dim)
     log(f"ELMo vectors: computing {tokens:,} tokens of {len(token_lists):,} texts on {embedder.device} "
