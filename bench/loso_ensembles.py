@@ -9,7 +9,7 @@ the draws' worst case on issue #14's bar.
         --recipe "ind=wd-independent,wd-independent-seed14" \
         --ensemble idf --ensemble idf+idf --ensemble idf+ind
 
-One run's LOSO mean moves by up to a point with its seed (README,
+One run's LOSO mean moves by up to a point with its seed (BENCHMARKS.md,
 "retraining noise"), so an ensemble is judged over every draw of its
 members' seeds, never over one lucky pairing. On a ``bench/loso.py
 --in-domain`` folder its one test (``dev``) stands in for the groups.

@@ -6,7 +6,7 @@ averaged), against the two TF-IDF peers trained on the same rows.
         --recipe "wd-idf=wd-idf,wd-idf-seed14,wd-idf-seed15" \
         --recipe "wd-idf-ema=wd-idf-ema,wd-idf-ema-seed14,wd-idf-ema-seed15"
 
-One retraining changes a group's macro-F1 by up to several points (README,
+One retraining changes a group's macro-F1 by up to several points (BENCHMARKS.md,
 "retraining noise"), so a recipe is compared by its seeds' mean; the
 ensemble says what averaging the seeds' models would add (and costs one
 deep path per seed at scoring). Writes nothing; prints Markdown.

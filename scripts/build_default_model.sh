@@ -6,7 +6,7 @@
 # trained on the same rows with the same settings but one: in the first the
 # BiLSTM learns to correct the n-gram path (the `wd-idf` recipe, zh-fast until
 # 2026-12-02), in the second it learns the labels alone (`wd-independent`).
-# Their average was measured in bench/loso_ensembles.py (`idf+ind`, README:
+# Their average was measured in bench/loso_ensembles.py (`idf+ind`, BENCHMARKS.md:
 # "Out of domain, 2026-12-02 (night)").
 # Data: both labelled files (train split only; the dev split is never trained
 # on) and, for the word vectors, the unlabelled corpus alone.

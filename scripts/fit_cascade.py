@@ -33,7 +33,7 @@ def main() -> int:
     parser.add_argument("--max-label-change", type=float, default=DEFAULT_MAX_LABEL_CHANGE)
     parser.add_argument("--min-threshold", type=float, default=DEFAULT_MIN_THRESHOLD,
                         help="Never below this confidence; raise it for a model whose deep path overturns more "
-                             "n-gram calls on sources it was not trained on (README, Speed 2026-12-01)")
+                             "n-gram calls on sources it was not trained on (BENCHMARKS.md, Speed 2026-12-01)")
     parser.add_argument("--text-column", default="txt")
     parser.add_argument("--label-column", default="label")
     args = parser.parse_args()

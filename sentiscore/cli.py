@@ -86,7 +86,7 @@ def _raise_terminated(signum, frame):
 def prefer_releasing_memory_pool() -> None:
     """Arrow's buffers from its jemalloc pool when the user has not chosen
     one: the default pool (mimalloc) keeps freed pages, so a long file's peak
-    RSS settled 10-15% above a 10k-row file's (README, "Memory, 2026-12-03
+    RSS settled 10-15% above a 10k-row file's (BENCHMARKS.md, "Memory, 2026-12-03
     (evening)").
     Arrow reads ARROW_DEFAULT_MEMORY_POOL once, when pyarrow is imported, so
     this runs before that; Linux only, where pyarrow's wheels have jemalloc
@@ -142,7 +142,7 @@ def elmo_precision_option(func):
         "--elmo-precision", type=click.Choice(list(ELMO_PRECISIONS)), default="float32", show_default=True,
         help="What an ELMo model's biLM computes its LSTMs in. bfloat16: the biLM about twice as fast on CPUs with "
              "bf16 instructions (AVX512-BF16, AMX; zh-elmo 1.6x end to end), slower on CPUs without; each vector moves "
-             "by about 0.3% of its size, so about 2 labels in 10,000 change (measured in the README). ELMo models only.",
+             "by about 0.3% of its size, so about 2 labels in 10,000 change (measured in BENCHMARKS.md). ELMo models only.",
     )(func)
 
 

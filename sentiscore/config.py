@@ -301,7 +301,7 @@ RUNTIMES = ("auto", "onnx", "onnx-int8", "tensorflow")
 ELMO_PRECISIONS = ("float32", "bfloat16")
 # Segmentation workers run this much nicer than the process that scores their
 # tokens: that process is the pipeline's critical path, and at equal priority
-# it got 2/3 of a core beside two workers on 2 cores (README, Speed).
+# it got 2/3 of a core beside two workers on 2 cores (BENCHMARKS.md, "Speed, 2026-12-03").
 DEFAULT_WORKER_NICE = 10
 
 

@@ -8,7 +8,7 @@ one manifest covers every member's files. The members must segment alike
 their labels: a chunk is segmented once, then every member runs its own
 embedder, n-gram path, cascade and classifier on it. Out of domain, models
 trained differently err differently, and their average errs less than
-either (README, "Out of domain, 2026-12-02 (night)").
+either (BENCHMARKS.md, "Out of domain, 2026-12-02 (night)").
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ scoring needs ``onnxruntime`` only: importing ``onnx`` costs ~0.8 s of start-up.
 BiLSTM's weights quantised to int8 (ONNX Runtime's dynamic quantisation:
 ``DynamicQuantizeLSTM``). The recurrence is most of the classifier's time;
 attention, dense and n-gram weights stay float32. Its probabilities move by
-up to about 1e-2, so it is a quantised path measured for quality (README,
+up to about 1e-2, so it is a quantised path measured for quality (BENCHMARKS.md,
 "Speed, 2026-12-02 (evening)"), not an exact one; and the activations' scale
 is taken per call, over the whole batch, so a row's output depends slightly
 on the rows batched with it. That is why ``auto`` stays float32."""

@@ -842,7 +842,7 @@ def _calibrate(val_logits: np.ndarray, val_true: np.ndarray, names: list[str], e
     validation split, or the identity; the calibrated validation metrics and
     a record for the card. Class biases are off by default: fitted to the
     validation split's class mix, they cost 1.6-3.5 macro-F1 points on
-    sources left out of training (README, "Class weights vs thresholds").
+    sources left out of training (BENCHMARKS.md, "Class weights vs thresholds").
     ``label_mix``: biases ``log(label_mix / mean validation posterior)``
     after the temperature, which move the model's mean belief toward that
     mix (one step of Saerens et al. 2002's EM, on the validation split)."""
