@@ -25,16 +25,17 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).parent))
 from loso import fold_metrics, label_column, read  # noqa: E402
 
+from sentiscore.calibration import shift_priors  # noqa: E402
+
 NEUTRAL_COLUMN = label_column(0)  # 中评's column in the cached probabilities
 GRID = np.round(np.arange(-3.0, 3.0001, 0.1), 1)
 
 
 def with_neutral_bias(probs: np.ndarray, bias: float) -> np.ndarray:
     """Probabilities with 中评's logit moved by ``bias`` (rows without a label stay zero)."""
-    shifted = probs.copy()
-    shifted[:, NEUTRAL_COLUMN] *= np.exp(bias)
-    totals = shifted.sum(axis=1, keepdims=True)
-    return np.divide(shifted, totals, out=np.zeros_like(shifted), where=totals > 0)
+    log_shift = np.zeros(probs.shape[1])
+    log_shift[NEUTRAL_COLUMN] = bias
+    return shift_priors(probs, log_shift)
 
 
 def fit_elsewhere(table: dict[str, dict[float, dict]], left_out: str) -> float:
