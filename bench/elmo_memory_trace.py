@@ -56,9 +56,9 @@ def main() -> None:
         every, args = int(args[1]), args[2:]
     if args[:1] == ["--"]:
         args = args[1:]
-    # As `sentiscore score` does before pyarrow loads (cli.prefer_releasing_memory_pool).
-    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
-    from sentiscore.cli import cli
+    from sentiscore.cli import cli, prefer_releasing_memory_pool
+
+    prefer_releasing_memory_pool()  # as `score` does, but before the import below loads pyarrow
     from sentiscore.embed import elmo
 
     elmo.ElmoEmbedder._run = traced_run(elmo.ElmoEmbedder._run, every)
