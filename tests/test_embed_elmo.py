@@ -322,6 +322,24 @@ def test_token_cache_is_exact_and_survives_overflow(tiny_elmo):
     np.testing.assert_allclose(restarted, reference, atol=1e-6)
 
 
+def test_unseen_tokens_run_in_few_padded_shapes_and_stay_exact(tiny_elmo, monkeypatch):
+    from sentiscore.embed import elmo
+
+    texts = [["好", "手机", "不", "喜欢"], ["手机", "很", "好"], ["物流", "手机"], ["从来", "没有", "见过", "这么", "差", "的"]] * 3
+    embedder = ElmoEmbedder(tiny_elmo, layer_mix="scalar", device="cpu", batch_size=4)
+    counts = []
+    embed_tokens = embedder.model.token_embedder.forward
+    monkeypatch.setattr(embedder.model.token_embedder, "forward",
+                        lambda words, chars, shape: counts.append(shape[0]) or embed_tokens(words, chars, shape))
+    monkeypatch.setattr(elmo, "_TOKEN_SLICE", 4)
+    monkeypatch.setattr(elmo, "_TOKEN_SLICE_MIN", 2)
+    sliced = embedder.embed(texts)
+    assert counts and set(counts) <= {2, 4}  # 14 distinct tokens with <bos>/<eos>: slices of 4, the rest padded
+    assert len(embedder._token_index) == 14 and embedder.tensors._char_rows == {}  # outputs kept, not characters
+    embedder.cache_tokens = False
+    np.testing.assert_allclose(sliced, embedder.embed(texts), atol=1e-6)
+
+
 @pytest.mark.parametrize("go_forward", [True, False])
 @pytest.mark.parametrize("with_initial_state", [False, True])
 def test_fused_lstm_cell_matches_the_reference_clipping_included(go_forward, with_initial_state):

@@ -42,6 +42,9 @@ PRETRAIN_CARD = "sentiscore_elmo.json"  # written by 'elmo pretrain': corpus, to
 # ends them with '<bow>' (both its trainer and its Embedder swap the two).
 # Weights trained either way expect it, so we do the same.
 _TOKEN_START, _TOKEN_END = "<eow>", "<bow>"
+# Unseen tokens go through the char-CNN in slices of at most _TOKEN_SLICE,
+# each padded to a power of two ≥ _TOKEN_SLICE_MIN: five input shapes in all.
+_TOKEN_SLICE, _TOKEN_SLICE_MIN = 1024, 64
 
 
 def resolve_device(requested: str, log: Callable[[str], None] | None = None) -> str:
@@ -157,7 +160,7 @@ class BatchTensors:
             return token[: self.max_chars - 2]
         return token
 
-    def _char_row(self, token: str, width: int) -> np.ndarray:
+    def _char_row(self, token: str, width: int, remember: bool = True) -> np.ndarray:
         row = self._char_rows.get(token)
         if row is None or row.size != width:
             chars = self.char_lexicon
@@ -170,7 +173,7 @@ class BatchTensors:
                 inner = [chars.get(ch, oov) for ch in token]
             row[1 : 1 + len(inner)] = inner
             row[1 + len(inner)] = chars[_TOKEN_END]
-            if len(self._char_rows) < 500_000:
+            if remember and len(self._char_rows) < 500_000:
                 self._char_rows[token] = row
         return row
 
@@ -195,7 +198,8 @@ class BatchTensors:
             lex = self.word_lexicon
             words = np.fromiter((lex.get(t, lex["<oov>"]) for t in tokens), np.int64, len(tokens))[:, None]
         if self.char_lexicon is not None:
-            chars = np.stack([self._char_row(t, self.max_chars) for t in tokens])[:, None, :]
+            # Not remembered: the caller keeps the token's output, not its characters.
+            chars = np.stack([self._char_row(t, self.max_chars, remember=False) for t in tokens])[:, None, :]
         return words, chars
 
     def build(self, sentences: list[list[str]]):
@@ -437,22 +441,38 @@ class ElmoEmbedder:
             missing = list(dict.fromkeys(flat))
             self._token_table = None
         if missing:
-            words, chars = self.tensors.token_inputs(missing)
-            rows = self.model.token_embedder(self._tensor(words), self._tensor(chars), (len(missing), 1))[:, 0]
             start, needed = len(index), len(index) + len(missing)
             table = self._token_table
             if table is None or needed > table.shape[0]:
                 # Grow by doubling (up to the cache size): appending with
                 # torch.cat would copy the whole table for every batch.
                 capacity = max(needed, min(2 * (0 if table is None else table.shape[0]), self._token_cache_size), 4096)
-                grown = rows.new_empty((capacity, rows.shape[1]))
+                grown = self._new_token_table(capacity)
                 if table is not None:
                     grown[:start] = table[:start]
                 table = self._token_table = grown
-            table[start:needed] = rows
+            for first in range(0, len(missing), _TOKEN_SLICE):
+                part = missing[first : first + _TOKEN_SLICE]
+                table[start + first : start + first + len(part)] = self._embed_tokens(part)
             for offset, token in enumerate(missing):
                 index[token] = start + offset
         return self._tensor(np.fromiter((index[t] for t in flat), np.int64, len(flat)))
+
+    def _new_token_table(self, capacity: int):
+        import torch
+
+        width = int(self.network["encoder"]["projection_dim"])
+        return torch.empty((capacity, width), device=self.device)
+
+    def _embed_tokens(self, tokens: list[str]):
+        """Token-embedder outputs of up to ``_TOKEN_SLICE`` tokens, run padded
+        to a power of two. oneDNN builds and keeps kernels for every input
+        shape it meets; one per count of unseen tokens cost 50-60 MiB of peak
+        RSS on long files (BENCHMARKS.md, "Memory, 2026-12-04 (later)")."""
+        size = max(_TOKEN_SLICE_MIN, 1 << (len(tokens) - 1).bit_length())
+        padded = tokens + [tokens[-1]] * (size - len(tokens))  # the filler's rows are dropped
+        words, chars = self.tensors.token_inputs(padded)
+        return self.model.token_embedder(self._tensor(words), self._tensor(chars), (size, 1))[: len(tokens), 0]
 
     def _tensor(self, array):
         import torch
