@@ -80,6 +80,12 @@ def test_top_words_are_real_tokens_without_punctuation_or_stopwords(tiny_scorer)
         assert list(weights) == sorted(weights, reverse=True) and all(v > 0 for v in weights)
 
 
+def test_a_chunk_without_any_token_has_empty_top_words(tiny_scorer):
+    frame = tiny_scorer.predict(["！！！", "。。", "……"])
+    assert frame.status.tolist() == ["no_tokens"] * 3
+    assert [list(w) for w in frame.top_words] == [[], [], []] and [list(w) for w in frame.top_weights] == [[], [], []]
+
+
 def test_top_words_are_the_words_that_add_most_to_the_predicted_class(tiny_scorer, monkeypatch):
     """top_words = the tokens with the largest contribution to the predicted
     class's logit (attention-weighted deep part + the token's own n-grams),
