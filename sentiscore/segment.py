@@ -212,9 +212,13 @@ class Segmenter:
         tokens: list[str] = []
         lengths = np.zeros(len(texts), np.int32)
         truncated = np.zeros(len(texts), bool)
+        # One string object per distinct word: a chunk's few hundred thousand
+        # tokens are mostly repeats, and pickle then sends (and the parent
+        # keeps) each word once instead of a fresh object per occurrence.
+        distinct: dict[str, str] = {}
         for i, text in enumerate(texts):
             words, cut = self.tokenize(text)
-            tokens.extend(words)
+            tokens.extend([distinct.setdefault(w, w) for w in words])
             lengths[i] = len(words)
             truncated[i] = cut
         return SegmentedBatch(tokens, lengths, truncated)

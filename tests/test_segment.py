@@ -93,6 +93,19 @@ def test_parallel_matches_serial_and_keeps_order(sample_dir, tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "nice"), reason="niceness is a Unix setting")
+def test_a_batch_holds_each_distinct_word_once_also_after_pickling():
+    import pickle
+
+    seg = Segmenter(SegmenterConfig(), maxlen=50)
+    texts = ["手机很好", "手机不好，很不好", "手机"]
+    batch = seg.segment(texts)
+    assert batch.token_lists() == [seg.tokenize(t)[0] for t in texts]
+    # What a worker sends and the parent keeps: one object per word, not per occurrence.
+    received = pickle.loads(pickle.dumps(batch))
+    assert received.tokens == batch.tokens and received.tokens.count("手机") == 3 and received.tokens.count("不好") == 2
+    assert len({id(t) for t in received.tokens}) == len(set(received.tokens))
+
+
 def test_workers_run_nicer_than_the_caller_and_can_start_early():
     with ParallelSegmenter(SegmenterConfig(), maxlen=10, workers=2, nice=7) as segmenter:
         segmenter.start()
