@@ -10,6 +10,7 @@ source group G (the part of ``source`` before ':') the fold trains on
 train.parquet without G and tests on every row of G (all.parquet: a model
 that never saw G may be tested on its dev rows too). ``--pool GROUP,...``
 restricts every fold's training rows to those groups (a data ablation);
+``--extra-train FILE`` adds the same rows to every fold's training rows;
 ``--max-train-rows N`` samples each fold's training rows down to N,
 stratified by group × label with a fixed seed, the same rows for every
 system, so a whole table fits in the machine's time; ``--max-rows-per-group
@@ -92,10 +93,11 @@ def sample_rows(df: pd.DataFrame, limit: int | None, seed: int, per_group: int |
 
 
 def make_folds(splits: Path, out: Path, groups: list[str] | None, pool: list[str] | None, limit: int | None, seed: int,
-               per_group: int | None = None, in_domain: str | None = None) -> dict:
+               per_group: int | None = None, in_domain: str | None = None, extra_train: Path | None = None) -> dict:
     """Write OUT/folds/FOLD/{train,test}.parquet; returns {fold: dir}.
     ``in_domain``: one fold, ``dev``, trained on that group's train rows and
-    tested on its dev rows."""
+    tested on its dev rows. ``extra_train``: rows added to every fold's
+    training rows after sampling (the labelled sample stays the same)."""
     train, dev, everything = read(splits / "train.parquet"), read(splits / "dev.parquet"), read(splits / "all.parquet")
     train_groups = groups_of(train)
     if in_domain:
@@ -108,12 +110,16 @@ def make_folds(splits: Path, out: Path, groups: list[str] | None, pool: list[str
     folds = {"dev": (train, dev)}
     for g in (groups or all_groups) if not in_domain else []:
         folds[g] = (train[train_groups != g], everything[groups_of(everything) == g])
+    extra = read(extra_train) if extra_train else None
     dirs = {}
     for name, (fold_train, test) in folds.items():
         d = out / "folds" / name
         if not (d / "test.parquet").is_file():
             d.mkdir(parents=True, exist_ok=True)
-            sample_rows(fold_train, limit, seed, per_group).to_parquet(d / "train.parquet", index=False)
+            rows = sample_rows(fold_train, limit, seed, per_group)
+            if extra is not None:
+                rows = pd.concat([rows, extra], ignore_index=True)
+            rows.to_parquet(d / "train.parquet", index=False)
             test.to_parquet(d / "test.parquet", index=False)
         dirs[name] = d
     return dirs
@@ -335,6 +341,9 @@ def main(argv=None) -> None:
     parser.add_argument("--in-domain", metavar="GROUP",
                         help="only one fold: train on GROUP's train rows, test on its dev rows (a user training on a "
                              "benchmark's own train split); use a separate --out")
+    parser.add_argument("--extra-train", type=Path, metavar="FILE",
+                        help="Parquet rows (txt, label, source) added to every fold's training rows after sampling, "
+                             "e.g. bench/corpus_neutral.py's pseudo-neutral headlines; use a separate --out")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--table-only", action="store_true")
@@ -347,7 +356,7 @@ def main(argv=None) -> None:
     peers = [p for p in args.peers.split(",") if p]
     folds = make_folds(args.splits, args.out, args.groups.split(",") if args.groups else None,
                        args.pool.split(",") if args.pool else None, args.max_train_rows, args.seed, args.max_rows_per_group,
-                       args.in_domain)
+                       args.in_domain, args.extra_train)
     if args.no_dev:
         folds.pop("dev")
     if not args.table_only:
