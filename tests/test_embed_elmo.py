@@ -322,6 +322,18 @@ def test_token_cache_is_exact_and_survives_overflow(tiny_elmo):
     np.testing.assert_allclose(restarted, reference, atol=1e-6)
 
 
+def test_on_the_cpu_the_token_table_is_reserved_once_and_never_copied(tiny_elmo):
+    embedder = ElmoEmbedder(tiny_elmo, layer_mix="scalar", device="cpu", batch_size=2)
+    embedder._token_cache_size = 1000
+    embedder.embed([["好", "手机"], ["不", "喜欢"]])
+    table = embedder._token_table
+    assert table.shape[0] == 1000  # reserved whole: the C library only makes written rows resident
+    first = embedder.embed([["从来", "没有", "见过"], ["这么", "差", "的", "物流"]])
+    assert embedder._token_table is table and len(embedder._token_index) > 6  # new tokens went into the same table
+    embedder.cache_tokens = False
+    np.testing.assert_allclose(first, embedder.embed([["从来", "没有", "见过"], ["这么", "差", "的", "物流"]]), atol=1e-6)
+
+
 def test_unseen_tokens_run_in_few_padded_shapes_and_stay_exact(tiny_elmo, monkeypatch):
     from sentiscore.embed import elmo
 

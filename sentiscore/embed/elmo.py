@@ -444,9 +444,16 @@ class ElmoEmbedder:
             start, needed = len(index), len(index) + len(missing)
             table = self._token_table
             if table is None or needed > table.shape[0]:
-                # Grow by doubling (up to the cache size): appending with
-                # torch.cat would copy the whole table for every batch.
-                capacity = max(needed, min(2 * (0 if table is None else table.shape[0]), self._token_cache_size), 4096)
+                if self.device == "cpu":
+                    # The whole cache at once: the C library maps a block this
+                    # large lazily, so only written rows become resident, and
+                    # the table is never copied to grow (a doubling held the old
+                    # and the new table at once, and up to 2× the rows in use).
+                    capacity = max(needed, self._token_cache_size)
+                else:
+                    # A GPU commits what it allocates: grow by doubling (appending
+                    # with torch.cat would copy the whole table for every batch).
+                    capacity = max(needed, min(2 * (0 if table is None else table.shape[0]), self._token_cache_size), 4096)
                 grown = self._new_token_table(capacity)
                 if table is not None:
                     grown[:start] = table[:start]
