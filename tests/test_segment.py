@@ -92,7 +92,6 @@ def test_parallel_matches_serial_and_keeps_order(sample_dir, tmp_path):
     assert [len(tokens) for tokens in lists] == result.lengths.tolist()
 
 
-@pytest.mark.skipif(not hasattr(os, "nice"), reason="niceness is a Unix setting")
 def test_a_batch_holds_each_distinct_word_once_also_after_pickling():
     import pickle
 
@@ -106,6 +105,7 @@ def test_a_batch_holds_each_distinct_word_once_also_after_pickling():
     assert len({id(t) for t in received.tokens}) == len(set(received.tokens))
 
 
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="niceness is a Unix setting")
 def test_workers_run_nicer_than_the_caller_and_can_start_early():
     with ParallelSegmenter(SegmenterConfig(), maxlen=10, workers=2, nice=7) as segmenter:
         segmenter.start()
