@@ -92,6 +92,27 @@ def sum_per_text(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return out
 
 
+# N-gram ids gathered at a time by the functions below: a chunk of 10,000 texts holds ~1.5M, and
+# gathering all at once put ~30 MiB of transient arrays (table rows, float64 weights) at the peak
+# of every chunk's scoring (BENCHMARKS.md, "Memory, 2026-12-04 (night)").
+SLICE_IDS = 1 << 17
+
+
+def text_slices(counts: np.ndarray, max_ids: int | None = None):
+    """(texts, ids) slices covering texts laid end to end (text i's ids are
+    the next ``counts[i]``), each of whole texts and at most ``max_ids`` ids
+    (or one text, if it alone has more). Per-text sums over the slices equal
+    sums over the whole. ``max_ids``: default ``SLICE_IDS``."""
+    max_ids = max_ids or SLICE_IDS
+    ends = np.cumsum(counts)
+    first_text = first_id = 0
+    while first_text < counts.size:
+        end_text = max(first_text + 1, int(np.searchsorted(ends, first_id + max_ids, side="right")))
+        end_id = int(ends[end_text - 1])
+        yield slice(first_text, end_text), slice(first_id, end_id)
+        first_text, first_id = end_text, end_id
+
+
 def wide_norms_flat(flat: np.ndarray, counts: np.ndarray, idf: np.ndarray | None = None) -> np.ndarray:
     """What the n-gram path divides each text's summed weights by, as its
     Keras layer does, for texts whose ids are laid end to end (text i's are
@@ -99,8 +120,10 @@ def wide_norms_flat(flat: np.ndarray, counts: np.ndarray, idf: np.ndarray | None
     the ids' idf weights."""
     if idf is None:
         return np.sqrt(np.maximum(counts, 1)).astype(np.float32)
-    weights = np.take(idf, flat).astype(np.float64)  # take: 3-4x faster than indexing a large table
-    squares = sum_per_text(weights * weights, counts)
+    squares = np.zeros(counts.size, np.float64)
+    for texts, ids in text_slices(counts):
+        weights = np.take(idf, flat[ids]).astype(np.float64)  # take: 3-4x faster than indexing a large table
+        squares[texts] = sum_per_text(weights * weights, counts[texts])
     return np.maximum(np.sqrt(squares), 1e-6).astype(np.float32)
 
 
@@ -111,7 +134,10 @@ def wide_logits_flat(table: np.ndarray, bias: np.ndarray, flat: np.ndarray, coun
     summed per text (no padded matrix), over the norm, plus bias. ``np.take``
     gathers the rows: the same values as ``table[flat]``, 3-4x faster for rows
     this narrow."""
-    return (sum_per_text(np.take(table, flat, axis=0), counts) / norms[:, None] + bias).astype(np.float32)
+    sums = np.zeros((counts.size, table.shape[1]), np.float64)
+    for texts, ids in text_slices(counts):
+        sums[texts] = sum_per_text(np.take(table, flat[ids], axis=0), counts[texts])
+    return (sums / norms[:, None] + bias).astype(np.float32)
 
 
 def split_rows(logits: np.ndarray, cascade: CascadeConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,8 @@ import pytest
 
 from sentiscore.artifacts import add_card_section, load_model_dir, read_card, verify
 from sentiscore.calibration import softmax
-from sentiscore.cascade import CascadeConfig, fit_cascade, split_rows, wide_logits_flat, wide_norms_flat
+from sentiscore import cascade
+from sentiscore.cascade import CascadeConfig, fit_cascade, split_rows, text_slices, wide_logits_flat, wide_norms_flat
 from sentiscore.config import ScoreConfig
 from sentiscore.errors import ModelError, TrainingError
 from sentiscore.pipeline import Scorer, score_file
@@ -225,6 +226,35 @@ def test_flat_wide_logits_equal_a_keras_layer_with_the_same_weights(weighted):
     layer(padded)
     layer.set_weights([table, bias] + ([idf] if weighted else []))
     np.testing.assert_allclose(wide_logits_flat(table, bias, flat, counts, norms), np.asarray(layer(padded)), rtol=1e-5, atol=1e-6)
+
+
+def test_text_slices_cover_every_text_whole_and_bound_the_ids_gathered():
+    counts = np.array([3, 0, 5, 2, 9, 0, 1, 4])
+    slices = list(text_slices(counts, max_ids=6))
+    ends = np.cumsum(counts)
+    assert [s.start for s, _ in slices] == [0] + [s.stop for s, _ in slices][:-1] and slices[-1][0].stop == counts.size
+    for texts, ids in slices:
+        assert ids.start == (ends[texts.start - 1] if texts.start else 0) and ids.stop == ends[texts.stop - 1]
+        assert ids.stop - ids.start <= 6 or texts.stop - texts.start == 1  # a text over the bound comes alone
+    assert list(text_slices(np.zeros(0, np.int64))) == []
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_wide_logits_gathered_in_slices_equal_one_gather(weighted, monkeypatch):
+    """A chunk's n-grams are gathered a slice of texts at a time (bounded
+    memory); the sums must not change, bit for bit."""
+    rng = np.random.default_rng(5)
+    table, bias = rng.normal(size=(200, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    idf = rng.uniform(0, 3, 200).astype(np.float32) if weighted else None
+    counts = rng.integers(0, 40, 300)
+    flat = rng.integers(1, 200, counts.sum()).astype(np.int32)
+    whole_norms = wide_norms_flat(flat, counts, idf)
+    whole = wide_logits_flat(table, bias, flat, counts, whole_norms)
+    monkeypatch.setattr(cascade, "SLICE_IDS", 50)
+    assert len(list(text_slices(counts))) > 10
+    sliced_norms = wide_norms_flat(flat, counts, idf)
+    np.testing.assert_array_equal(sliced_norms, whole_norms)
+    np.testing.assert_array_equal(wide_logits_flat(table, bias, flat, counts, sliced_norms), whole)
 
 
 def test_ngram_rows_weigh_each_word_by_its_own_ngrams(tiny_model, sample_dir, tmp_path):
