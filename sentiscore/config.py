@@ -303,12 +303,20 @@ ELMO_PRECISIONS = ("float32", "bfloat16")
 # tokens: that process is the pipeline's critical path, and at equal priority
 # it got 2/3 of a core beside two workers on 2 cores (BENCHMARKS.md, "Speed, 2026-12-03").
 DEFAULT_WORKER_NICE = 10
+# Rows read, scored and written at a time. While one chunk is scored the next
+# is segmented, so two chunks' worth of tokens, n-grams and explanations are
+# alive at once. ELMo models take half: with the biLM's batches in flight on
+# top, zh-elmo's peak RSS on a 1M-row file was 880-891 MiB at 5,000 rows
+# against 918-933 at 10,000, for 5-7% of its speed there; for zh-fast the
+# halving cost 8% of throughput at 100k rows (BENCHMARKS.md, "Memory, 2026-12-04 (night)").
+DEFAULT_CHUNK_ROWS = 10_000
+ELMO_CHUNK_ROWS = 5_000
 
 
 @dataclass(frozen=True)
 class ScoreConfig:
     text_column: str = "txt"
-    chunk_size: int = 10_000
+    chunk_size: int | None = None  # None: the model's own (default_chunk_rows)
     batch_size: int | None = None  # None: the embedder's own (Scorer)
     top_k: int = 3
     workers: int | None = None
@@ -333,7 +341,7 @@ class ScoreConfig:
             raise UsageError("--adapt-priors estimates the priors; --priors gives them: use one")
         if self.priors is not None and (any(p < 0 for _, p in self.priors) or sum(p for _, p in self.priors) <= 0):
             raise UsageError("--priors must be non-negative numbers with a positive sum")
-        if self.chunk_size < 1:
+        if self.chunk_size is not None and self.chunk_size < 1:
             raise UsageError("--chunk-size must be at least 1")
         if self.batch_size is not None and self.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")

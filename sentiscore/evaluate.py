@@ -10,7 +10,7 @@ import itertools
 import numpy as np
 
 from .calibration import reliability
-from .config import ScoreConfig
+from .config import DEFAULT_CHUNK_ROWS
 from .errors import InputError
 from .io import INPUT_FORMATS, detect_format, open_input, source_groups
 
@@ -71,11 +71,11 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     macro-F1 averages over the classes that group holds. ``adapt_priors``:
     measure ``score --adapt-priors`` (priors estimated from the texts alone,
     never the labels)."""
-    from .pipeline import Scorer
+    from .pipeline import Scorer, default_chunk_rows
     from .train import label_strings
 
     fmt = detect_format(data_path, input_format, INPUT_FORMATS, "--input-format")
-    source = open_input(data_path, fmt, chunk_size=ScoreConfig().chunk_size, encoding=encoding)
+    source = open_input(data_path, fmt, chunk_size=DEFAULT_CHUNK_ROWS, encoding=encoding)
     for col in (text_column, label_column):
         if col not in source.schema.names:
             raise InputError(f"{data_path} has no column {col!r}; its columns are: {', '.join(source.schema.names)}")
@@ -83,6 +83,9 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     own = scorer is None
     if own:
         scorer = Scorer.from_model(model, workers=workers, batch_size=batch_size, top_k=0)
+    chunk_rows = default_chunk_rows(scorer.card)
+    if chunk_rows != DEFAULT_CHUNK_ROWS:  # opened first only to check the columns before the model loads
+        source = open_input(data_path, fmt, chunk_size=chunk_rows, encoding=encoding)
     labels = scorer.labels
     priors = None
     index = {value: i for i, (value, _) in enumerate(labels)}
@@ -93,7 +96,7 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     try:
         with scorer.keeping_priors():
             if adapt_priors:  # inside the try: a failing first pass still closes our scorer
-                estimate = open_input(data_path, fmt, chunk_size=ScoreConfig().chunk_size, encoding=encoding)
+                estimate = open_input(data_path, fmt, chunk_size=chunk_rows, encoding=encoding)
                 priors = scorer.estimate_priors(estimate.batches, text_column)
                 scorer.set_priors(priors)
             for batch in source.batches:

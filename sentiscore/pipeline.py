@@ -14,6 +14,7 @@ chunk overlaps the model's work on the current one.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ import pyarrow.compute as pc
 
 from . import __version__
 from .artifacts import STOPWORDS_FILE, LoadedModel, ModelCard, load_model, read_card
-from .config import ELMO_EMBEDDERS, ScoreConfig, default_workers
+from .config import DEFAULT_CHUNK_ROWS, ELMO_CHUNK_ROWS, ELMO_EMBEDDERS, ScoreConfig, default_workers
 from .errors import InputError, ModelError, OutputError, RunStopped, SettingsMismatchError, UsageError, WorkerError
 from .io import (
     INPUT_FORMATS,
@@ -754,6 +755,19 @@ def check_elmo_precision(card: ModelCard, precision: str) -> None:
                          f"{', '.join(dict.fromkeys(str(c.embedder.get('type')) for c in cards))}")
 
 
+def default_chunk_rows(card: ModelCard) -> int:
+    """Rows per chunk when the user gives none: fewer for a model with a
+    biLM (for an ensemble: in some member), whose batches in flight add to
+    the two chunks the pipeline holds (config.ELMO_CHUNK_ROWS)."""
+    cards = card.members or (card,)
+    return ELMO_CHUNK_ROWS if any(c.embedder.get("type") in ELMO_EMBEDDERS for c in cards) else DEFAULT_CHUNK_ROWS
+
+
+def with_chunk_rows(config: ScoreConfig, card: ModelCard) -> ScoreConfig:
+    """``config`` with its chunk size decided: the user's, else the model's own."""
+    return config if config.chunk_size is not None else dataclasses.replace(config, chunk_size=default_chunk_rows(card))
+
+
 def plan_run(card: ModelCard, inputs: list[tuple[str, list[str]]], config: ScoreConfig, prefix: str = "",
              expect: dict | None = None) -> RunPlan:
     """Check every input's columns (``inputs``: each input's name and its
@@ -810,8 +824,9 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
     else:
         out_fmt = detect_format(output_path, config.output_format, OUTPUT_FORMATS, "--output-format")
         check_output_path(output_path, input_path, config.overwrite)
-    source = open_input(input_path, in_fmt, config.chunk_size, config.encoding, config.on_bad_lines)
     card = scorer.card if scorer is not None else read_card(model)
+    config = with_chunk_rows(config, card)
+    source = open_input(input_path, in_fmt, config.chunk_size, config.encoding, config.on_bad_lines)
     plan = plan_run(card, [(str(input_path), source.schema.names)], config, prefix, expect)
     keep = list(plan.keep)
     own_scorer = scorer is None

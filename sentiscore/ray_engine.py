@@ -60,7 +60,7 @@ from .config import ScoreConfig, SegmenterConfig
 from .errors import InputError, ModelError, OutputError, SentiscoreError, UsageError, WorkerError
 from .io import (INPUT_FORMATS, RESUME_MANIFEST, SUCCESS_MARKER, detect_format, is_stdio, open_input,
                  remove_stale_temp_files, temp_path_for)
-from .pipeline import as_text
+from .pipeline import as_text, with_chunk_rows
 
 TOKENS_COLUMN = "__sentiscore_tokens"
 TRUNCATED_COLUMN = "__sentiscore_truncated"
@@ -628,6 +628,7 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
 
     # Fail here, before any cluster work, on what the driver can see.
     card = read_card(model)
+    config = with_chunk_rows(config, card)
     model_dir = card.path
     card.segmenter_config()  # this machine can segment as the model was trained
     columns, expected_rows = file_columns(files, fmt, config.encoding)

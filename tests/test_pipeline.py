@@ -479,3 +479,19 @@ def test_long_texts_go_in_smaller_batches_of_bounded_tokens(tiny_scorer):
         assert batch.size * width <= budget or batch.size == 1
     sizes = [b.size for b in batches[:-1]]
     assert min(sizes) < tiny_scorer.batch_size == max(sizes)  # long texts did get smaller batches
+
+
+@pytest.mark.parametrize("model_fixture, chunk_size, parts", [
+    ("tiny_model", None, 1),  # 10,000 rows a chunk
+    ("tiny_elmo_model", None, 2),  # 5,000 for a model with a biLM
+    ("tiny_elmo_model", 10_000, 1),  # the user's choice wins
+])
+def test_chunk_rows_default_to_the_models_own(model_fixture, chunk_size, parts, request, sample_dir, tmp_path):
+    frame = pd.read_csv(sample_dir / "reviews.csv", dtype=str)
+    src = tmp_path / "rows.parquet"
+    pd.concat([frame] * 17, ignore_index=True).head(5_001).to_parquet(src)  # repeated texts: each scored once
+    out = tmp_path / "parts"
+    score_file(src, out, model=request.getfixturevalue(model_fixture),
+               config=ScoreConfig(workers=1, chunk_size=chunk_size, resume=True, quiet=True))
+    assert len(list(out.glob("part-*.parquet"))) == parts
+    assert json.loads((out / "_sentiscore_run.json").read_text())["run"]["options"]["chunk_size"] == (5_000 if parts == 2 else 10_000)
