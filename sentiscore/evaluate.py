@@ -83,9 +83,6 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     own = scorer is None
     if own:
         scorer = Scorer.from_model(model, workers=workers, batch_size=batch_size, top_k=0)
-    chunk_rows = default_chunk_rows(scorer.card)
-    if chunk_rows != DEFAULT_CHUNK_ROWS:  # opened first only to check the columns before the model loads
-        source = open_input(data_path, fmt, chunk_size=chunk_rows, encoding=encoding)
     labels = scorer.labels
     priors = None
     index = {value: i for i, (value, _) in enumerate(labels)}
@@ -94,6 +91,9 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     mistakes: list = []  # heap of the most confident mistakes: (confidence, n, record)
     tiebreak = itertools.count()
     try:
+        chunk_rows = default_chunk_rows(scorer.card)
+        if chunk_rows != DEFAULT_CHUNK_ROWS:  # opened first only to check the columns before the model loads
+            source = open_input(data_path, fmt, chunk_size=chunk_rows, encoding=encoding)
         with scorer.keeping_priors():
             if adapt_priors:  # inside the try: a failing first pass still closes our scorer
                 estimate = open_input(data_path, fmt, chunk_size=chunk_rows, encoding=encoding)

@@ -495,3 +495,14 @@ def test_chunk_rows_default_to_the_models_own(model_fixture, chunk_size, parts, 
                config=ScoreConfig(workers=1, chunk_size=chunk_size, resume=True, quiet=True))
     assert len(list(out.glob("part-*.parquet"))) == parts
     assert json.loads((out / "_sentiscore_run.json").read_text())["run"]["options"]["chunk_size"] == (5_000 if parts == 2 else 10_000)
+
+
+def test_evaluate_reads_every_row_in_an_elmo_models_chunks(tiny_elmo_model, sample_dir, monkeypatch):
+    """evaluate opens DATA before the model loads (to check its columns) and
+    again in the model's own chunk size: every labelled row counted once."""
+    from sentiscore import evaluate
+
+    monkeypatch.setattr("sentiscore.pipeline.ELMO_CHUNK_ROWS", 128)
+    labelled = pd.read_csv(sample_dir / "labelled.csv", dtype=str)
+    report = evaluate.evaluate(sample_dir / "labelled.csv", model=tiny_elmo_model, workers=1)
+    assert report["rows"] == labelled.label.notna().sum() > 128
