@@ -30,6 +30,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import __version__
+from .config import ELMO_EMBEDDERS
 from .errors import ModelError
 from .io import sha256_of
 
@@ -247,6 +248,11 @@ class ModelCard:
     @property
     def embedder_type(self) -> str:
         return str(self.embedder.get("type"))
+
+    @property
+    def runs_bilm(self) -> bool:
+        """Scoring with it runs a biLM (for an ensemble: in some member)."""
+        return any(c.embedder_type in ELMO_EMBEDDERS for c in self.members or (self,))
 
     @property
     def training(self) -> dict:

@@ -15,7 +15,9 @@ import click
 from . import __version__
 from .config import (
     BINARY_SOURCE_LOSSES,
+    DEFAULT_CHUNK_ROWS,
     DEFAULT_LABELS,
+    ELMO_CHUNK_ROWS,
     ELMO_PRECISIONS,
     EMBEDDER_TYPES,
     MARKUP_MODES,
@@ -206,7 +208,8 @@ def cli():
 @input_options
 @click.option("--output-format", type=OUTPUT_FORMAT_CHOICES, default=None, help="Output format; default from OUT's extension (needed for '-').")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=None,
-              help="Rows read, scored and written at a time.  [default: 10000; 5000 for ELMo models, whose batches in flight add to the two chunks held]")
+              help=f"Rows read, scored and written at a time.  [default: {DEFAULT_CHUNK_ROWS}; {ELMO_CHUNK_ROWS} for ELMo models, "
+                   "whose batches in flight add to the two chunks held]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Texts per model batch.  [default: 256; 64 for ELMo models, whose inputs are 3 layers × 256 floats per token]")
 @click.option("--top-k", type=click.IntRange(min=0), default=3, show_default=True, help="Top attended words per row.")

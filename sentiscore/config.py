@@ -307,7 +307,7 @@ DEFAULT_WORKER_NICE = 10
 # is segmented, so two chunks' worth of tokens, n-grams and explanations are
 # alive at once. ELMo models take half: with the biLM's batches in flight on
 # top, zh-elmo's peak RSS on a 1M-row file was 880-891 MiB at 5,000 rows
-# against 918-933 at 10,000, for 5-7% of its speed there; for zh-fast the
+# against 918-933 at 10,000, for 5-9% of its speed there; for zh-fast the
 # halving cost 8% of throughput at 100k rows (BENCHMARKS.md, "Memory, 2026-12-04 (night)").
 DEFAULT_CHUNK_ROWS = 10_000
 ELMO_CHUNK_ROWS = 5_000

@@ -749,18 +749,16 @@ class RunPlan:
 def check_elmo_precision(card: ModelCard, precision: str) -> None:
     """Only a model with a biLM (for an ensemble: in some member) runs in
     another precision than float32."""
-    cards = card.members or (card,)
-    if precision != "float32" and not any(c.embedder.get("type") in ELMO_EMBEDDERS for c in cards):
+    if precision != "float32" and not card.runs_bilm:
         raise UsageError(f"--elmo-precision applies to ELMo models; {card.name} embeds with "
-                         f"{', '.join(dict.fromkeys(str(c.embedder.get('type')) for c in cards))}")
+                         f"{', '.join(dict.fromkeys(c.embedder_type for c in card.members or (card,)))}")
 
 
 def default_chunk_rows(card: ModelCard) -> int:
     """Rows per chunk when the user gives none: fewer for a model with a
     biLM (for an ensemble: in some member), whose batches in flight add to
     the two chunks the pipeline holds (config.ELMO_CHUNK_ROWS)."""
-    cards = card.members or (card,)
-    return ELMO_CHUNK_ROWS if any(c.embedder.get("type") in ELMO_EMBEDDERS for c in cards) else DEFAULT_CHUNK_ROWS
+    return ELMO_CHUNK_ROWS if card.runs_bilm else DEFAULT_CHUNK_ROWS
 
 
 def with_chunk_rows(config: ScoreConfig, card: ModelCard) -> ScoreConfig:
