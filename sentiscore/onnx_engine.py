@@ -42,7 +42,11 @@ import numpy as np
 from .config import ELMO_EMBEDDERS, EMBEDDER_TYPES, VOCAB_EMBEDDERS
 from .errors import ModelError
 
-GRAPH_VERSION = 4  # bump when the graph changes: cached graphs of other versions are rebuilt
+GRAPH_VERSION = 5  # bump when the graph changes: cached graphs of other versions are rebuilt
+OPSET = 18
+# The IR version that came with opset 18 (onnx 1.13), not the newest the onnx package writes: ONNX
+# Runtime refuses IR versions newer than its own (1.30 refused onnx 1.23's IR 14 on a GPU machine).
+IR_VERSION = 8
 SUPPORTED_EMBEDDERS = EMBEDDER_TYPES
 _OUTPUTS = ("probs", "alpha", "token_logits")
 _NUMPY_WEIGHTS = ("wide_table", "wide_bias", "wide_idf")  # read by scoring besides the graph
@@ -237,7 +241,7 @@ def build_graph(keras_model, card):
     outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shapes[name]) for name in (*_OUTPUTS, *parts)]
     graph = helper.make_graph(nodes, "sentiscore_classifier", inputs, outputs,
                               [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="sentiscore")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="sentiscore", ir_version=IR_VERSION)
     model.metadata_props.append(onnx.StringStringEntryProto(key="sentiscore", value=json.dumps(
         {"model_hash": card.hash, "graph_version": GRAPH_VERSION, "temperature": temperature,
          "built_from": framework_versions()})))

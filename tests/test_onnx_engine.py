@@ -73,6 +73,14 @@ def test_the_graph_is_built_once_and_cached_by_model_hash(tiny_model):
     assert card.hash in first.name
 
 
+def test_the_graph_declares_its_opsets_ir_version_so_older_onnx_runtimes_load_it(tiny_model):
+    import onnx
+
+    graph = onnx.load(onnx_engine.ensure_graph(read_card(tiny_model)), load_external_data=False)
+    assert graph.ir_version == onnx_engine.IR_VERSION < onnx.IR_VERSION
+    assert [(o.domain, o.version) for o in graph.opset_import] == [("", onnx_engine.OPSET)]
+
+
 def test_a_graph_that_disagrees_with_keras_is_never_kept(tiny_model, tmp_path, monkeypatch):
     """Keras' LSTM gates are (i, f, c, o), ONNX's (i, o, f, c): without the
     reordering the check against Keras must fail, and nothing is cached."""
