@@ -211,7 +211,7 @@ def cli():
               help=f"Rows read, scored and written at a time.  [default: {DEFAULT_CHUNK_ROWS}; {ELMO_CHUNK_ROWS} for ELMo models, "
                    "whose batches in flight add to the two chunks held]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Texts per model batch.  [default: 256; 64 for ELMo models, whose inputs are 3 layers × 256 floats per token]")
+              help="Texts per model batch.  [default: 256; 64 for ELMo models whose biLM runs on the CPU, to bound memory]")
 @click.option("--top-k", type=click.IntRange(min=0), default=3, show_default=True, help="Top attended words per row.")
 @click.option("--keep-columns", default=None, help="Comma-separated input columns to pass through (default: all).")
 @click.option("--prefix", default="", help="Prefix for the added columns, e.g. ss_ when the input already has 'label'.")

@@ -107,6 +107,42 @@ def test_device_falls_back_to_cpu_with_a_log_line():
         resolve_device("tpu")
 
 
+def test_an_elmoformanylangs_that_cannot_import_is_a_model_error_that_says_why(tiny_elmo, tmp_path, monkeypatch):
+    import sys
+
+    from sentiscore.errors import ModelError
+
+    # overrides<4 raises IndexError while elmoformanylangs imports on Python 3.12: stand-in package.
+    (tmp_path / "elmoformanylangs").mkdir()
+    (tmp_path / "elmoformanylangs" / "__init__.py").write_text("raise IndexError('tuple index out of range')\n")
+    for name in [m for m in sys.modules if m.split(".")[0] == "elmoformanylangs"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "version_info", (3, 12, 3, "final", 0))
+    with pytest.raises(ModelError, match=r"ELMo needs Python 3\.11.*overrides<4.*Python 3\.12"):
+        ElmoEmbedder(tiny_elmo, device="cpu")
+    monkeypatch.setattr(sys, "version_info", (3, 11, 7, "final", 0))
+    with pytest.raises(IndexError):  # not ours to explain on 3.11: passed on as it is
+        ElmoEmbedder(tiny_elmo, device="cpu")
+    monkeypatch.setitem(sys.modules, "elmoformanylangs", None)
+    with pytest.raises(ModelError, match="pip install"):
+        ElmoEmbedder(tiny_elmo, device="cpu")
+
+
+def test_the_bilm_batch_follows_the_device_it_runs_on_unless_given(tiny_elmo):
+    import torch
+
+    from sentiscore.embed.elmo import BILM_BATCH_TEXTS
+
+    assert BILM_BATCH_TEXTS["cuda"] > BILM_BATCH_TEXTS["cpu"]
+    assert ElmoEmbedder(tiny_elmo, device="cpu").batch_size == BILM_BATCH_TEXTS["cpu"]
+    # --device cuda on a machine without one runs on the CPU, in the CPU's batches.
+    asked_for_gpu = ElmoEmbedder(tiny_elmo, device="cuda")
+    assert asked_for_gpu.batch_size == BILM_BATCH_TEXTS[asked_for_gpu.device]
+    assert asked_for_gpu.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert ElmoEmbedder(tiny_elmo, device="cpu", batch_size=7).batch_size == 7
+
+
 def test_a_batch_of_all_distinct_words_trains(tmp_path):
     """16 windows x 22 tokens, all distinct: elmoformanylangs' sampled
     softmax would spin forever here at 64 samples; the adaptive softmax
@@ -427,10 +463,12 @@ def test_encoding_on_a_thread_gives_the_serial_results_and_passes_errors_on(tiny
 
 
 def test_elmo_models_score_in_smaller_batches_unless_told(tiny_elmo_model, tiny_model):
+    from sentiscore.embed.elmo import BILM_BATCH_TEXTS
     from sentiscore.pipeline import DEFAULT_SCORE_BATCH, Scorer
 
+    assert BILM_BATCH_TEXTS["cpu"] < DEFAULT_SCORE_BATCH
     with Scorer.from_model(tiny_elmo_model, workers=1) as elmo, Scorer.from_model(tiny_model, workers=1) as vocab:
-        assert elmo.batch_size == elmo.predictor.batch_size == ElmoEmbedder.score_batch_size < DEFAULT_SCORE_BATCH
+        assert elmo.batch_size == elmo.predictor.batch_size == BILM_BATCH_TEXTS[elmo.embedder.device]
         assert vocab.batch_size == DEFAULT_SCORE_BATCH
     with Scorer.from_model(tiny_elmo_model, workers=1, batch_size=100) as told:
         assert told.batch_size == told.predictor.batch_size == 100

@@ -23,6 +23,7 @@ import functools
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -45,6 +46,14 @@ _TOKEN_START, _TOKEN_END = "<eow>", "<bow>"
 # Unseen tokens go through the char-CNN in slices of at most _TOKEN_SLICE,
 # each padded to a power of two ≥ _TOKEN_SLICE_MIN: five input shapes in all.
 _TOKEN_SLICE, _TOKEN_SLICE_MIN = 1024, 64
+
+
+# Texts per biLM batch, and per classifier batch when scoring, by device. On the CPU 64: the scalar mix
+# feeds Keras 3 layers × 256 floats per token, and 64 cut zh-elmo's peak RSS from 1.93 to 1.46 GB on
+# 10k rows against 256, no slower. A GPU needs more: at 64 texts the biLM's per-step kernels are too
+# small to fill it (on an H200, 256 texts gave 2.0× the tokens/s of 64, 1,024 2.5× at 3× the memory;
+# BENCHMARKS.md, "GPU, 2026-12-04").
+BILM_BATCH_TEXTS = {"cpu": 64, "cuda": 256}
 
 
 def resolve_device(requested: str, log: Callable[[str], None] | None = None) -> str:
@@ -313,9 +322,29 @@ def _cpu_has_bf16() -> bool:
         return False
 
 
+def require_elmoformanylangs() -> None:
+    """Import elmoformanylangs, or raise a :class:`ModelError` that says why
+    it cannot be. It needs overrides<4, whose decorator reads its caller's
+    bytecode and fails with an IndexError on Python 3.12 (seen on a GPU
+    machine's Python 3.12.3)."""
+    from importlib import import_module
+
+    try:
+        import_module("elmoformanylangs")
+    except ImportError as exc:
+        raise ModelError(f"ELMo needs torch and elmoformanylangs ({exc}); install them with: pip install 'sentiscore[cpu]'") from exc
+    except IndexError as exc:
+        if sys.version_info < (3, 12):
+            raise
+        raise ModelError(f"ELMo needs Python 3.11: elmoformanylangs needs overrides<4, which fails on Python "
+                         f"{sys.version_info[0]}.{sys.version_info[1]} ({exc!r}). Models without ELMo (zh-fast) are not "
+                         "affected") from exc
+
+
 def load_bilm(directory: Path, device: str, training: bool = False):
     """elmoformanylangs' inference ``Model`` with the directory's weights, plus
     its lexicons and network config."""
+    require_elmoformanylangs()
     import torch
     from elmoformanylangs.frontend import Model
     from elmoformanylangs.modules.embedding_layer import EmbeddingLayer
@@ -367,12 +396,8 @@ class ElmoEmbedder:
 
     kind = "elmo"
     encodes_in_background = True  # the biLM's time overlaps Keras' (see Scorer._encoded)
-    # Texts per Keras batch when scoring. The scalar mix feeds Keras 3 layers × 256 floats per token
-    # (up to 100 MB per batch of 256 long texts, held by TensorFlow's allocator): 64 cut zh-elmo's
-    # peak RSS from 1.93 to 1.46 GB on 10k rows, and was no slower.
-    score_batch_size = 64
 
-    def __init__(self, directory: Path, layer_mix: str = "average", device: str = "auto", batch_size: int = 64,
+    def __init__(self, directory: Path, layer_mix: str = "average", device: str = "auto", batch_size: int | None = None,
                  log: Callable[[str], None] | None = None, threads: int | None = None):
         import torch
 
@@ -381,7 +406,10 @@ class ElmoEmbedder:
         self.directory = Path(directory)
         self.layer_mix = layer_mix
         self.device = resolve_device(device, log)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or BILM_BATCH_TEXTS[self.device]
+        # Texts per classifier batch when scoring: the pipeline hands the biLM one such batch at a time,
+        # so it is the device's biLM batch too.
+        self.score_batch_size = BILM_BATCH_TEXTS[self.device]
         torch.set_num_threads(threads or torch_threads())
         self.model, self.network, word_lexicon, char_lexicon = load_bilm(self.directory, self.device)
         self.tensors = BatchTensors(self.network, word_lexicon, char_lexicon)
@@ -487,7 +515,7 @@ class ElmoEmbedder:
         return None if array is None else torch.from_numpy(array).to(self.device)
 
     def _run(self, sentences: list[list[str]]) -> np.ndarray:
-        """(layers, B, L, dim) float32 for one batch, ``<bos>``/``<eos>`` included."""
+        """(layers, B, L, dim) float32 for one batch, ``<bos>``/``<eos>`` included, on the biLM's device."""
         import torch
 
         if self.tensors.cnn and self.cache_tokens:
@@ -501,37 +529,47 @@ class ElmoEmbedder:
             encoder_dtype = torch.bfloat16 if self.precision == "bfloat16" else torch.float32
             encoded = self.model.encoder(tokens.to(encoder_dtype), self._tensor(mask)).float()
             # As frontend.Model.forward: layer 0 is the token layer, doubled to the encoder's width.
-            output = torch.cat([torch.cat([tokens, tokens], dim=2).unsqueeze(0), encoded], dim=0)
-            return output.float().cpu().numpy()
+            return torch.cat([torch.cat([tokens, tokens], dim=2).unsqueeze(0), encoded], dim=0)
         words, chars, mask, has_next, has_previous = self.tensors.build(sentences)
         # The frontend moves masks to the GPU itself when use_cuda is set.
         masks = [torch.from_numpy(mask), torch.from_numpy(has_next), torch.from_numpy(has_previous)]
         self.model.encoder.reset_states()
-        output = self.model.forward(self._tensor(words), self._tensor(chars), masks)
-        return output.float().cpu().numpy()
+        return self.model.forward(self._tensor(words), self._tensor(chars), masks).float()
 
-    def _run_with_retry(self, sentences: list[list[str]]) -> np.ndarray:
+    def _vectors(self, sentences: list[list[str]]) -> np.ndarray:
+        """Mixed vectors of every token of one batch (``<bos>``/``<eos>``
+        dropped), flat in text order, on the host. The gather and the mix run
+        on the biLM's device, so only the mixed vectors are copied back."""
+        layers = self._run(sentences)
+        lengths = np.fromiter(map(len, sentences), np.int64, len(sentences))
+        rows, cols, _ = padded_positions(lengths, layers.shape[2] - 2)
+        picked = layers[:, self._tensor(rows), self._tensor(cols + 1)]  # +1 skips <bos>
+        return self._mix(picked).cpu().numpy()
+
+    def _vectors_with_retry(self, sentences: list[list[str]]) -> np.ndarray:
+        """:meth:`_vectors`, halving the batch on CUDA out-of-memory. The
+        halves' vectors join on the host, in text order: joined on the GPU
+        they would need the whole batch's memory again."""
         import torch
 
         try:
-            return self._run(sentences)
+            return self._vectors(sentences)
         except torch.cuda.OutOfMemoryError:
             if len(sentences) <= 1:
                 raise
             torch.cuda.empty_cache()
             half = len(sentences) // 2
-            first, second = self._run_with_retry(sentences[:half]), self._run_with_retry(sentences[half:])
-            width = max(first.shape[2], second.shape[2])
-            pad = lambda a: np.pad(a, ((0, 0), (0, 0), (0, width - a.shape[2]), (0, 0)))  # noqa: E731
-            return np.concatenate([pad(first), pad(second)], axis=1)
+            return np.concatenate([self._vectors_with_retry(sentences[:half]), self._vectors_with_retry(sentences[half:])])
 
-    def _mix(self, layers: np.ndarray) -> np.ndarray:
-        """(layers, N, dim) → what the model consumes."""
+    def _mix(self, layers):
+        """(layers, N, dim) → what the model consumes, on the biLM's device:
+        only the mixed vectors are copied back (a third of the layers' bytes
+        for ``average`` and ``top``)."""
         if self.layer_mix == "average":
-            return layers.mean(axis=0)
+            return layers.mean(dim=0)
         if self.layer_mix == "top":
             return layers[-1]
-        return np.ascontiguousarray(layers.transpose(1, 0, 2))
+        return layers.transpose(0, 1).contiguous()
 
     def embed(self, token_lists: list[list[str]], progress: Callable[[int], None] | None = None,
               dtype=np.float32, out: np.ndarray | None = None) -> np.ndarray:
@@ -548,10 +586,9 @@ class ElmoEmbedder:
         with torch.inference_mode():
             for start in range(0, order.size, self.batch_size):
                 batch = order[start : start + self.batch_size]
-                layers = self._run_with_retry([token_lists[i] for i in batch])
-                rows, cols, _ = padded_positions(lengths[batch], layers.shape[2] - 2)
-                flat = offsets[batch[rows]] + cols
-                result[flat] = self._mix(layers[:, rows, cols + 1]).astype(dtype)  # +1 skips <bos>
+                vectors = self._vectors_with_retry([token_lists[i] for i in batch])
+                rows, cols, _ = padded_positions(lengths[batch], int(lengths[batch].max()))
+                result[offsets[batch[rows]] + cols] = vectors.astype(dtype, copy=False)
                 if progress is not None:
                     progress(batch.size)
         return result

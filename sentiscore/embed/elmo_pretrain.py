@@ -34,7 +34,7 @@ from ..corpus import read_corpus
 from ..errors import TrainingError, UsageError
 from ..io import sha256_of
 from ..segment import stopwords_digest
-from .elmo import PRETRAIN_CARD as CARD_FILE, BatchTensors, resolve_device, write_lexicon
+from .elmo import PRETRAIN_CARD as CARD_FILE, BatchTensors, require_elmoformanylangs, resolve_device, write_lexicon
 
 NETWORK_FILE = "network.json"
 STATE_FILE = "training_state.pt"  # optimizer + LM head state, for --resume; not needed to embed
@@ -114,6 +114,7 @@ def _resume_settings(settings: dict) -> dict:
 def build_trainer(network: dict, config: ElmoPretrainConfig, chars: dict[str, int], n_words: int, device: str):
     """The biLM with its LM head: token_embedder and encoder (what the
     Embedder loads, same state-dict names) plus ``softmax``."""
+    require_elmoformanylangs()
     import torch
     from elmoformanylangs.modules.elmo import ElmobiLm
     from elmoformanylangs.modules.embedding_layer import EmbeddingLayer
