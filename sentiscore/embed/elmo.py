@@ -51,8 +51,9 @@ _TOKEN_SLICE, _TOKEN_SLICE_MIN = 1024, 64
 # Texts per biLM batch, and per classifier batch when scoring, by device. On the CPU 64: the scalar mix
 # feeds Keras 3 layers × 256 floats per token, and 64 cut zh-elmo's peak RSS from 1.93 to 1.46 GB on
 # 10k rows against 256, no slower. A GPU needs more: at 64 texts the biLM's per-step kernels are too
-# small to fill it (on an H200, 256 texts gave 2.0× the tokens/s of 64, 1,024 2.5× at 3× the memory;
-# BENCHMARKS.md, "GPU, 2026-12-04").
+# small to fill it. On an H200 the biLM alone ran 3.0-3.4× the tokens/s at 256 texts as at 64 (5-6× at
+# 1,024, for 2.9× 256's memory) and zh-elmo 1.27× end to end; 256 keeps several batches per chunk's
+# deep rows, so the biLM still overlaps the classifier (BENCHMARKS.md, "GPU, 2026-12-04").
 BILM_BATCH_TEXTS = {"cpu": 64, "cuda": 256}
 
 
@@ -514,7 +515,7 @@ class ElmoEmbedder:
 
         return None if array is None else torch.from_numpy(array).to(self.device)
 
-    def _run(self, sentences: list[list[str]]) -> np.ndarray:
+    def _run(self, sentences: list[list[str]]):
         """(layers, B, L, dim) float32 for one batch, ``<bos>``/``<eos>`` included, on the biLM's device."""
         import torch
 
