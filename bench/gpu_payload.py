@@ -4,7 +4,12 @@ not needed there), the speed input as JSON lines, and the packages that
 machine lacks (installed for its Python, here, from wheels).
 
     python bench/gpu_payload.py [--model zh-elmo] [--source build/splits-all/train.parquet] \\
-        [--rows 100000] [--wheels .devrun/whl] [--site-python python3.12] [--out .devrun/payload.tar.xz]
+        [--rows 100000] [--wheels build/gpu-payload/whl] [--site-python python3.12] [--out .devrun/payload.tar.xz]
+
+The wheels, for the device's Python (3.12 on the NVIDIA H200 machines lent here), made here:
+
+    python3.12 -m pip wheel --no-deps -w build/gpu-payload/whl jieba_fast==0.53 overrides==3.1.0
+    python3.12 -m pip download --no-deps -d build/gpu-payload/whl elmoformanylangs==0.0.4.post2
 
 The device tool sends the working tree and at most 64 MiB: the built-in
 models alone are 195 MB, and the graph repeats most of model.keras. So
@@ -101,7 +106,7 @@ def main(argv=None) -> None:
     parser.add_argument("--source", type=Path, default=Path("build/splits-all/train.parquet"))
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=13, help="bench/speed.py's default, so the input is the speed harness's")
-    parser.add_argument("--wheels", type=Path, default=Path(".devrun/whl"))
+    parser.add_argument("--wheels", type=Path, default=Path("build/gpu-payload/whl"), help="kept out of .devrun, which travels whole")
     parser.add_argument("--site-python", default="python3.12", help="a Python of the device's version, to install the wheels for it")
     parser.add_argument("--out", type=Path, default=Path(".devrun/payload.tar.xz"))
     parser.add_argument("--empty-tracked-models", action="store_true")
