@@ -581,10 +581,7 @@ def pretrain(corpus, out_dir, size, init, checkpoint_minutes, epochs, anneal_epo
     'sentiscore train --embedder elmo --elmo-model OUT'."""
     from .config import ElmoPretrainConfig
 
-    try:
-        from .embed.elmo_pretrain import pretrain as run_pretrain
-    except ImportError as exc:
-        raise _ExitError(f"ELMo needs torch and elmoformanylangs ({exc}); install them with: pip install 'sentiscore[elmo]'", 2) from exc
+    from .embed.elmo_pretrain import pretrain as run_pretrain  # torch only once it runs (elmo.require_elmoformanylangs)
     from .embed.elmo import read_network_config, resolve_elmo_dir
 
     settings = dict(epochs=epochs, anneal_epochs=anneal_epochs, batch_size=batch_size, learning_rate=learning_rate, max_sent_len=max_sent_len,

@@ -74,14 +74,11 @@ def load_embedder(directory, settings: dict, device: str = "auto", log=None):
 
         return VocabEmbedder.load(directory, settings)
     if kind in ELMO_EMBEDDERS:
-        try:
-            from .elmo import ElmoEmbedder
-            from .elmo_vocab import ElmoVocabEmbedder
-        except ImportError as exc:  # torch / elmoformanylangs not installed
-            from ..errors import ModelError
+        # These modules import torch and elmoformanylangs only when a biLM is built, and say then what is
+        # missing (elmo.require_elmoformanylangs).
+        from .elmo import ElmoEmbedder
+        from .elmo_vocab import ElmoVocabEmbedder
 
-            raise ModelError(f"{directory} embeds with ELMo, which needs torch and elmoformanylangs ({exc}); "
-                             "install them with: pip install 'sentiscore[elmo]'") from exc
         embedder_class = ElmoEmbedder if kind == "elmo" else ElmoVocabEmbedder
         return embedder_class.load(directory, settings, device=device, log=log)
     from ..errors import ModelError

@@ -324,16 +324,19 @@ def _cpu_has_bf16() -> bool:
 
 
 def require_elmoformanylangs() -> None:
-    """Import elmoformanylangs, or raise a :class:`ModelError` that says why
-    it cannot be. It needs overrides<4, whose decorator reads its caller's
-    bytecode and fails with an IndexError on Python 3.12 (seen on a GPU
-    machine's Python 3.12.3)."""
+    """Import elmoformanylangs (and with it torch), or raise a
+    :class:`ModelError` that says why it cannot be. The entry points that
+    run a biLM (:class:`ElmoEmbedder`, ``elmo_pretrain.pretrain``) call it
+    before anything of torch's. It needs overrides<4, whose decorator reads
+    its caller's bytecode and fails with an IndexError on Python 3.12 (seen
+    on a GPU machine's Python 3.12.3)."""
     from importlib import import_module
 
     try:
         import_module("elmoformanylangs")
     except ImportError as exc:
-        raise ModelError(f"ELMo needs torch and elmoformanylangs ({exc}); install them with: pip install 'sentiscore[cpu]'") from exc
+        raise ModelError(f"ELMo needs torch and elmoformanylangs ({exc}); install them with: pip install 'sentiscore[cpu]' "
+                         "(or '[gpu]' on a GPU machine)") from exc
     except IndexError as exc:
         if sys.version_info < (3, 12):
             raise
@@ -345,7 +348,6 @@ def require_elmoformanylangs() -> None:
 def load_bilm(directory: Path, device: str, training: bool = False):
     """elmoformanylangs' inference ``Model`` with the directory's weights, plus
     its lexicons and network config."""
-    require_elmoformanylangs()
     import torch
     from elmoformanylangs.frontend import Model
     from elmoformanylangs.modules.embedding_layer import EmbeddingLayer
@@ -400,6 +402,7 @@ class ElmoEmbedder:
 
     def __init__(self, directory: Path, layer_mix: str = "average", device: str = "auto", batch_size: int | None = None,
                  log: Callable[[str], None] | None = None, threads: int | None = None):
+        require_elmoformanylangs()
         import torch
 
         if layer_mix not in LAYER_MIXES:

@@ -114,7 +114,6 @@ def _resume_settings(settings: dict) -> dict:
 def build_trainer(network: dict, config: ElmoPretrainConfig, chars: dict[str, int], n_words: int, device: str):
     """The biLM with its LM head: token_embedder and encoder (what the
     Embedder loads, same state-dict names) plus ``softmax``."""
-    require_elmoformanylangs()
     import torch
     from elmoformanylangs.modules.elmo import ElmobiLm
     from elmoformanylangs.modules.embedding_layer import EmbeddingLayer
@@ -184,6 +183,7 @@ def pretrain(corpus_paths, out_dir, config: ElmoPretrainConfig | None = None, *,
     have its shape (``ElmoPretrainConfig.from_network``). Its character
     lexicon is kept and extended, the softmax vocabulary is rebuilt from
     this corpus. Returns the card (``sentiscore_elmo.json``)."""
+    require_elmoformanylangs()
     import torch
 
     config = config or ElmoPretrainConfig()
