@@ -219,7 +219,9 @@ def score_model(model_dir: Path, fold: Path, out: Path, workers: int | None, ext
     unscored = scored["label"].isna().to_numpy()
     probs[unscored] = 0.0  # no label: counted wrong below
     reference = scorer.card.reference_prior
+    confusion = scorer.card.confusion
     save_probs(out, probs, {**extra, "reference_prior": list(reference) if reference else None, "labels": values,
+                            "confusion": None if confusion is None else confusion.tolist(),
                             "best_epoch": (meta.get("training") or {}).get("best_epoch")})
 
 
@@ -240,16 +242,18 @@ def fold_metrics(y: np.ndarray, probs: np.ndarray) -> dict:
     }
 
 
-def em_probs(probs: np.ndarray, reference, labels=None) -> np.ndarray:
-    """EM-adapted probabilities; ``labels``: the model's label values, the
-    columns its reference prior is over (all three when not recorded)."""
-    from sentiscore.calibration import adapt_priors, prior_log_shift, shift_priors
+def em_probs(probs: np.ndarray, reference, labels=None, confusion=None) -> np.ndarray:
+    """Prior-adapted probabilities: by EM, or with the model's validation
+    ``confusion``, by black-box shift estimation (``score --adapt-priors
+    bbse``); ``labels``: the model's label values, the columns its reference
+    prior is over (all three when not recorded)."""
+    from sentiscore.calibration import adapt_priors, black_box_shift_priors, prior_log_shift, shift_priors
 
     columns = [label_column(v) for v in labels] if labels else list(range(LABELS.size))
     scored = probs.sum(axis=1) > 0
     out = probs.copy()
     own = probs[np.ix_(scored, columns)]
-    prior = adapt_priors(own, reference)
+    prior = adapt_priors(own, reference) if confusion is None else black_box_shift_priors(own.argmax(axis=1), confusion)
     out[np.ix_(scored, columns)] = shift_priors(own, prior_log_shift(prior, reference))
     return out
 
@@ -267,6 +271,9 @@ def collect(out: Path, folds: dict, systems: list[str], recipes: dict) -> dict:
             extra = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
             if system in recipes and extra.get("reference_prior"):
                 results.setdefault(f"{system}+em", {})[fold_name] = fold_metrics(y, em_probs(probs, extra["reference_prior"], extra.get("labels")))
+            if system in recipes and extra.get("confusion"):
+                results.setdefault(f"{system}+bbse", {})[fold_name] = fold_metrics(
+                    y, em_probs(probs, extra["reference_prior"], extra.get("labels"), extra["confusion"]))
     return results
 
 

@@ -259,6 +259,25 @@ class ModelCard:
         return self.raw.get("training") or {}
 
     @property
+    def confusion(self):
+        """P(predicted i, true j) on the validation split (cards from
+        2026-12-04), for ``--adapt-priors bbse``; an ensemble's is its
+        members' mean (their validation rows are the same when they were
+        trained on the same data with the same seed), None if a member has none."""
+        import numpy as np
+
+        if self.members:
+            own = [member.confusion for member in self.members]
+            return None if any(c is None for c in own) else np.mean(own, axis=0)
+        recorded = (self.training.get("calibration") or {}).get("confusion")
+        if recorded is None:
+            return None
+        matrix = np.asarray(recorded, np.float64)
+        if matrix.shape != (len(self.labels), len(self.labels)):
+            raise ModelError(f"{self.path / META_FILE}: the validation confusion is {matrix.shape}, not one row and column per label")
+        return matrix
+
+    @property
     def data(self) -> dict:
         return self.raw.get("data") or {}
 

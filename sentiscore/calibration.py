@@ -110,6 +110,34 @@ def adapt_priors(probs: np.ndarray, reference_prior, max_iter: int = 200, tol: f
     return prior
 
 
+def joint_confusion(predicted: np.ndarray, true: np.ndarray, n_classes: int) -> np.ndarray:
+    """P(predicted i, true j) over a labelled sample: rows predicted, columns true."""
+    counts = np.zeros((n_classes, n_classes))
+    np.add.at(counts, (np.asarray(predicted, np.int64), np.asarray(true, np.int64)), 1)
+    return counts / max(1, len(predicted))
+
+
+def black_box_shift_priors(predicted: np.ndarray, confusion) -> np.ndarray:
+    """Class priors of a batch of texts by black-box shift estimation (Lipton,
+    Wang & Smola 2018): with ``confusion`` = P(predicted i, true j) on the
+    validation split, the batch's shares of predicted labels μ satisfy
+    confusion @ w = μ for the weights w = new prior / validation prior. Hard
+    labels only, so unlike EM it does not read a model's spread-out doubt on
+    unfamiliar text as a class of its own. Weights are least squares,
+    clipped at 0. Returns the estimated prior; apply it with :func:`shift_priors`."""
+    confusion = np.asarray(confusion, np.float64)
+    n_classes = confusion.shape[0]
+    validation_prior = confusion.sum(axis=0)
+    predicted = np.asarray(predicted, np.int64)
+    if predicted.size == 0:
+        return validation_prior / validation_prior.sum()
+    shares = np.bincount(predicted, minlength=n_classes)[:n_classes] / predicted.size
+    weights = np.clip(np.linalg.lstsq(confusion, shares, rcond=None)[0], 0.0, None)
+    prior = weights * validation_prior
+    total = prior.sum()
+    return prior / total if total > 0 else validation_prior / validation_prior.sum()
+
+
 def prior_log_shift(prior, reference_prior) -> np.ndarray:
     """The logit offsets that move a model from its reference prior to
     ``prior``: log(prior / reference), finite even for a zero prior."""

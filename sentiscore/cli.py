@@ -21,6 +21,7 @@ from .config import (
     ELMO_PRECISIONS,
     EMBEDDER_TYPES,
     MARKUP_MODES,
+    PRIOR_ESTIMATORS,
     RUNTIMES,
     WIDE_TRAININGS,
     WIDE_WEIGHTINGS,
@@ -160,6 +161,15 @@ def runtime_option(func):
     )(func)
 
 
+def prior_estimator_option(func):
+    return click.option(
+        "--prior-estimator", type=click.Choice(list(PRIOR_ESTIMATORS)), default="em", show_default=True,
+        help="How --adapt-priors estimates the label shares. em: EM over the model's probabilities (Saerens et al. "
+             "2002); bbse: from the shares of predicted labels and the model's validation confusion matrix (Lipton et "
+             "al. 2018; models trained since sentiscore recorded it). When to use which: README, 'When to adapt priors'.",
+    )(func)
+
+
 def cascade_option(func):
     return click.option(
         "--cascade/--no-cascade", default=True, show_default=True,
@@ -231,8 +241,9 @@ def cli():
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
 @click.option("--adapt-priors", is_flag=True,
-              help="Estimate this file's share of each label (EM over the model's probabilities, a first pass over IN) "
+              help="Estimate this file's share of each label (a first pass over IN, see --prior-estimator) "
                    "and score under it: for a file whose label mix differs from the training data's. Twice the time.")
+@prior_estimator_option
 @click.option("--priors", default=None, metavar="LABEL=SHARE,...",
               help="Score under known label shares, e.g. \"-1=0.3,0=0.1,1=0.6\" (one pass).")
 @cascade_option
@@ -242,7 +253,8 @@ def cli():
 @_errors_to_exit
 def score(input_path, output_path, model, text_column, input_format, encoding, output_format, chunk_size, batch_size,
           top_k, keep_columns, prefix, maxlen, user_dict, stopwords, layer_mix, device, workers, worker_nice, on_bad_lines, resume,
-          overwrite, quiet, engine, ray_address, num_workers, gpus_per_worker, adapt_priors, priors, cascade, runtime, elmo_precision):
+          overwrite, quiet, engine, ray_address, num_workers, gpus_per_worker, adapt_priors, prior_estimator, priors, cascade, runtime,
+          elmo_precision):
     """Score IN (CSV/TSV/Parquet/JSONL, or '-' for stdin) into OUT (Parquet,
     CSV, TSV or JSONL, or '-' for stdout).
 
@@ -277,7 +289,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
         input_format=input_format, output_format=output_format, encoding=encoding,
         keep_columns=tuple(c.strip() for c in keep_columns.split(",") if c.strip()) if keep_columns is not None else None,
         overwrite=overwrite, quiet=quiet, on_bad_lines=on_bad_lines, resume=resume, device=device,
-        adapt_priors=adapt_priors, priors=parse_priors(priors) if priors else None, cascade=cascade, runtime=runtime,
+        adapt_priors=adapt_priors, prior_estimator=prior_estimator, priors=parse_priors(priors) if priors else None, cascade=cascade, runtime=runtime,
         elmo_precision=elmo_precision,
     )
     expect = {"maxlen": maxlen, "user_dict": user_dict, "stopwords": stopwords, "layer_mix": layer_mix}
@@ -433,13 +445,14 @@ def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch
 @click.option("--faithfulness-rows", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Rows sampled for the report's faithfulness measure (0: skip it).")
 @click.option("--adapt-priors", is_flag=True, help="Measure 'score --adapt-priors': label shares estimated from DATA's texts (never its labels).")
+@prior_estimator_option
 @cascade_option
 @runtime_option
 @elmo_precision_option
 @workers_option
 @_errors_to_exit
 def evaluate(data_path, model, text_column, label_column, group_column, input_format, encoding, json_path, report_path,
-             faithfulness_rows, adapt_priors, cascade, runtime, elmo_precision, workers):
+             faithfulness_rows, adapt_priors, prior_estimator, cascade, runtime, elmo_precision, workers):
     """Measure a model on labelled DATA: accuracy, macro-F1, per-class
     precision/recall/F1 and the confusion matrix."""
     from .evaluate import evaluate as run_evaluation
@@ -450,7 +463,8 @@ def evaluate(data_path, model, text_column, label_column, group_column, input_fo
     with Scorer.from_model(model, workers=workers, top_k=0, cascade=cascade, runtime=runtime) as scorer:
         scorer.set_elmo_precision(elmo_precision)
         result = run_evaluation(data_path, text_column=text_column, label_column=label_column, group_column=group_column,
-                                input_format=input_format, encoding=encoding, scorer=scorer, adapt_priors=adapt_priors)
+                                input_format=input_format, encoding=encoding, scorer=scorer, adapt_priors=adapt_priors,
+                                prior_estimator=prior_estimator)
         if report_path:
             from .html_report import report_evaluation
 

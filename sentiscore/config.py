@@ -299,6 +299,9 @@ RUNTIMES = ("auto", "onnx", "onnx-int8", "tensorflow")
 # What an ELMo model's biLM computes its LSTMs in when scoring: bfloat16 halves
 # their memory traffic and uses CPUs' bf16 units; vectors move by about 0.3%.
 ELMO_PRECISIONS = ("float32", "bfloat16")
+# How --adapt-priors estimates a file's label shares: EM over the probabilities (Saerens et al. 2002),
+# or black-box shift estimation from the predicted labels and the validation confusion (Lipton et al. 2018).
+PRIOR_ESTIMATORS = ("em", "bbse")
 # Segmentation workers run this much nicer than the process that scores their
 # tokens: that process is the pipeline's critical path, and at equal priority
 # it got 2/3 of a core beside two workers on 2 cores (BENCHMARKS.md, "Speed, 2026-12-03").
@@ -329,7 +332,8 @@ class ScoreConfig:
     resume: bool = False  # OUT is a directory of Parquet parts, one per chunk; reruns skip finished parts
     on_bad_lines: str = "error"  # CSV rows with too many/few fields: "error" or "skip" (listed in OUT.bad-lines.tsv)
     device: str = "auto"  # where an ELMo embedder runs: auto, cpu or cuda
-    adapt_priors: bool = False  # estimate the file's class priors by EM in a first pass, then score under them
+    adapt_priors: bool = False  # estimate the file's class priors in a first pass, then score under them
+    prior_estimator: str = "em"  # how --adapt-priors estimates them (PRIOR_ESTIMATORS)
     priors: tuple[tuple[str, float], ...] | None = None  # (label value, prior) pairs: score under these priors
     cascade: bool = True  # rows the n-gram path decides skip the deep path (models whose card has a cascade)
     runtime: str = "auto"  # what runs the classifier: onnx (ONNX Runtime), onnx-int8 (its BiLSTM in int8), tensorflow, or auto (onnx where it can)
@@ -349,6 +353,8 @@ class ScoreConfig:
             raise UsageError("--top-k must be 0 or more")
         if self.runtime not in RUNTIMES:
             raise UsageError(f"--runtime must be one of {', '.join(RUNTIMES)}")
+        if self.prior_estimator not in PRIOR_ESTIMATORS:
+            raise UsageError(f"--prior-estimator must be one of {', '.join(PRIOR_ESTIMATORS)}")
         if self.worker_nice is not None and not 0 <= self.worker_nice <= 19:
             raise UsageError("--worker-nice must be between 0 and 19")
         if self.elmo_precision not in ELMO_PRECISIONS:

@@ -64,13 +64,13 @@ def label_shares(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str])
 
 def evaluate(data_path, model=None, text_column: str = "txt", label_column: str = "label", group_column: str | None = "source",
              workers: int | None = None, batch_size: int | None = None, input_format: str | None = None, encoding: str = "utf-8",
-             scorer=None, adapt_priors: bool = False) -> dict:
+             scorer=None, adapt_priors: bool = False, prior_estimator: str = "em") -> dict:
     """Accuracy, macro-F1, per-class precision/recall/F1, confusion matrix,
     and the same per value of ``group_column`` when the data has it (the
     part before ':' in our ``source`` column, e.g. weibo). Per-group
     macro-F1 averages over the classes that group holds. ``adapt_priors``:
     measure ``score --adapt-priors`` (priors estimated from the texts alone,
-    never the labels)."""
+    never the labels, by ``prior_estimator``)."""
     from .pipeline import Scorer, default_chunk_rows
     from .train import label_strings
 
@@ -97,7 +97,7 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
         with scorer.keeping_priors():
             if adapt_priors:  # inside the try: a failing first pass still closes our scorer
                 estimate = open_input(data_path, fmt, chunk_size=chunk_rows, encoding=encoding)
-                priors = scorer.estimate_priors(estimate.batches, text_column)
+                priors = scorer.estimate_priors(estimate.batches, text_column, prior_estimator)
                 scorer.set_priors(priors)
             for batch in source.batches:
                 raw = label_strings(batch.column(label_column))
@@ -141,6 +141,7 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     result["label_shares"] = label_shares(y_true_all, y_pred_all, names)
     if priors is not None:
         result["adapted_priors"] = {name: round(float(p), 4) for name, p in zip(names, priors)}
+        result["prior_estimator"] = prior_estimator
     conf_all = np.concatenate(confidences) if confidences else np.zeros(0)
     scored = y_pred_all != UNSCORED
     calibration = reliability(conf_all[scored], (y_true_all == y_pred_all)[scored])
@@ -167,7 +168,7 @@ def format_report(result: dict) -> str:
     names = result["labels"]
     lines = [
         f"model {result['model']}@{result['model_hash']}  rows {result['rows']:,}  unscored {result.get('unscored', 0):,}",
-        *([f"priors adapted by EM: {', '.join(f'{k} {v:.4f}' for k, v in result['adapted_priors'].items())}"]
+        *([f"priors adapted by {result.get('prior_estimator', 'em').upper()}: {', '.join(f'{k} {v:.4f}' for k, v in result['adapted_priors'].items())}"]
           if result.get("adapted_priors") else []),
         f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}",
         "",

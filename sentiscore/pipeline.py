@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from . import __version__
 from .artifacts import STOPWORDS_FILE, LoadedModel, ModelCard, load_model, read_card
-from .config import DEFAULT_CHUNK_ROWS, ELMO_CHUNK_ROWS, ELMO_EMBEDDERS, ScoreConfig, default_workers
+from .config import DEFAULT_CHUNK_ROWS, ELMO_CHUNK_ROWS, ELMO_EMBEDDERS, PRIOR_ESTIMATORS, ScoreConfig, default_workers
 from .errors import InputError, ModelError, OutputError, RunStopped, SettingsMismatchError, UsageError, WorkerError
 from .io import (
     INPUT_FORMATS,
@@ -313,6 +313,16 @@ class Scorer:
                              "so its priors cannot be adapted; retrain it, or score without --adapt-priors/--priors")
         return np.asarray(reference, np.float64)
 
+    @property
+    def validation_confusion(self) -> np.ndarray:
+        """P(predicted i, true j) on the model's validation split, from the
+        card: what ``--prior-estimator bbse`` inverts."""
+        confusion = self.card.confusion
+        if confusion is None:
+            raise ModelError(f"model {self.loaded.name} has no validation confusion in its card (trained before "
+                             "sentiscore recorded it), so --prior-estimator bbse cannot run; use --prior-estimator em, or retrain it")
+        return confusion
+
     def set_elmo_precision(self, precision: str) -> None:
         """Run an ELMo model's biLM LSTMs in ``precision`` (float32 or
         bfloat16) from the next batch on; the provenance says which."""
@@ -356,13 +366,16 @@ class Scorer:
         prior = np.array([given[v] for v in values], np.float64)
         return prior / prior.sum()
 
-    def estimate_priors(self, batches, text_column: str) -> np.ndarray:
-        """EM estimate of the class priors of every labelled row in
-        ``batches`` (the first pass of --adapt-priors: the model runs, top
-        words and output are skipped)."""
-        from .calibration import adapt_priors
+    def estimate_priors(self, batches, text_column: str, estimator: str = "em") -> np.ndarray:
+        """The class priors of every labelled row in ``batches`` (the first
+        pass of --adapt-priors: the model runs, top words and output are
+        skipped), estimated by ``estimator`` (config.PRIOR_ESTIMATORS)."""
+        from .calibration import adapt_priors, black_box_shift_priors
 
+        if estimator not in PRIOR_ESTIMATORS:
+            raise UsageError(f"--prior-estimator must be one of {', '.join(PRIOR_ESTIMATORS)}")
         reference = self.reference_prior  # a card without one fails here, before any work
+        confusion = self.validation_confusion if estimator == "bbse" else None
         rows = []
         for batch in batches:
             prepared = self.preprocess(batch.column(text_column))
@@ -371,6 +384,8 @@ class Scorer:
             labelled = labelled[forwarded.segmented.lengths[labelled] > 0]
             rows.append(forwarded.probs[labelled])
         probs = np.concatenate(rows) if rows else np.zeros((0, len(self.labels)))
+        if confusion is not None:
+            return black_box_shift_priors(probs.argmax(axis=1), confusion)
         return adapt_priors(probs, reference)
 
     # -- stages ---------------------------------------------------------------
@@ -841,12 +856,12 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
                 priors = scorer.priors_from_values(config.priors)
             elif config.adapt_priors:
                 estimate = open_input(input_path, in_fmt, config.chunk_size, config.encoding, config.on_bad_lines)
-                priors = scorer.estimate_priors(estimate.batches, config.text_column)
+                priors = scorer.estimate_priors(estimate.batches, config.text_column, config.prior_estimator)
             scorer.set_priors(priors)
             provenance = dict(scorer.provenance)
             if priors is not None:
                 provenance["sentiscore.priors"] = ", ".join(f"{name} {p:.4f}" for (_, name), p in zip(scorer.labels, priors)) + (
-                    " (adapted by EM)" if config.adapt_priors else " (given)")
+                    f" (adapted by {config.prior_estimator.upper()})" if config.adapt_priors else " (given)")
             if config.resume:
                 run = {
                     "input": file_fingerprint(input_path),

@@ -846,7 +846,7 @@ def _calibrate(val_logits: np.ndarray, val_true: np.ndarray, names: list[str], e
     ``label_mix``: biases ``log(label_mix / mean validation posterior)``
     after the temperature, which move the model's mean belief toward that
     mix (one step of Saerens et al. 2002's EM, on the validation split)."""
-    from .calibration import expected_calibration_error, fit_class_bias, fit_temperature, softmax
+    from .calibration import expected_calibration_error, fit_class_bias, fit_temperature, joint_confusion, softmax
     from .evaluate import classification_metrics
 
     temperature, bias = 1.0, np.zeros(len(names))
@@ -863,6 +863,9 @@ def _calibrate(val_logits: np.ndarray, val_true: np.ndarray, names: list[str], e
         # What the model believes the class prior to be: the reference that
         # scoring-time prior adaptation (EM, Saerens et al. 2002) starts from.
         "reference_prior": [round(float(p), 6) for p in val_probs.mean(axis=0)],
+        # P(predicted i, true j) on the validation split: what black-box shift
+        # estimation (Lipton et al. 2018) inverts to read a file's label shares.
+        "confusion": joint_confusion(val_probs.argmax(axis=1), val_true, len(names)).round(6).tolist(),
         "class_bias": bool(enabled and class_bias),
         "bias_to_label_mix": bool(enabled and label_mix is not None and not class_bias),
         "bias": [round(float(b), 4) for b in bias],

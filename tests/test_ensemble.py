@@ -241,3 +241,10 @@ def test_a_card_with_one_member_is_not_an_ensemble(pair_copy):
     write_manifest(pair_copy)
     with pytest.raises(ModelError, match="two or more members"):
         read_card(pair_copy)
+
+
+def test_the_ensembles_validation_confusion_is_its_members_mean(pair, tiny_model, tiny_idf_model):
+    from sentiscore.artifacts import read_card
+
+    members = [read_card(m).confusion for m in (tiny_model, tiny_idf_model)]
+    np.testing.assert_allclose(read_card(pair).confusion, (members[0] + members[1]) / 2)

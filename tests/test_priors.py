@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from click.testing import CliRunner
 
-from sentiscore.calibration import adapt_priors, prior_log_shift, shift_priors
+from sentiscore.calibration import adapt_priors, black_box_shift_priors, joint_confusion, prior_log_shift, shift_priors
 from sentiscore.cli import cli
 
 
@@ -46,6 +46,56 @@ def test_no_shift_is_the_identity_and_the_reference_prior_is_a_fixed_point():
     probs, _ = _posteriors(np.array([1 / 3, 1 / 3, 1 / 3]), 5_000, rng)
     np.testing.assert_allclose(shift_priors(probs, np.zeros(3)), probs)
     np.testing.assert_allclose(adapt_priors(probs, probs.mean(axis=0)), probs.mean(axis=0), atol=1e-6)
+
+
+def _validation_confusion(rng):
+    probs, y = _posteriors(np.array([1 / 3, 1 / 3, 1 / 3]), 20_000, rng)
+    return joint_confusion(probs.argmax(axis=1), y, 3)
+
+
+def test_bbse_recovers_a_shifted_prior_from_predicted_labels_alone():
+    rng = np.random.default_rng(3)
+    confusion = _validation_confusion(rng)
+    np.testing.assert_allclose(confusion.sum(), 1.0)
+    np.testing.assert_allclose(confusion.sum(axis=0), [1 / 3] * 3, atol=0.02)  # columns: the validation's true shares
+    true = np.array([0.15, 0.7, 0.15])
+    probs, _ = _posteriors(true, 20_000, rng)
+    assert abs(np.mean(probs.argmax(axis=1) == 1) - 0.7) > 0.1  # the predicted shares alone are far off
+    np.testing.assert_allclose(black_box_shift_priors(probs.argmax(axis=1), confusion), true, atol=0.03)
+
+
+def test_bbse_does_not_read_doubt_as_neutral_where_em_does():
+    """Text unlike the training data: a third of every row's probability
+    drifts toward the middle class, which changes few argmaxes. EM reads the
+    spread-out mass as a file of many 中评 rows and runs with it; BBSE, from
+    the predicted labels, moves far less (BENCHMARKS.md, "When to adapt priors")."""
+    rng = np.random.default_rng(4)
+    confusion = _validation_confusion(rng)
+    probs, _ = _posteriors(np.array([0.5, 0.0, 0.5]), 20_000, rng)  # a file of polar rows only
+    doubtful = 0.7 * probs + 0.3 * np.array([0.2, 0.6, 0.2])
+    em = adapt_priors(doubtful, [1 / 3, 1 / 3, 1 / 3])
+    bbse = black_box_shift_priors(doubtful.argmax(axis=1), confusion)
+    assert em[1] > 0.25
+    assert bbse[1] < 0.12 and bbse[1] < em[1] / 2
+
+
+def test_bbse_of_an_empty_file_or_a_degenerate_one_is_a_valid_prior():
+    confusion = _validation_confusion(np.random.default_rng(5))
+    for predicted in (np.array([], np.int64), np.zeros(50, np.int64), np.full(50, 2)):
+        prior = black_box_shift_priors(predicted, confusion)
+        assert prior.shape == (3,) and np.all(prior >= 0) and abs(prior.sum() - 1) < 1e-9
+    np.testing.assert_allclose(black_box_shift_priors(np.array([], np.int64), confusion), confusion.sum(axis=0) / confusion.sum())
+
+
+def test_card_records_the_validation_confusion(tiny_model):
+    from sentiscore.artifacts import read_card
+
+    meta = json.loads((tiny_model / "meta.json").read_text())
+    confusion = np.array(meta["training"]["calibration"]["confusion"])
+    assert confusion.shape == (3, 3) and np.all(confusion >= 0) and abs(confusion.sum() - 1) < 1e-4
+    # rows are predicted labels, so the diagonal is the validation accuracy the card reports
+    assert abs(np.trace(confusion) - meta["metrics"]["validation"]["accuracy"]) < 1e-3
+    np.testing.assert_allclose(read_card(tiny_model).confusion, confusion)
 
 
 def test_card_records_the_reference_prior(tiny_model):
@@ -88,6 +138,30 @@ def test_adapt_priors_estimates_then_scores(tiny_model, sample_dir, tmp_path):
     assert len(shares) == 3 and abs(sum(shares) - 1) < 1e-3
 
 
+def test_adapt_priors_by_bbse_estimates_then_scores_and_says_so(tiny_model, sample_dir, tmp_path):
+    out = tmp_path / "bbse.parquet"
+    result = _score([sample_dir / "reviews.csv", out, "--model", tiny_model, "--adapt-priors", "--prior-estimator", "bbse"])
+    assert result.exit_code == 0, result.output
+    line = pq.read_schema(out).metadata[b"sentiscore.priors"].decode()
+    assert line.endswith("(adapted by BBSE)")
+    em_out = tmp_path / "em.parquet"
+    assert _score([sample_dir / "reviews.csv", em_out, "--model", tiny_model, "--adapt-priors"]).exit_code == 0
+    assert pq.read_schema(em_out).metadata[b"sentiscore.priors"].decode() != line  # another estimate, not a relabelled EM
+
+    from sentiscore.artifacts import write_manifest
+
+    old = tmp_path / "old-model"
+    shutil.copytree(tiny_model, old)
+    meta = json.loads((old / "meta.json").read_text())
+    del meta["training"]["calibration"]["confusion"]
+    (old / "meta.json").write_text(json.dumps(meta, ensure_ascii=False))
+    write_manifest(old)
+    result = _score([sample_dir / "reviews.csv", tmp_path / "o.parquet", "--model", old, "--adapt-priors", "--prior-estimator", "bbse"])
+    assert result.exit_code == 2 and "has no validation confusion in its card" in result.output
+    assert not (tmp_path / "o.parquet").exists()
+    assert _score([sample_dir / "reviews.csv", tmp_path / "o.parquet", "--model", old, "--adapt-priors"]).exit_code == 0  # EM needs none
+
+
 def test_adapt_priors_needs_a_file_and_a_card_that_has_a_reference(tiny_model, sample_dir, tmp_path):
     result = _score(["-", tmp_path / "o.parquet", "--model", tiny_model, "--input-format", "csv", "--adapt-priors"])
     assert result.exit_code == 2 and "--adapt-priors reads the input twice" in result.output
@@ -122,3 +196,6 @@ def test_evaluate_can_measure_adapted_priors(tiny_model, sample_dir):
     assert abs(sum(adapted["adapted_priors"].values()) - 1) < 1e-3
     assert adapted["rows"] == plain["rows"]
     assert "priors adapted by EM: 负评" in format_report(adapted)
+    with Scorer.from_model(tiny_model, workers=1) as scorer:
+        by_bbse = evaluate(sample_dir / "labelled.csv", scorer=scorer, adapt_priors=True, prior_estimator="bbse")
+    assert by_bbse["prior_estimator"] == "bbse" and "priors adapted by BBSE: 负评" in format_report(by_bbse)
