@@ -261,15 +261,19 @@ class ModelCard:
     @property
     def confusion(self):
         """P(predicted i, true j) on the validation split (cards from
-        2026-12-04), for ``--adapt-priors bbse``; an ensemble's is its
-        members' mean (their validation rows are the same when they were
-        trained on the same data with the same seed), None if a member has none."""
+        2026-12-04, or completed by scripts/fit_confusion.py), for
+        ``--prior-estimator bbse``. An ensemble's is its own where its card
+        has one (fit_confusion.py, when the members share a validation split),
+        else its members' mean; None if a member has none."""
         import numpy as np
 
         if self.members:
-            own = [member.confusion for member in self.members]
-            return None if any(c is None for c in own) else np.mean(own, axis=0)
-        recorded = (self.training.get("calibration") or {}).get("confusion")
+            recorded = (self.raw.get("calibration") or {}).get("confusion")
+            if recorded is None:
+                own = [member.confusion for member in self.members]
+                return None if any(c is None for c in own) else np.mean(own, axis=0)
+        else:
+            recorded = (self.training.get("calibration") or {}).get("confusion")
         if recorded is None:
             return None
         matrix = np.asarray(recorded, np.float64)

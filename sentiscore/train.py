@@ -702,6 +702,27 @@ def validation_rows_of(card, data_path, text_column: str = "txt", label_column: 
     return [texts[i] for i in val_idx], y[val_idx]
 
 
+def reproduced_validation(scorer, card, data_path, text_column: str = "txt", label_column: str = "label"):
+    """A trained model's validation split (:func:`validation_rows_of`) scored
+    by ``scorer`` (built with the cascade off, as training scored it):
+    texts, class indices, probabilities, and a mask of the rows that have
+    tokens (``score`` gives the others no label). A :class:`TrainingError`
+    unless the model's macro-F1 on them is the one its card records: for
+    cards completed after training (scripts/fit_cascade.py, fit_confusion.py)."""
+    from .evaluate import classification_metrics
+
+    texts, y = validation_rows_of(card, data_path, text_column, label_column)
+    names = [name for _, name in card.labels]
+    probs = scorer.predict(texts)[[f"prob_{name}" for name in names]].to_numpy()
+    labelled = ~np.isnan(probs).any(axis=1)
+    reproduced = classification_metrics(y[labelled], probs[labelled].argmax(axis=1), names)["macro_f1"]
+    recorded = card.metrics["validation"]["macro_f1"]
+    if abs(reproduced - recorded) > 5e-4:
+        raise TrainingError(f"{data_path}: the validation split gives {card.name} macro-F1 {reproduced:.4f}, its card says "
+                            f"{recorded:.4f}: not the rows it held out")
+    return texts, y, probs, labelled
+
+
 def with_dev_metrics(meta: dict, dev: dict, dev_path) -> dict:
     """The card with the dev set's metrics and the dev file's identity."""
     metrics = {k: dev[k] for k in ("rows", "accuracy", "macro_f1", "per_class", "confusion_matrix", "by_group") if k in dev}

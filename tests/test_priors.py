@@ -199,3 +199,59 @@ def test_evaluate_can_measure_adapted_priors(tiny_model, sample_dir):
     with Scorer.from_model(tiny_model, workers=1) as scorer:
         by_bbse = evaluate(sample_dir / "labelled.csv", scorer=scorer, adapt_priors=True, prior_estimator="bbse")
     assert by_bbse["prior_estimator"] == "bbse" and "priors adapted by BBSE: 负评" in format_report(by_bbse)
+
+
+def _fit_confusion(model, data):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "fit_confusion.py"
+    return subprocess.run([sys.executable, str(script), str(model), str(data)], capture_output=True, text=True)
+
+
+def test_fit_confusion_gives_an_older_card_the_confusion_training_records(tiny_model, sample_dir, tmp_path):
+    """scripts/fit_confusion.py draws the validation split again and records
+    the same matrix `train` records (the built-in models were trained before
+    it did)."""
+    from sentiscore.artifacts import read_card, verify, write_card
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_model, old)
+    meta = verify(old)
+    recorded = meta["training"]["calibration"].pop("confusion")
+    write_card(old, meta)
+    assert read_card(old).confusion is None
+    done = _fit_confusion(old, sample_dir / "labelled.csv")
+    assert done.returncode == 0, done.stderr
+    verify(old)  # manifest renewed
+    np.testing.assert_allclose(read_card(old).confusion, recorded, atol=1e-6)
+
+    other = tmp_path / "other.csv"
+    other.write_text("\n".join((sample_dir / "labelled.csv").read_text(encoding="utf-8").splitlines()[:-1]) + "\n", encoding="utf-8")
+    refused = _fit_confusion(old, other)
+    assert refused.returncode == 1 and "sha256" in refused.stderr
+
+
+def test_fit_confusion_records_an_ensembles_own_confusion(tiny_idf_model, tmp_path_factory, sample_dir):
+    from sentiscore.artifacts import read_card
+    from sentiscore.config import ModelConfig, WideConfig
+    from sentiscore.ensemble import combine
+    from sentiscore.train import train
+
+    from .conftest import SAMPLE, tiny_config
+
+    twin = tmp_path_factory.mktemp("models") / "twin"
+    train(SAMPLE / "labelled.csv", twin, tiny_config(wide=WideConfig(num_buckets=2**14, weighting="idf"),
+                                                     model=ModelConfig(arch="wide-deep", lstm_units=8, wide_training="independent")),
+          log=lambda m: None, verbose=0)
+    pair = combine([tiny_idf_model, twin], tmp_path_factory.mktemp("ensembles") / "pair")
+    members_mean = read_card(pair).confusion
+    done = _fit_confusion(pair, sample_dir / "labelled.csv")
+    assert done.returncode == 0, done.stderr
+    card = read_card(pair)  # verifies the renewed manifest, members untouched
+    own = np.asarray(json.loads((pair / "meta.json").read_text())["calibration"]["confusion"])
+    np.testing.assert_allclose(card.confusion, own)
+    assert abs(own.sum() - 1) < 1e-4 and own.shape == members_mean.shape
+    # The columns are the validation rows' true shares, the same for the ensemble as for each member.
+    np.testing.assert_allclose(own.sum(axis=0), members_mean.sum(axis=0), atol=1e-4)
