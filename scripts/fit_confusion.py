@@ -19,6 +19,7 @@ the model's hash changes.
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import sys
 
 from sentiscore.artifacts import read_card, verify, write_card
@@ -57,10 +58,11 @@ def main() -> int:
             probs = scorer.predict(texts)[[f"prob_{name}" for _, name in card.labels]].to_numpy()
     confusion = joint_confusion(probs[labelled].argmax(axis=1), y[labelled], len(card.labels)).round(6).tolist()
     meta = verify(card.path)
+    added = f"{_dt.date.today().isoformat()}, after training, by scripts/fit_confusion.py"
     if card.members:
-        meta["calibration"] = {**(meta.get("calibration") or {}), "confusion": confusion}
+        meta["calibration"] = {**(meta.get("calibration") or {}), "confusion": confusion, "confusion_added": added}
     else:
-        meta["training"]["calibration"]["confusion"] = confusion
+        meta["training"]["calibration"].update(confusion=confusion, confusion_added=added)
     write_card(card.path, meta)
     print(f"{card.name}: validation confusion over {int(labelled.sum()):,} rows (rows predicted, columns true): {confusion}")
     return 0

@@ -163,10 +163,11 @@ def runtime_option(func):
 
 def prior_estimator_option(func):
     return click.option(
-        "--prior-estimator", type=click.Choice(list(PRIOR_ESTIMATORS)), default="em", show_default=True,
-        help="How --adapt-priors estimates the label shares. em: EM over the model's probabilities (Saerens et al. "
-             "2002); bbse: from the shares of predicted labels and the model's validation confusion matrix (Lipton et "
-             "al. 2018; models trained since sentiscore recorded it). When to use which: README, 'When to adapt priors'.",
+        "--prior-estimator", type=click.Choice(list(PRIOR_ESTIMATORS)), default="bbse", show_default=True,
+        help="How --adapt-priors estimates the label shares. bbse: from the shares of predicted labels and the "
+             "model's validation confusion matrix (Lipton et al. 2018; in the cards of models trained since 2026-12-04 "
+             "and of the built-in ones); em: EM over the model's probabilities (Saerens et al. 2002), which reads a "
+             "model's doubt on unfamiliar text as label shares more readily. Measured in BENCHMARKS.md, 'When to adapt priors'.",
     )(func)
 
 

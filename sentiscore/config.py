@@ -299,9 +299,11 @@ RUNTIMES = ("auto", "onnx", "onnx-int8", "tensorflow")
 # What an ELMo model's biLM computes its LSTMs in when scoring: bfloat16 halves
 # their memory traffic and uses CPUs' bf16 units; vectors move by about 0.3%.
 ELMO_PRECISIONS = ("float32", "bfloat16")
-# How --adapt-priors estimates a file's label shares: EM over the probabilities (Saerens et al. 2002),
-# or black-box shift estimation from the predicted labels and the validation confusion (Lipton et al. 2018).
-PRIOR_ESTIMATORS = ("em", "bbse")
+# How --adapt-priors estimates a file's label shares: black-box shift estimation from the predicted labels
+# and the validation confusion (Lipton et al. 2018), or EM over the probabilities (Saerens et al. 2002).
+# bbse first: the two tie where only the label mix moves; on sources left out of training EM lost 5-6
+# macro-F1 points more (BENCHMARKS.md, "Out of domain, 2026-12-04 (evening)").
+PRIOR_ESTIMATORS = ("bbse", "em")
 # Segmentation workers run this much nicer than the process that scores their
 # tokens: that process is the pipeline's critical path, and at equal priority
 # it got 2/3 of a core beside two workers on 2 cores (BENCHMARKS.md, "Speed, 2026-12-03").
@@ -333,7 +335,7 @@ class ScoreConfig:
     on_bad_lines: str = "error"  # CSV rows with too many/few fields: "error" or "skip" (listed in OUT.bad-lines.tsv)
     device: str = "auto"  # where an ELMo embedder runs: auto, cpu or cuda
     adapt_priors: bool = False  # estimate the file's class priors in a first pass, then score under them
-    prior_estimator: str = "em"  # how --adapt-priors estimates them (PRIOR_ESTIMATORS)
+    prior_estimator: str = "bbse"  # how --adapt-priors estimates them (PRIOR_ESTIMATORS)
     priors: tuple[tuple[str, float], ...] | None = None  # (label value, prior) pairs: score under these priors
     cascade: bool = True  # rows the n-gram path decides skip the deep path (models whose card has a cascade)
     runtime: str = "auto"  # what runs the classifier: onnx (ONNX Runtime), onnx-int8 (its BiLSTM in int8), tensorflow, or auto (onnx where it can)

@@ -64,7 +64,7 @@ def label_shares(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str])
 
 def evaluate(data_path, model=None, text_column: str = "txt", label_column: str = "label", group_column: str | None = "source",
              workers: int | None = None, batch_size: int | None = None, input_format: str | None = None, encoding: str = "utf-8",
-             scorer=None, adapt_priors: bool = False, prior_estimator: str = "em") -> dict:
+             scorer=None, adapt_priors: bool = False, prior_estimator: str = "bbse") -> dict:
     """Accuracy, macro-F1, per-class precision/recall/F1, confusion matrix,
     and the same per value of ``group_column`` when the data has it (the
     part before ':' in our ``source`` column, e.g. weibo). Per-group

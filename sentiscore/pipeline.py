@@ -320,7 +320,8 @@ class Scorer:
         confusion = self.card.confusion
         if confusion is None:
             raise ModelError(f"model {self.loaded.name} has no validation confusion in its card (trained before "
-                             "sentiscore recorded it), so --prior-estimator bbse cannot run; use --prior-estimator em, or retrain it")
+                             "sentiscore recorded it), so --prior-estimator bbse cannot run; use --prior-estimator em, or add it "
+                             "with scripts/fit_confusion.py MODEL TRAIN_FILE, or retrain")
         return confusion
 
     def set_elmo_precision(self, precision: str) -> None:
@@ -366,7 +367,7 @@ class Scorer:
         prior = np.array([given[v] for v in values], np.float64)
         return prior / prior.sum()
 
-    def estimate_priors(self, batches, text_column: str, estimator: str = "em") -> np.ndarray:
+    def estimate_priors(self, batches, text_column: str, estimator: str = "bbse") -> np.ndarray:
         """The class priors of every labelled row in ``batches`` (the first
         pass of --adapt-priors: the model runs, top words and output are
         skipped), estimated by ``estimator`` (config.PRIOR_ESTIMATORS)."""

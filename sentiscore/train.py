@@ -717,7 +717,9 @@ def reproduced_validation(scorer, card, data_path, text_column: str = "txt", lab
     labelled = ~np.isnan(probs).any(axis=1)
     reproduced = classification_metrics(y[labelled], probs[labelled].argmax(axis=1), names)["macro_f1"]
     recorded = card.metrics["validation"]["macro_f1"]
-    if abs(reproduced - recorded) > 5e-4:
+    # Training measured in Keras, scoring may run ONNX Runtime: a row or two whose
+    # classes tie within rounding can flip, which moves a small split's macro-F1 by ~1/rows.
+    if abs(reproduced - recorded) > max(5e-4, 1.5 / max(1, len(texts))):
         raise TrainingError(f"{data_path}: the validation split gives {card.name} macro-F1 {reproduced:.4f}, its card says "
                             f"{recorded:.4f}: not the rows it held out")
     return texts, y, probs, labelled

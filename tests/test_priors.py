@@ -1,5 +1,5 @@
-"""Prior adaptation: EM estimates of a file's class priors, and scoring
-under adapted or given priors."""
+"""Prior adaptation: BBSE and EM estimates of a file's class priors, and
+scoring under adapted or given priors."""
 
 import json
 import shutil
@@ -104,6 +104,18 @@ def test_card_records_the_reference_prior(tiny_model):
     assert len(reference) == 3 and abs(sum(reference) - 1) < 1e-4
 
 
+def _without_calibration_field(model, target, field: str):
+    """A copy of ``model`` whose card lacks ``training.calibration[field]``, as
+    a model trained by an older sentiscore has it (the manifest renewed)."""
+    from sentiscore.artifacts import verify, write_card
+
+    shutil.copytree(model, target)
+    meta = verify(target)
+    del meta["training"]["calibration"][field]
+    write_card(target, meta)
+    return target
+
+
 def _score(args):
     return CliRunner().invoke(cli, ["score", *map(str, args), "--workers", "1"])
 
@@ -129,7 +141,7 @@ def test_given_priors_move_labels_and_top_words_follow(tiny_model, sample_dir, t
 
 def test_adapt_priors_estimates_then_scores(tiny_model, sample_dir, tmp_path):
     out = tmp_path / "adapted.parquet"
-    result = _score([sample_dir / "reviews.csv", out, "--model", tiny_model, "--adapt-priors"])
+    result = _score([sample_dir / "reviews.csv", out, "--model", tiny_model, "--adapt-priors", "--prior-estimator", "em"])
     assert result.exit_code == 0, result.output
     assert "(adapted by EM)" in result.stderr
     assert pq.read_table(out).num_rows == 300
@@ -138,28 +150,23 @@ def test_adapt_priors_estimates_then_scores(tiny_model, sample_dir, tmp_path):
     assert len(shares) == 3 and abs(sum(shares) - 1) < 1e-3
 
 
-def test_adapt_priors_by_bbse_estimates_then_scores_and_says_so(tiny_model, sample_dir, tmp_path):
+def test_adapt_priors_by_bbse_unless_told_estimates_then_scores_and_says_so(tiny_model, sample_dir, tmp_path):
     out = tmp_path / "bbse.parquet"
-    result = _score([sample_dir / "reviews.csv", out, "--model", tiny_model, "--adapt-priors", "--prior-estimator", "bbse"])
+    result = _score([sample_dir / "reviews.csv", out, "--model", tiny_model, "--adapt-priors"])
     assert result.exit_code == 0, result.output
     line = pq.read_schema(out).metadata[b"sentiscore.priors"].decode()
     assert line.endswith("(adapted by BBSE)")
     em_out = tmp_path / "em.parquet"
-    assert _score([sample_dir / "reviews.csv", em_out, "--model", tiny_model, "--adapt-priors"]).exit_code == 0
+    assert _score([sample_dir / "reviews.csv", em_out, "--model", tiny_model, "--adapt-priors", "--prior-estimator", "em"]).exit_code == 0
     assert pq.read_schema(em_out).metadata[b"sentiscore.priors"].decode() != line  # another estimate, not a relabelled EM
 
-    from sentiscore.artifacts import write_manifest
-
-    old = tmp_path / "old-model"
-    shutil.copytree(tiny_model, old)
-    meta = json.loads((old / "meta.json").read_text())
-    del meta["training"]["calibration"]["confusion"]
-    (old / "meta.json").write_text(json.dumps(meta, ensure_ascii=False))
-    write_manifest(old)
-    result = _score([sample_dir / "reviews.csv", tmp_path / "o.parquet", "--model", old, "--adapt-priors", "--prior-estimator", "bbse"])
+    old = _without_calibration_field(tiny_model, tmp_path / "old-model", "confusion")
+    result = _score([sample_dir / "reviews.csv", tmp_path / "o.parquet", "--model", old, "--adapt-priors"])
     assert result.exit_code == 2 and "has no validation confusion in its card" in result.output
+    assert "scripts/fit_confusion.py" in result.output
     assert not (tmp_path / "o.parquet").exists()
-    assert _score([sample_dir / "reviews.csv", tmp_path / "o.parquet", "--model", old, "--adapt-priors"]).exit_code == 0  # EM needs none
+    result = _score([sample_dir / "reviews.csv", tmp_path / "o.parquet", "--model", old, "--adapt-priors", "--prior-estimator", "em"])
+    assert result.exit_code == 0  # EM needs none
 
 
 def test_adapt_priors_needs_a_file_and_a_card_that_has_a_reference(tiny_model, sample_dir, tmp_path):
@@ -171,14 +178,7 @@ def test_adapt_priors_needs_a_file_and_a_card_that_has_a_reference(tiny_model, s
     result = _score([sample_dir / "reviews.csv", tmp_path / "o.parquet", "--model", tiny_model, "--priors", "-1=0.5,1=0.5"])
     assert result.exit_code == 2 and "a share for each label value: -1, 0, 1" in result.output
 
-    from sentiscore.artifacts import write_manifest
-
-    old = tmp_path / "old-model"
-    shutil.copytree(tiny_model, old)
-    meta = json.loads((old / "meta.json").read_text())
-    del meta["training"]["calibration"]["reference_prior"]
-    (old / "meta.json").write_text(json.dumps(meta, ensure_ascii=False))
-    write_manifest(old)
+    old = _without_calibration_field(tiny_model, tmp_path / "old-model", "reference_prior")
     result = _score([sample_dir / "reviews.csv", tmp_path / "o.parquet", "--model", old, "--adapt-priors"])
     assert result.exit_code == 2 and "has no reference prior in its card" in result.output
     assert not (tmp_path / "o.parquet").exists()
@@ -190,14 +190,14 @@ def test_evaluate_can_measure_adapted_priors(tiny_model, sample_dir):
 
     with Scorer.from_model(tiny_model, workers=1) as scorer:
         plain = evaluate(sample_dir / "labelled.csv", scorer=scorer)
-        adapted = evaluate(sample_dir / "labelled.csv", scorer=scorer, adapt_priors=True)
+        adapted = evaluate(sample_dir / "labelled.csv", scorer=scorer, adapt_priors=True, prior_estimator="em")
         assert scorer.prior_shift is None  # the scorer is left as it was
     assert "adapted_priors" not in plain and set(adapted["adapted_priors"]) == {"负评", "中评", "正评"}
     assert abs(sum(adapted["adapted_priors"].values()) - 1) < 1e-3
     assert adapted["rows"] == plain["rows"]
     assert "priors adapted by EM: 负评" in format_report(adapted)
     with Scorer.from_model(tiny_model, workers=1) as scorer:
-        by_bbse = evaluate(sample_dir / "labelled.csv", scorer=scorer, adapt_priors=True, prior_estimator="bbse")
+        by_bbse = evaluate(sample_dir / "labelled.csv", scorer=scorer, adapt_priors=True)
     assert by_bbse["prior_estimator"] == "bbse" and "priors adapted by BBSE: 负评" in format_report(by_bbse)
 
 
@@ -214,13 +214,10 @@ def test_fit_confusion_gives_an_older_card_the_confusion_training_records(tiny_m
     """scripts/fit_confusion.py draws the validation split again and records
     the same matrix `train` records (the built-in models were trained before
     it did)."""
-    from sentiscore.artifacts import read_card, verify, write_card
+    from sentiscore.artifacts import read_card, verify
 
-    old = tmp_path / "old"
-    shutil.copytree(tiny_model, old)
-    meta = verify(old)
-    recorded = meta["training"]["calibration"].pop("confusion")
-    write_card(old, meta)
+    recorded = read_card(tiny_model).confusion
+    old = _without_calibration_field(tiny_model, tmp_path / "old", "confusion")
     assert read_card(old).confusion is None
     done = _fit_confusion(old, sample_dir / "labelled.csv")
     assert done.returncode == 0, done.stderr
