@@ -44,7 +44,9 @@ def _calibration_line(calibration: dict | None) -> str:
     return (f"  calibration: temperature {calibration.get('temperature')}; class biases "
             + (", ".join(f"{b:+.2f}" for b in biases) if fitted else "none (fitted only with train --class-bias)")
             + (f"; reference prior {', '.join(f'{p:.3f}' for p in reference)} (for --adapt-priors)" if reference
-               else "; no reference prior (--adapt-priors needs a model trained by sentiscore 0.2)"))
+               else "; no reference prior (--adapt-priors needs a model trained by sentiscore 0.2)")
+            + ("; validation confusion recorded (for --prior-estimator bbse)" if calibration.get("confusion")
+               else "; no validation confusion (--prior-estimator bbse needs it: scripts/fit_confusion.py)"))
 
 
 def _class_weighting(training: dict) -> str:
@@ -90,6 +92,9 @@ def _format_ensemble(card: ModelCard) -> str:
         "n-gram path and cascade on one shared segmentation",
         "  reference prior: " + (", ".join(f"{p:.3f}" for p in card.reference_prior) + " (the members' mean, for --adapt-priors)"
                                  if card.reference_prior else "none (a member has none)"),
+        "  validation confusion (for --prior-estimator bbse): " + (
+            "the ensemble's own" if (card.raw.get("calibration") or {}).get("confusion")
+            else "the members' mean" if card.confusion is not None else "none (scripts/fit_confusion.py adds it)"),
         "  metrics:",
         *_dev_lines(card.metrics),
     ]

@@ -219,10 +219,12 @@ def test_fit_confusion_gives_an_older_card_the_confusion_training_records(tiny_m
     recorded = read_card(tiny_model).confusion
     old = _without_calibration_field(tiny_model, tmp_path / "old", "confusion")
     assert read_card(old).confusion is None
+    assert "no validation confusion (--prior-estimator bbse needs it" in CliRunner().invoke(cli, ["info", str(old)]).output
     done = _fit_confusion(old, sample_dir / "labelled.csv")
     assert done.returncode == 0, done.stderr
     verify(old)  # manifest renewed
     np.testing.assert_allclose(read_card(old).confusion, recorded, atol=1e-6)
+    assert "validation confusion recorded (for --prior-estimator bbse)" in CliRunner().invoke(cli, ["info", str(old)]).output
 
     other = tmp_path / "other.csv"
     other.write_text("\n".join((sample_dir / "labelled.csv").read_text(encoding="utf-8").splitlines()[:-1]) + "\n", encoding="utf-8")
@@ -244,11 +246,13 @@ def test_fit_confusion_records_an_ensembles_own_confusion(tiny_idf_model, tmp_pa
           log=lambda m: None, verbose=0)
     pair = combine([tiny_idf_model, twin], tmp_path_factory.mktemp("ensembles") / "pair")
     members_mean = read_card(pair).confusion
+    assert "validation confusion (for --prior-estimator bbse): the members' mean" in CliRunner().invoke(cli, ["info", str(pair)]).output
     done = _fit_confusion(pair, sample_dir / "labelled.csv")
     assert done.returncode == 0, done.stderr
     card = read_card(pair)  # verifies the renewed manifest, members untouched
     own = np.asarray(json.loads((pair / "meta.json").read_text())["calibration"]["confusion"])
     np.testing.assert_allclose(card.confusion, own)
+    assert "validation confusion (for --prior-estimator bbse): the ensemble's own" in CliRunner().invoke(cli, ["info", str(pair)]).output
     assert abs(own.sum() - 1) < 1e-4 and own.shape == members_mean.shape
     # The columns are the validation rows' true shares, the same for the ensemble as for each member.
     np.testing.assert_allclose(own.sum(axis=0), members_mean.sum(axis=0), atol=1e-4)
