@@ -256,3 +256,13 @@ def test_fit_confusion_records_an_ensembles_own_confusion(tiny_idf_model, tmp_pa
     assert abs(own.sum() - 1) < 1e-4 and own.shape == members_mean.shape
     # The columns are the validation rows' true shares, the same for the ensemble as for each member.
     np.testing.assert_allclose(own.sum(axis=0), members_mean.sum(axis=0), atol=1e-4)
+
+
+def test_bbse_adapts_a_two_label_model_too(tiny_attention_model, sample_dir, tmp_path):
+    out = tmp_path / "binary.parquet"
+    result = _score([sample_dir / "reviews.csv", out, "--model", tiny_attention_model, "--adapt-priors"])
+    assert result.exit_code == 0, result.output
+    line = pq.read_schema(out).metadata[b"sentiscore.priors"].decode()
+    assert line.startswith("neg ") and ", pos " in line and line.endswith("(adapted by BBSE)")
+    shares = [float(part.split()[1]) for part in line.split(" (")[0].split(", ")]
+    assert len(shares) == 2 and abs(sum(shares) - 1) < 1e-3
