@@ -4,11 +4,15 @@ as is, with EM (``score --adapt-priors``) and with BBSE (``--prior-estimator
 bbse``). Reads bench/loso.py's cached dev-fold probabilities; no retraining.
 
     python bench/label_shift.py --out build/loso-bbse --system ens-idf-ind --system wd-idf
+    python bench/label_shift.py --model zh-fast --dev build/splits-all/dev.parquet
 
 For each target mix (负评 / 中评 / 正评 shares) and seed, ``--rows`` dev rows
 are drawn with replacement from each label in proportion; reported: macro-F1
-over the labels present, accuracy, and the estimated 中评 share against the
-true one, averaged over the seeds.
+over the labels present, accuracy, and the predicted 中评 share, averaged over
+the seeds. With ``--model``, a trained model (a built-in one) instead: each
+source group's dev rows as one file, the mix its source gives them, scored
+as ``score`` does, then adapted with the card's reference prior and
+confusion.
 """
 
 from __future__ import annotations
@@ -36,13 +40,50 @@ def adapted_prior(probs: np.ndarray, extra: dict, method: str) -> np.ndarray:
     return black_box_shift_priors(probs.argmax(axis=1), extra["confusion"])
 
 
+def by_source(model: str, dev: Path) -> None:
+    """Each source group's dev rows as one file, scored by ``model`` as is,
+    with EM and with BBSE."""
+    from quality import groups_of
+    from sentiscore.pipeline import Scorer
+
+    frame = read(dev)
+    with Scorer.from_model(model) as scorer:
+        scored = scorer.predict(frame["txt"].tolist())
+        card = scorer.card
+    values = [int(v) for v, _ in card.labels]
+    probs = np.zeros((len(frame), LABELS.size))
+    for (value, name) in card.labels:
+        probs[:, list(LABELS).index(int(value))] = scored[f"prob_{name}"].fillna(0).to_numpy()
+    reference, confusion = list(card.reference_prior), card.confusion.tolist()
+    print(f"{card.name}@{card.hash}: {dev} by source group, each group one file\n")
+    print("| group (rows; true 负 / 中 / 正 %) | as is: macro-F1 / 中评 % | EM | BBSE |")
+    print("|---|---|---|---|")
+    groups = groups_of(frame).to_numpy()
+    for group in sorted(set(groups)):
+        rows = groups == group
+        y, p = frame["label"].to_numpy()[rows], probs[rows]
+        true = " / ".join(f"{100 * np.mean(y == v):.0f}" for v in LABELS)
+        cells = []
+        for adapted in (p, em_probs(p, reference, values), em_probs(p, reference, values, confusion)):
+            m = fold_metrics(y, adapted)
+            cells.append(f"{m['macro_f1']:.4f} / {100 * m['predicted_share'][0]:.0f}")
+        print(f"| {group} ({rows.sum():,}; {true}) | " + " | ".join(cells) + " |")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="a bench/loso.py output folder")
-    parser.add_argument("--system", action="append", required=True)
+    parser.add_argument("--out", type=Path, help="a bench/loso.py output folder")
+    parser.add_argument("--system", action="append", default=[])
+    parser.add_argument("--model", help="score --dev's source groups with this model instead")
+    parser.add_argument("--dev", type=Path, default=Path("build/splits-all/dev.parquet"))
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args(argv)
+    if args.model:
+        by_source(args.model, args.dev)
+        return
+    if not args.out or not args.system:
+        parser.error("--out and --system, or --model")
 
     y_all = read(args.out / "folds" / "dev" / "test.parquet")["label"].to_numpy()
     print(f"dev rows: {y_all.size:,}; {args.rows:,} drawn per mix and seed, {args.seeds} seeds\n")
