@@ -272,10 +272,6 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
         from .errors import UsageError
 
         raise UsageError(f"{', '.join(k for k, v in ray_flags.items() if v is not None)} need --engine ray")
-    if engine == "ray" and (adapt_priors or priors):
-        from .errors import UsageError
-
-        raise UsageError("--adapt-priors and --priors run on the local engine only, for now")
     stop = None
     if engine == "local":  # Ray stops its own tasks on Ctrl-C; the local engine finishes the chunk in hand
         from functools import partial

@@ -360,12 +360,7 @@ class Scorer:
     def priors_from_values(self, pairs) -> np.ndarray:
         """--priors pairs (label value, share) in label order; every label
         must be named once."""
-        given = dict(pairs)
-        values = [value for value, _ in self.labels]
-        if sorted(given) != sorted(values):
-            raise UsageError(f"--priors must give a share for each label value: {', '.join(values)}")
-        prior = np.array([given[v] for v in values], np.float64)
-        return prior / prior.sum()
+        return priors_in_label_order(self.labels, pairs)
 
     def estimate_priors(self, batches, text_column: str, estimator: str = "bbse") -> np.ndarray:
         """The class priors of every labelled row in ``batches`` (the first
@@ -816,6 +811,23 @@ def plan_run(card: ModelCard, inputs: list[tuple[str, list[str]]], config: Score
     return plan
 
 
+def priors_in_label_order(labels, pairs) -> np.ndarray:
+    """--priors pairs (label value, share) as shares in the model's label
+    order, summing to 1; every label must be named once."""
+    given = dict(pairs)
+    values = [value for value, _ in labels]
+    if sorted(given) != sorted(values):
+        raise UsageError(f"--priors must give a share for each label value: {', '.join(values)}")
+    prior = np.array([given[v] for v in values], np.float64)
+    return prior / prior.sum()
+
+
+def priors_line(labels, priors, how: str) -> str:
+    """The ``sentiscore.priors`` provenance value: each label's share, and how
+    it was set ("given", "adapted by BBSE")."""
+    return ", ".join(f"{name} {p:.4f}" for (_, name), p in zip(labels, priors)) + f" ({how})"
+
+
 def score_file(input_path, output_path, model=None, config: ScoreConfig | None = None, scorer: Scorer | None = None, prefix: str = "", expect: dict | None = None, progress=None,
                stop: threading.Event | None = None) -> ScoreSummary:
     """Score IN into OUT (files or '-'). Returns a :class:`ScoreSummary`.
@@ -861,8 +873,8 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
             scorer.set_priors(priors)
             provenance = dict(scorer.provenance)
             if priors is not None:
-                provenance["sentiscore.priors"] = ", ".join(f"{name} {p:.4f}" for (_, name), p in zip(scorer.labels, priors)) + (
-                    f" (adapted by {config.prior_estimator.upper()})" if config.adapt_priors else " (given)")
+                provenance["sentiscore.priors"] = priors_line(
+                    scorer.labels, priors, f"adapted by {config.prior_estimator.upper()}" if config.adapt_priors else "given")
             if config.resume:
                 run = {
                     "input": file_fingerprint(input_path),

@@ -60,7 +60,7 @@ from .config import ScoreConfig, SegmenterConfig
 from .errors import InputError, ModelError, OutputError, SentiscoreError, UsageError, WorkerError
 from .io import (INPUT_FORMATS, RESUME_MANIFEST, SUCCESS_MARKER, detect_format, is_stdio, open_input,
                  remove_stale_temp_files, temp_path_for)
-from .pipeline import as_text, with_chunk_rows
+from .pipeline import as_text, priors_in_label_order, priors_line, with_chunk_rows
 
 TOKENS_COLUMN = "__sentiscore_tokens"
 TRUNCATED_COLUMN = "__sentiscore_truncated"
@@ -109,6 +109,7 @@ class _Plan:
     encoding: str = "utf-8"
     chunk_size: int = 10_000  # rows per block read
     parts_dir: str = ""  # where the actors write their parts (the run's temporary OUT)
+    priors: tuple[float, ...] | None = None  # --priors, in the model's label order: every actor scores under them
 
     @property
     def file_digits(self) -> int:
@@ -419,6 +420,7 @@ class ScoreActor:
         self.scorer = Scorer.from_card(card, workers=1, batch_size=plan.batch_size, top_k=plan.top_k, device=plan.device,
                                        segmenter=self.segmenter, cascade=plan.cascade, runtime=plan.runtime)
         self.scorer.set_elmo_precision(plan.elmo_precision)
+        self.scorer.set_priors(plan.priors)
         self.metadata = {k.encode(): v.encode() for k, v in {**self.scorer.provenance, **dict(plan.provenance)}.items()}
 
     def score(self, table: pa.Table) -> pa.Table:
@@ -612,6 +614,9 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
 
     config = config or ScoreConfig()
     options = options or RayOptions()
+    if config.adapt_priors:
+        raise UsageError("--adapt-priors reads the input twice and runs on the local engine only; "
+                         "with --engine ray give known shares with --priors")
     for flag, used in (("--resume", config.resume), ("--on-bad-lines skip", config.on_bad_lines == "skip"),
                        ("--workers", config.workers is not None), ("--worker-nice", config.worker_nice is not None)):
         if used:
@@ -633,6 +638,13 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
     card.segmenter_config()  # this machine can segment as the model was trained
     columns, expected_rows = file_columns(files, fmt, config.encoding)
     keep = list(plan_run(card, list(zip(files, columns)), config, prefix, expect).keep)
+    priors, priors_provenance = None, ()
+    if config.priors is not None:
+        if card.reference_prior is None:
+            raise ModelError(f"model {card.name} has no reference prior in its card (trained before sentiscore 0.2), "
+                             "so it cannot score under other priors; retrain it, or score without --priors")
+        priors = priors_in_label_order(card.labels, config.priors)
+        priors_provenance = (("sentiscore.priors", priors_line(card.labels, priors, "given")),)
 
     ray = import_ray()
     own_ray = not ray.is_initialized()
@@ -654,8 +666,9 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
         plan = _Plan(
             model_candidates=candidates, model_hash=card.hash, text_column=config.text_column, keep=tuple(keep),
             prefix=prefix, batch_size=config.batch_size, top_k=config.top_k, device=config.device, cascade=config.cascade, runtime=config.runtime,
-            elmo_precision=config.elmo_precision, provenance=(("sentiscore.engine", f"ray {ray.__version__}"),),
+            elmo_precision=config.elmo_precision, provenance=(("sentiscore.engine", f"ray {ray.__version__}"), *priors_provenance),
             files=tuple(files), input_format=fmt, encoding=config.encoding, chunk_size=config.chunk_size, parts_dir=str(tmp),
+            priors=None if priors is None else tuple(float(p) for p in priors),
         )
         restore = _quiet_ray(ray, progress=not config.quiet and sys.stderr.isatty())
         remove_stale_temp_files(out)
@@ -682,7 +695,8 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
             "model_hash": card.hash,
             "options": {"text_column": config.text_column, "chunk_size": config.chunk_size, "batch_size": config.batch_size,
                         "top_k": config.top_k, "keep_columns": keep, "prefix": prefix, "encoding": config.encoding,
-                        "num_workers": num_workers, "gpus_per_worker": options.gpus_per_worker},
+                        "num_workers": num_workers, "gpus_per_worker": options.gpus_per_worker,
+                        "priors": None if priors is None else [round(float(p), 6) for p in priors]},
             "rows": rows,
             "provenance": provenance,
         }

@@ -65,6 +65,40 @@ def test_same_labels_and_probabilities_as_the_local_engine(local_ray, tiny_model
     assert not list(tmp_path.glob(".scored.sentiscore-*"))  # temp directory renamed into place
 
 
+def test_known_priors_score_as_in_the_local_engine(local_ray, tiny_model, sample_dir, tmp_path):
+    """--priors on Ray: every actor scores under the given shares, as the
+    local engine does; binary data's "-1=0.5,0=0,1=0.5" never calls 中评."""
+    binary = (("-1", 0.5), ("0", 0.0), ("1", 0.5))
+    local = tmp_path / "local.parquet"
+    score_file(sample_dir / "reviews.parquet", local, model=tiny_model, config=ScoreConfig(workers=1, priors=binary))
+    out = tmp_path / "scored"
+    summary = score_with_ray(sample_dir / "reviews.parquet", out, model=tiny_model, config=ScoreConfig(chunk_size=64, priors=binary),
+                             options=RayOptions(num_workers=1))
+    frame, local_frame = read_dir(out), pq.read_table(local).to_pandas()
+    assert_same_scores(frame, local_frame)
+    assert "中评" not in set(frame["label"].dropna()) and summary.label_counts["中评"] == 0
+    line = pq.read_schema(next(out.glob("part-*.parquet"))).metadata[b"sentiscore.priors"].decode()
+    assert line == "负评 0.5000, 中评 0.0000, 正评 0.5000 (given)" == pq.read_schema(local).metadata[b"sentiscore.priors"].decode()
+    assert "priors 负评 0.5000, 中评 0.0000, 正评 0.5000 (given)" in summary.line()
+    assert json.loads((out / "_sentiscore_run.json").read_text())["run"]["options"]["priors"] == [0.5, 0.0, 0.5]
+
+
+def test_priors_need_a_reference_prior_before_ray_starts(tiny_model, sample_dir, tmp_path):
+    import shutil
+
+    from sentiscore.artifacts import verify, write_card
+    from sentiscore.errors import ModelError
+
+    old = tmp_path / "old-model"
+    shutil.copytree(tiny_model, old)
+    meta = verify(old)
+    del meta["training"]["calibration"]["reference_prior"]
+    write_card(old, meta)
+    with pytest.raises(ModelError, match="no reference prior"):
+        score_with_ray(sample_dir / "reviews.parquet", tmp_path / "out", model=old,
+                       config=ScoreConfig(priors=(("-1", 0.5), ("0", 0.0), ("1", 0.5))))
+
+
 def test_a_directory_of_csv_files_through_the_cli(local_ray, tiny_model, sample_dir, local_result, tmp_path):
     frame = pd.read_csv(sample_dir / "reviews.csv", dtype=str, keep_default_na=False)
     inp = tmp_path / "in"
@@ -179,6 +213,8 @@ def test_segmentation_stage_and_actor_match_the_scorer_in_process(tiny_model, ti
     (["--engine", "ray", "--workers", "2"], "--workers is for the local engine, not --engine ray (use --num-workers for the scoring actors)"),
     (["--engine", "ray", "--worker-nice", "0"], "--worker-nice is for the local engine, not --engine ray"),
     (["--engine", "ray", "--output-format", "csv"], "--engine ray writes a directory of Parquet parts; drop --output-format"),
+    (["--engine", "ray", "--adapt-priors"], "--adapt-priors reads the input twice and runs on the local engine only; "
+                                            "with --engine ray give known shares with --priors"),
 ])
 def test_options_that_do_not_fit_the_engine(args, message, sample_dir, tmp_path):
     result = CliRunner().invoke(cli, ["score", str(sample_dir / "reviews.csv"), str(tmp_path / "out")] + args)
