@@ -26,18 +26,10 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loso import LABELS, em_probs, fold_metrics, read  # noqa: E402
+from loso import LABELS, adapted_probs, fold_metrics, read  # noqa: E402
 
 MIXES = {"training-like": (0.43, 0.12, 0.45), "mostly 中评": (0.15, 0.70, 0.15), "no 中评": (0.5, 0.0, 0.5),
          "mostly 负评": (0.75, 0.10, 0.15), "mostly 正评": (0.10, 0.10, 0.80)}
-
-
-def adapted_prior(probs: np.ndarray, extra: dict, method: str) -> np.ndarray:
-    from sentiscore.calibration import adapt_priors, black_box_shift_priors
-
-    if method == "em":
-        return adapt_priors(probs, extra["reference_prior"])
-    return black_box_shift_priors(probs.argmax(axis=1), extra["confusion"])
 
 
 def by_source(model: str, dev: Path) -> None:
@@ -64,7 +56,7 @@ def by_source(model: str, dev: Path) -> None:
         y, p = frame["label"].to_numpy()[rows], probs[rows]
         true = " / ".join(f"{100 * np.mean(y == v):.0f}" for v in LABELS)
         cells = []
-        for adapted in (p, em_probs(p, reference, values), em_probs(p, reference, values, confusion)):
+        for adapted in (p, adapted_probs(p, reference, values), adapted_probs(p, reference, values, confusion)):
             m = fold_metrics(y, adapted)
             cells.append(f"{m['macro_f1']:.4f} / {100 * m['predicted_share'][0]:.0f}")
         print(f"| {group} ({rows.sum():,}; {true}) | " + " | ".join(cells) + " |")
@@ -102,8 +94,8 @@ def main(argv=None) -> None:
                 counts = np.round(np.asarray(mix) * args.rows).astype(int)
                 rows = np.concatenate([rng.choice(np.flatnonzero(y_all == v), n) for v, n in zip(LABELS, counts) if n])
                 y, probs = y_all[rows], probs_all[rows]
-                variants = {"none": probs, "em": em_probs(probs, extra["reference_prior"], extra.get("labels")),
-                            "bbse": em_probs(probs, extra["reference_prior"], extra.get("labels"), extra["confusion"])}
+                variants = {"none": probs, "em": adapted_probs(probs, extra["reference_prior"], extra.get("labels")),
+                            "bbse": adapted_probs(probs, extra["reference_prior"], extra.get("labels"), extra["confusion"])}
                 for key, p in variants.items():
                     m = fold_metrics(y, p)
                     cells[key].append((m["macro_f1"], m["accuracy"], m["predicted_share"][0]))

@@ -242,7 +242,7 @@ def fold_metrics(y: np.ndarray, probs: np.ndarray) -> dict:
     }
 
 
-def em_probs(probs: np.ndarray, reference, labels=None, confusion=None) -> np.ndarray:
+def adapted_probs(probs: np.ndarray, reference, labels=None, confusion=None) -> np.ndarray:
     """Prior-adapted probabilities: by EM, or with the model's validation
     ``confusion``, by black-box shift estimation (``score --adapt-priors
     bbse``); ``labels``: the model's label values, the columns its reference
@@ -270,10 +270,10 @@ def collect(out: Path, folds: dict, systems: list[str], recipes: dict) -> dict:
             results.setdefault(system, {})[fold_name] = fold_metrics(y, probs)
             extra = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
             if system in recipes and extra.get("reference_prior"):
-                results.setdefault(f"{system}+em", {})[fold_name] = fold_metrics(y, em_probs(probs, extra["reference_prior"], extra.get("labels")))
+                results.setdefault(f"{system}+em", {})[fold_name] = fold_metrics(y, adapted_probs(probs, extra["reference_prior"], extra.get("labels")))
             if system in recipes and extra.get("confusion"):
                 results.setdefault(f"{system}+bbse", {})[fold_name] = fold_metrics(
-                    y, em_probs(probs, extra["reference_prior"], extra.get("labels"), extra["confusion"]))
+                    y, adapted_probs(probs, extra["reference_prior"], extra.get("labels"), extra["confusion"]))
     return results
 
 

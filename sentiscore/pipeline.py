@@ -305,13 +305,7 @@ class Scorer:
 
     @property
     def reference_prior(self) -> np.ndarray:
-        """The class prior the model believes in: its mean calibrated
-        posterior on its validation split, from the card."""
-        reference = self.card.reference_prior
-        if reference is None:
-            raise ModelError(f"model {self.loaded.name} has no reference prior in its card (trained before sentiscore 0.2), "
-                             "so its priors cannot be adapted; retrain it, or score without --adapt-priors/--priors")
-        return np.asarray(reference, np.float64)
+        return reference_prior_of(self.card)
 
     @property
     def validation_confusion(self) -> np.ndarray:
@@ -356,11 +350,6 @@ class Scorer:
             yield self
         finally:
             self.prior_shift = saved
-
-    def priors_from_values(self, pairs) -> np.ndarray:
-        """--priors pairs (label value, share) in label order; every label
-        must be named once."""
-        return priors_in_label_order(self.labels, pairs)
 
     def estimate_priors(self, batches, text_column: str, estimator: str = "bbse") -> np.ndarray:
         """The class priors of every labelled row in ``batches`` (the first
@@ -811,6 +800,16 @@ def plan_run(card: ModelCard, inputs: list[tuple[str, list[str]]], config: Score
     return plan
 
 
+def reference_prior_of(card: ModelCard) -> np.ndarray:
+    """The class prior the model believes in: its mean calibrated posterior
+    on its validation split, from the card; what scoring under other priors
+    divides by. A :class:`ModelError` for a card without one."""
+    if card.reference_prior is None:
+        raise ModelError(f"model {card.name} has no reference prior in its card (trained before sentiscore 0.2), "
+                         "so its priors cannot be adapted; retrain it, or score without --adapt-priors/--priors")
+    return np.asarray(card.reference_prior, np.float64)
+
+
 def priors_in_label_order(labels, pairs) -> np.ndarray:
     """--priors pairs (label value, share) as shares in the model's label
     order, summing to 1; every label must be named once."""
@@ -866,7 +865,7 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
         with scorer.keeping_priors():
             priors = None
             if config.priors is not None:
-                priors = scorer.priors_from_values(config.priors)
+                priors = priors_in_label_order(scorer.labels, config.priors)
             elif config.adapt_priors:
                 estimate = open_input(input_path, in_fmt, config.chunk_size, config.encoding, config.on_bad_lines)
                 priors = scorer.estimate_priors(estimate.batches, config.text_column, config.prior_estimator)

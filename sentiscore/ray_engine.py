@@ -60,7 +60,7 @@ from .config import ScoreConfig, SegmenterConfig
 from .errors import InputError, ModelError, OutputError, SentiscoreError, UsageError, WorkerError
 from .io import (INPUT_FORMATS, RESUME_MANIFEST, SUCCESS_MARKER, detect_format, is_stdio, open_input,
                  remove_stale_temp_files, temp_path_for)
-from .pipeline import as_text, priors_in_label_order, priors_line, with_chunk_rows
+from .pipeline import as_text, priors_in_label_order, priors_line, reference_prior_of, with_chunk_rows
 
 TOKENS_COLUMN = "__sentiscore_tokens"
 TRUNCATED_COLUMN = "__sentiscore_truncated"
@@ -640,9 +640,7 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
     keep = list(plan_run(card, list(zip(files, columns)), config, prefix, expect).keep)
     priors, priors_provenance = None, ()
     if config.priors is not None:
-        if card.reference_prior is None:
-            raise ModelError(f"model {card.name} has no reference prior in its card (trained before sentiscore 0.2), "
-                             "so it cannot score under other priors; retrain it, or score without --priors")
+        reference_prior_of(card)  # the actors would fail on a card without one: fail here, before any cluster work
         priors = priors_in_label_order(card.labels, config.priors)
         priors_provenance = (("sentiscore.priors", priors_line(card.labels, priors, "given")),)
 
