@@ -171,6 +171,17 @@ def prior_estimator_option(func):
     )(func)
 
 
+def adapt_domain_option(func):
+    return click.option(
+        "--adapt-domain", is_flag=True,
+        help="Self-train on this file: a first pass scores IN, the half of each label's rows the model is surest of "
+             "fit a char n-gram model of the file's own words, and its probabilities are averaged with the model's "
+             "(rows whose label it changes say 'file' in scored_by). For files from a domain unlike the training "
+             "data: +1.0 to +1.3 macro-F1 on average on sources left out of training, 0 to -2 on data like it "
+             "(BENCHMARKS.md). Local engine only; twice the time.",
+    )(func)
+
+
 def cascade_option(func):
     return click.option(
         "--cascade/--no-cascade", default=True, show_default=True,
@@ -245,6 +256,7 @@ def cli():
               help="Estimate this file's share of each label (a first pass over IN, see --prior-estimator) "
                    "and score under it: for a file whose label mix differs from the training data's. Twice the time.")
 @prior_estimator_option
+@adapt_domain_option
 @click.option("--priors", default=None, metavar="LABEL=SHARE,...",
               help="Score under known label shares, e.g. \"-1=0.3,0=0.1,1=0.6\" (one pass).")
 @cascade_option
@@ -254,8 +266,8 @@ def cli():
 @_errors_to_exit
 def score(input_path, output_path, model, text_column, input_format, encoding, output_format, chunk_size, batch_size,
           top_k, keep_columns, prefix, maxlen, user_dict, stopwords, layer_mix, device, workers, worker_nice, on_bad_lines, resume,
-          overwrite, quiet, engine, ray_address, num_workers, gpus_per_worker, adapt_priors, prior_estimator, priors, cascade, runtime,
-          elmo_precision):
+          overwrite, quiet, engine, ray_address, num_workers, gpus_per_worker, adapt_priors, prior_estimator, adapt_domain, priors,
+          cascade, runtime, elmo_precision):
     """Score IN (CSV/TSV/Parquet/JSONL, or '-' for stdin) into OUT (Parquet,
     CSV, TSV or JSONL, or '-' for stdout).
 
@@ -287,7 +299,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
         keep_columns=tuple(c.strip() for c in keep_columns.split(",") if c.strip()) if keep_columns is not None else None,
         overwrite=overwrite, quiet=quiet, on_bad_lines=on_bad_lines, resume=resume, device=device,
         adapt_priors=adapt_priors, prior_estimator=prior_estimator, priors=parse_priors(priors) if priors else None, cascade=cascade, runtime=runtime,
-        elmo_precision=elmo_precision,
+        elmo_precision=elmo_precision, adapt_domain=adapt_domain,
     )
     expect = {"maxlen": maxlen, "user_dict": user_dict, "stopwords": stopwords, "layer_mix": layer_mix}
     if engine == "ray":
@@ -443,13 +455,14 @@ def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch
               help="Rows sampled for the report's faithfulness measure (0: skip it).")
 @click.option("--adapt-priors", is_flag=True, help="Measure 'score --adapt-priors': label shares estimated from DATA's texts (never its labels).")
 @prior_estimator_option
+@click.option("--adapt-domain", is_flag=True, help="Measure 'score --adapt-domain': a file model self-trained on DATA's texts (never its labels).")
 @cascade_option
 @runtime_option
 @elmo_precision_option
 @workers_option
 @_errors_to_exit
 def evaluate(data_path, model, text_column, label_column, group_column, input_format, encoding, json_path, report_path,
-             faithfulness_rows, adapt_priors, prior_estimator, cascade, runtime, elmo_precision, workers):
+             faithfulness_rows, adapt_priors, prior_estimator, adapt_domain, cascade, runtime, elmo_precision, workers):
     """Measure a model on labelled DATA: accuracy, macro-F1, per-class
     precision/recall/F1 and the confusion matrix."""
     from .evaluate import evaluate as run_evaluation
@@ -461,7 +474,7 @@ def evaluate(data_path, model, text_column, label_column, group_column, input_fo
         scorer.set_elmo_precision(elmo_precision)
         result = run_evaluation(data_path, text_column=text_column, label_column=label_column, group_column=group_column,
                                 input_format=input_format, encoding=encoding, scorer=scorer, adapt_priors=adapt_priors,
-                                prior_estimator=prior_estimator)
+                                prior_estimator=prior_estimator, adapt_domain=adapt_domain)
         if report_path:
             from .html_report import report_evaluation
 

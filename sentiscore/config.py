@@ -337,6 +337,7 @@ class ScoreConfig:
     adapt_priors: bool = False  # estimate the file's class priors in a first pass, then score under them
     prior_estimator: str = "bbse"  # how --adapt-priors estimates them (PRIOR_ESTIMATORS)
     priors: tuple[tuple[str, float], ...] | None = None  # (label value, prior) pairs: score under these priors
+    adapt_domain: bool = False  # fit a char n-gram model on the file's confident rows in a first pass, average it in (adapt.py)
     cascade: bool = True  # rows the n-gram path decides skip the deep path (models whose card has a cascade)
     runtime: str = "auto"  # what runs the classifier: onnx (ONNX Runtime), onnx-int8 (its BiLSTM in int8), tensorflow, or auto (onnx where it can)
     worker_nice: int | None = None  # niceness added to the segmentation workers; None: DEFAULT_WORKER_NICE

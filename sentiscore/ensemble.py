@@ -17,7 +17,6 @@ import dataclasses
 import datetime as _dt
 import re
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +151,7 @@ class EnsembleScorer(Scorer):
         self.batch_size = members[0].batch_size
         self.top_k = top_k
         self.prior_shift = None  # each member shifts its own posteriors (set_priors)
+        self.file_model = None  # --adapt-domain: one file model for the averaged probabilities (Scorer.postprocess)
         self._encoder_thread = None
         provenance = {**members[0].provenance}
         for key in ("sentiscore.embedder", "sentiscore.runtime", "sentiscore.torch_version", "sentiscore.cascade"):
@@ -194,14 +194,13 @@ class EnsembleScorer(Scorer):
         for member in self.members:
             member.set_priors(prior)
 
-    @contextmanager
-    def keeping_priors(self):
-        saved = [member.prior_shift for member in self.members]
-        try:
-            yield self
-        finally:
-            for member, shift in zip(self.members, saved):
-                member.prior_shift = shift
+    def _adaptation(self):
+        return [member.prior_shift for member in self.members], self.file_model
+
+    def _restore_adaptation(self, saved) -> None:
+        shifts, self.file_model = saved
+        for member, shift in zip(self.members, shifts):
+            member.prior_shift = shift
 
     def forward(self, prepared: Prepared, explain: bool = True, logit_parts: bool = False) -> Forwarded:
         segmented = prepared.segmentation()

@@ -64,14 +64,15 @@ def label_shares(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str])
 
 def evaluate(data_path, model=None, text_column: str = "txt", label_column: str = "label", group_column: str | None = "source",
              workers: int | None = None, batch_size: int | None = None, input_format: str | None = None, encoding: str = "utf-8",
-             scorer=None, adapt_priors: bool = False, prior_estimator: str = "bbse") -> dict:
+             scorer=None, adapt_priors: bool = False, prior_estimator: str = "bbse", adapt_domain: bool = False) -> dict:
     """Accuracy, macro-F1, per-class precision/recall/F1, confusion matrix,
     and the same per value of ``group_column`` when the data has it (the
     part before ':' in our ``source`` column, e.g. weibo). Per-group
     macro-F1 averages over the classes that group holds. ``adapt_priors``:
     measure ``score --adapt-priors`` (priors estimated from the texts alone,
-    never the labels, by ``prior_estimator``)."""
-    from .pipeline import Scorer, default_chunk_rows
+    never the labels, by ``prior_estimator``); ``adapt_domain``: measure
+    ``score --adapt-domain`` (a file model self-trained on the texts)."""
+    from .pipeline import Scorer, adaptation_line, default_chunk_rows
     from .train import label_strings
 
     fmt = detect_format(data_path, input_format, INPUT_FORMATS, "--input-format")
@@ -94,11 +95,14 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
         chunk_rows = default_chunk_rows(scorer.card)
         if chunk_rows != DEFAULT_CHUNK_ROWS:  # opened first only to check the columns before the model loads
             source = open_input(data_path, fmt, chunk_size=chunk_rows, encoding=encoding)
-        with scorer.keeping_priors():
-            if adapt_priors:  # inside the try: a failing first pass still closes our scorer
-                estimate = open_input(data_path, fmt, chunk_size=chunk_rows, encoding=encoding)
-                priors = scorer.estimate_priors(estimate.batches, text_column, prior_estimator)
-                scorer.set_priors(priors)
+        with scorer.keeping_adaptation():
+            if adapt_priors or adapt_domain:  # inside the try: a failing first pass still closes our scorer
+                first = open_input(data_path, fmt, chunk_size=chunk_rows, encoding=encoding)
+                priors = scorer.adapt_to_file(first.batches, text_column, adapt_priors, prior_estimator, adapt_domain)
+                if adapt_priors:
+                    scorer.set_priors(priors)
+                if adapt_domain:
+                    adaptation = adaptation_line(scorer)
             for batch in source.batches:
                 raw = label_strings(batch.column(label_column))
                 unknown = sorted({v for v in raw if v is not None and v not in index})
@@ -142,6 +146,8 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     if priors is not None:
         result["adapted_priors"] = {name: round(float(p), 4) for name, p in zip(names, priors)}
         result["prior_estimator"] = prior_estimator
+    if adapt_domain:
+        result["adapted_domain"] = adaptation
     conf_all = np.concatenate(confidences) if confidences else np.zeros(0)
     scored = y_pred_all != UNSCORED
     calibration = reliability(conf_all[scored], (y_true_all == y_pred_all)[scored])
@@ -170,6 +176,7 @@ def format_report(result: dict) -> str:
         f"model {result['model']}@{result['model_hash']}  rows {result['rows']:,}  unscored {result.get('unscored', 0):,}",
         *([f"priors adapted by {result.get('prior_estimator', 'em').upper()}: {', '.join(f'{k} {v:.4f}' for k, v in result['adapted_priors'].items())}"]
           if result.get("adapted_priors") else []),
+        *([f"adapted to the file: {result['adapted_domain']}"] if result.get("adapted_domain") else []),
         f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}",
         "",
         f"{'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",

@@ -55,7 +55,8 @@ STATUS_EMPTY = "empty"  # null, empty or whitespace-only text
 STATUS_NO_TOKENS = "no_tokens"  # only punctuation, symbols, emoji or stopwords
 STATUS_NOT_TEXT = "not_text"  # a list, struct or other value that is not text
 _LABELLED = (STATUS_OK, STATUS_TRUNCATED)
-SCORED_BY_FULL, SCORED_BY_NGRAMS = "full", "ngrams"  # the scored_by column: which path labelled the row
+# The scored_by column: which path labelled the row (SCORED_BY_FILE: --adapt-domain's file model overturned it).
+SCORED_BY_FULL, SCORED_BY_NGRAMS, SCORED_BY_FILE = "full", "ngrams", "file"
 _WIDTH_STEP = 8  # batch widths are rounded up to this: fewer distinct shapes
 # A batch holds at most batch_size × this many padded tokens: texts longer
 # than this many tokens go in smaller batches. The largest tensors (and the
@@ -101,6 +102,7 @@ class ScoreSummary:
             + (f" runtime {r}" if (r := self.provenance.get("sentiscore.runtime")) else "")
             + (f" cascade {c}" if (c := self.provenance.get("sentiscore.cascade")) else "")
             + (f" priors {p}" if (p := self.provenance.get("sentiscore.priors")) else "")
+            + (f" adapted to the file: {a}" if (a := self.provenance.get("sentiscore.adapted_domain")) else "")
             + f" -> {self.output}"
             + (f"; skipped {self.skipped_lines:,} bad CSV lines" + (f" (listed in {self.bad_lines_file})" if self.bad_lines_file else "")
                if self.skipped_lines else "")
@@ -134,6 +136,7 @@ class Forwarded:
     contribution: np.ndarray  # flat: each token's share of its text's predicted-class logit
     logit_parts: dict[str, np.ndarray] = field(default_factory=dict)  # path (deep, wide) → (U, C) logits before calibration
     deep: np.ndarray | None = None  # (U,) bool: the deep path ran (False: the cascade's n-gram path decided, or no tokens)
+    overturned: np.ndarray | None = None  # (U,) bool: --adapt-domain's file model changed the label (adapt.adapted)
 
 
 def _shared(shared: dict | None, key, compute, rows: np.ndarray | None = None):
@@ -239,6 +242,7 @@ class Scorer:
         self.batch_size = batch_size
         self.top_k = top_k
         self.prior_shift: np.ndarray | None = None  # logit offsets from the card's reference prior to the file's (set_priors)
+        self.file_model = None  # --adapt-domain: the file's own n-gram model (adapt.FileModel), averaged in by postprocess
         self._encoder_thread = None
         versions = self.predictor.versions
         self.provenance = {
@@ -342,25 +346,39 @@ class Scorer:
         self.prior_shift = prior_log_shift(prior / prior.sum(), self.reference_prior)
 
     @contextmanager
-    def keeping_priors(self):
-        """Whatever priors a run sets inside, the scorer leaves with the ones
-        it had (a caller's scorer outlives ``score_file`` and ``evaluate``)."""
-        saved = self.prior_shift
+    def keeping_adaptation(self):
+        """Whatever priors or file model a run sets inside, the scorer leaves
+        with the ones it had (a caller's scorer outlives ``score_file`` and
+        ``evaluate``)."""
+        saved = self._adaptation()
         try:
             yield self
         finally:
-            self.prior_shift = saved
+            self._restore_adaptation(saved)
 
-    def estimate_priors(self, batches, text_column: str, estimator: str = "bbse") -> np.ndarray:
-        """The class priors of every labelled row in ``batches`` (the first
-        pass of --adapt-priors: the model runs, top words and output are
-        skipped), estimated by ``estimator`` (config.PRIOR_ESTIMATORS)."""
+    def _adaptation(self):
+        return self.prior_shift, self.file_model
+
+    def _restore_adaptation(self, saved) -> None:
+        self.prior_shift, self.file_model = saved
+
+    def adapt_to_file(self, batches, text_column: str, priors: bool = False, estimator: str = "bbse",
+                      domain: bool = False) -> np.ndarray | None:
+        """The first pass of ``--adapt-priors`` / ``--adapt-domain`` over
+        ``batches`` (the model runs; top words and output are skipped). With
+        ``priors``, returns the file's class priors estimated by ``estimator``
+        (config.PRIOR_ESTIMATORS; the caller sets them); with ``domain``, fits
+        and sets :attr:`file_model` (left None where the file gives fewer
+        than two labels enough confident rows)."""
+        from .adapt import FileSample, fit_file_model
         from .calibration import adapt_priors, black_box_shift_priors
 
         if estimator not in PRIOR_ESTIMATORS:
             raise UsageError(f"--prior-estimator must be one of {', '.join(PRIOR_ESTIMATORS)}")
-        reference = self.reference_prior  # a card without one fails here, before any work
-        confusion = self.validation_confusion if estimator == "bbse" else None
+        # A card without a reference prior or confusion fails here, before any work.
+        reference = self.reference_prior if priors else None
+        confusion = self.validation_confusion if priors and estimator == "bbse" else None
+        sample = FileSample() if domain else None
         rows = []
         for batch in batches:
             prepared = self.preprocess(batch.column(text_column))
@@ -368,6 +386,12 @@ class Scorer:
             labelled = prepared.row_to_unique[prepared.row_to_unique >= 0]
             labelled = labelled[forwarded.segmented.lengths[labelled] > 0]
             rows.append(forwarded.probs[labelled])
+            if sample is not None:
+                sample.add([prepared.unique_texts[i] for i in labelled], forwarded.probs[labelled])
+        if domain:
+            self.file_model = fit_file_model(sample)
+        if not priors:
+            return None
         probs = np.concatenate(rows) if rows else np.zeros((0, len(self.labels)))
         if confusion is not None:
             return black_box_shift_priors(probs.argmax(axis=1), confusion)
@@ -538,7 +562,7 @@ class Scorer:
         """Token contributions of the rows the n-gram path decided: each
         token's own n-grams' weights for the predicted label."""
         lengths = segmented.lengths[rows]
-        flat = np.repeat(segmented.offsets[rows], lengths) + (np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+        flat = segmented.positions_of(rows)
         predicted = np.repeat(probs[rows].argmax(axis=1), lengths)
         shares = token_wide.share(flat, predicted, np.repeat(norms, lengths))
         contribution[flat] = shares / self.cascade.wide_temperature
@@ -599,7 +623,12 @@ class Scorer:
         return words, weights
 
     def postprocess(self, prepared: Prepared, forwarded: Forwarded, prefix: str = "") -> list[tuple[str, pa.Array]]:
-        """Stage 3: the output columns, row for row of the chunk."""
+        """Stage 3: the output columns, row for row of the chunk (after
+        --adapt-domain's file model, when one is set)."""
+        if self.file_model is not None:
+            from .adapt import adapted
+
+            forwarded = adapted(forwarded, prepared.unique_texts, self.file_model, top_words=self.top_k > 0)
         segmented, probs, contribution = forwarded.segmented, forwarded.probs, forwarded.contribution
         row_u = prepared.row_to_unique.copy()
         status = prepared.row_status.copy()
@@ -634,6 +663,8 @@ class Scorer:
         columns.append(("status", pa.array(status.astype(str), pa.string())))
         deep = forwarded.deep if forwarded.deep is not None else np.ones(probs.shape[0], bool)
         path = np.where(deep, SCORED_BY_FULL, SCORED_BY_NGRAMS).astype(object)
+        if forwarded.overturned is not None:
+            path[forwarded.overturned] = SCORED_BY_FILE
         columns.append(("scored_by", pa.array(path[take] if path.size else np.full(status.size, SCORED_BY_FULL, object),
                                               pa.string(), mask=null_mask)))
         return [(prefix + name, arr) for name, arr in columns]
@@ -838,6 +869,8 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
     if config.adapt_priors and is_stdio(input_path):
         raise UsageError("--adapt-priors reads the input twice (estimate, then score); pass a file, not '-', "
                          "or give known priors with --priors")
+    if config.adapt_domain and is_stdio(input_path):
+        raise UsageError("--adapt-domain reads the input twice (fit the file model, then score); pass a file, not '-'")
     if config.resume:
         if is_stdio(input_path) or is_stdio(output_path):
             raise UsageError("--resume needs a real input file and an output directory, not '-'")
@@ -862,18 +895,22 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
     try:
         if own_scorer:
             scorer.set_elmo_precision(config.elmo_precision)
-        with scorer.keeping_priors():
+        with scorer.keeping_adaptation():
             priors = None
             if config.priors is not None:
                 priors = priors_in_label_order(scorer.labels, config.priors)
-            elif config.adapt_priors:
-                estimate = open_input(input_path, in_fmt, config.chunk_size, config.encoding, config.on_bad_lines)
-                priors = scorer.estimate_priors(estimate.batches, config.text_column, config.prior_estimator)
+            if config.adapt_priors or config.adapt_domain:
+                first = open_input(input_path, in_fmt, config.chunk_size, config.encoding, config.on_bad_lines)
+                estimated = scorer.adapt_to_file(first.batches, config.text_column, config.adapt_priors, config.prior_estimator,
+                                                 config.adapt_domain)
+                priors = estimated if config.adapt_priors else priors
             scorer.set_priors(priors)
             provenance = dict(scorer.provenance)
             if priors is not None:
                 provenance["sentiscore.priors"] = priors_line(
                     scorer.labels, priors, f"adapted by {config.prior_estimator.upper()}" if config.adapt_priors else "given")
+            if config.adapt_domain:
+                provenance["sentiscore.adapted_domain"] = adaptation_line(scorer)
             if config.resume:
                 run = {
                     "input": file_fingerprint(input_path),
@@ -882,7 +919,9 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
                     "options": {"text_column": config.text_column, "chunk_size": config.chunk_size, "top_k": config.top_k,
                                 "keep_columns": keep, "prefix": prefix, "input_format": in_fmt, "encoding": config.encoding,
                                 "on_bad_lines": config.on_bad_lines,
-                                "priors": None if priors is None else [round(float(p), 6) for p in priors]},
+                                "priors": None if priors is None else [round(float(p), 6) for p in priors],
+                                # Only when set: runs begun before --adapt-domain existed still resume.
+                                **({"adapt_domain": True} if config.adapt_domain else {})},
                 }
                 sink = PartsSink(output_path, run, provenance)
             else:
@@ -903,6 +942,13 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
 # model hash pin what runs); --batch-size too, so a run that ran out of memory can resume smaller.
 _RESUME_SCORING_KEYS = ("sentiscore.version", "sentiscore.segmenter", "sentiscore.embedder", "sentiscore.runtime",
                         "sentiscore.cascade")
+
+
+def adaptation_line(scorer: Scorer) -> str:
+    """What --adapt-domain did, for the provenance and the summary line."""
+    if scorer.file_model is None:
+        return "no: fewer than two labels had enough confident rows in the file"
+    return scorer.file_model.line([name for _, name in scorer.labels])
 
 
 def resume_scoring(provenance: dict[str, str]) -> dict[str, str]:

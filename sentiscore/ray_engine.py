@@ -617,6 +617,8 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
     if config.adapt_priors:
         raise UsageError("--adapt-priors reads the input twice and runs on the local engine only; "
                          "with --engine ray give known shares with --priors")
+    if config.adapt_domain:
+        raise UsageError("--adapt-domain reads the input twice (fit the file model, then score) and runs on the local engine only")
     for flag, used in (("--resume", config.resume), ("--on-bad-lines skip", config.on_bad_lines == "skip"),
                        ("--workers", config.workers is not None), ("--worker-nice", config.worker_nice is not None)):
         if used:

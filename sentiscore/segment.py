@@ -146,6 +146,12 @@ class SegmentedBatch:
     def offsets(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)])
 
+    def positions_of(self, texts: np.ndarray) -> np.ndarray:
+        """Flat positions of every token of ``texts`` (indices), text by text."""
+        lengths = self.lengths[texts].astype(np.int64)
+        starts = np.cumsum(lengths) - lengths
+        return np.repeat(self.offsets[texts], lengths) + (np.arange(int(lengths.sum())) - np.repeat(starts, lengths))
+
     def tokens_of(self, i: int) -> list[str]:
         off = self.offsets
         return self.tokens[off[i] : off[i + 1]]

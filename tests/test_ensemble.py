@@ -127,7 +127,7 @@ def test_given_priors_shift_every_member_before_averaging(pair, tiny_model, tiny
     with Scorer.from_model(pair, workers=1) as ens, Scorer.from_model(tiny_model, workers=1) as a, \
             Scorer.from_model(tiny_idf_model, workers=1) as b:
         plain = _probs(ens.predict(TEXTS))
-        with ens.keeping_priors():
+        with ens.keeping_adaptation():
             ens.set_priors(prior)
             shifted = _probs(ens.predict(TEXTS))
         after = _probs(ens.predict(TEXTS))
@@ -136,7 +136,7 @@ def test_given_priors_shift_every_member_before_averaging(pair, tiny_model, tiny
         expected = (_probs(a.predict(TEXTS)) + _probs(b.predict(TEXTS))) / 2
     np.testing.assert_allclose(shifted, expected, atol=2e-6)
     assert np.abs(shifted - plain).max() > 1e-3
-    np.testing.assert_allclose(after, plain, atol=1e-7)  # keeping_priors put the members' own back
+    np.testing.assert_allclose(after, plain, atol=1e-7)  # keeping_adaptation put the members' own back
 
 
 def test_score_file_records_the_members_in_the_output(pair, sample_dir, tmp_path):
