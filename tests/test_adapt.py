@@ -196,3 +196,15 @@ def test_a_resumed_adapt_domain_run_refits_the_same_file_model_and_refuses_a_run
     assert score_file(src, out, model=tiny_model, config=config).rows == 300
     score_file(src, whole, model=tiny_model, config=ScoreConfig(chunk_size=100, workers=1, adapt_domain=True))
     pd.testing.assert_frame_equal(read_parts(out), pq.read_table(whole).to_pandas())
+
+
+def test_a_file_too_small_to_teach_anything_is_scored_as_it_is_and_says_so(tiny_model, tmp_path):
+    src = tmp_path / "few.csv"
+    pd.DataFrame({"txt": ["质量很好，物流也快", "太差了，不会再买", "一般般吧", "", None]}).to_csv(src, index=False)
+    plain, out = tmp_path / "plain.parquet", tmp_path / "adapted.parquet"
+    assert _score([src, plain, "--model", tiny_model]).exit_code == 0
+    result = _score([src, out, "--model", tiny_model, "--adapt-domain"])
+    assert result.exit_code == 0, result.output
+    line = pq.read_schema(out).metadata[b"sentiscore.adapted_domain"].decode()
+    assert line == "no: fewer than two labels had enough confident rows in the file"
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(plain))
