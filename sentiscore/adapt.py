@@ -56,17 +56,27 @@ class FrequentNgrams(TransformerMixin, BaseEstimator):
     in at least ``MIN_DF`` of the texts it was fitted on (a column each)."""
 
     def fit(self, texts, y=None):
-        df = np.bincount(ngram_counts(texts).indices, minlength=FILE_NGRAMS.num_buckets)
+        self._fit_counts(ngram_counts(texts))
+        return self
+
+    def fit_transform(self, texts, y=None):
+        counts = ngram_counts(texts)  # hashed once for both (TransformerMixin's would hash twice)
+        self._fit_counts(counts)
+        return self._kept(counts)
+
+    def transform(self, texts):
+        return self._kept(ngram_counts(texts))
+
+    def _fit_counts(self, counts) -> None:
+        df = np.bincount(counts.indices, minlength=FILE_NGRAMS.num_buckets)
         kept = np.flatnonzero(df >= MIN_DF)
         self.column_of_ = np.full(FILE_NGRAMS.num_buckets, -1, np.int64)
         self.column_of_[kept] = np.arange(kept.size)
         self.n_columns_ = max(1, kept.size)
-        return self
 
-    def transform(self, texts):
+    def _kept(self, counts):
         from scipy.sparse import csr_matrix
 
-        counts = ngram_counts(texts)
         columns = self.column_of_[counts.indices]
         kept = columns >= 0
         rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))[kept]
