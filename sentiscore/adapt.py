@@ -13,7 +13,9 @@ The first pass only reads the file, keeping a uniform sample of its texts
 (bottom-k of random keys), so memory is bounded by ``SAMPLE_ROWS``, not the
 file, and only the sample is scored before the fit (with ``--adapt-priors``
 too, the first pass scores every row and samples them). Deterministic: the
-same file and model give the same output.
+same file and model give the same output, and a row's key follows from its
+place in the input, so the Ray engine, whose read tasks deliver blocks in any
+order, draws the same sample.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class FrequentNgrams(TransformerMixin, BaseEstimator):
     def _fit_counts(self, counts) -> None:
         df = np.bincount(counts.indices, minlength=FILE_NGRAMS.num_buckets)
         kept = np.flatnonzero(df >= MIN_DF)
-        self.column_of_ = np.full(FILE_NGRAMS.num_buckets, -1, np.int64)
+        self.column_of_ = np.full(FILE_NGRAMS.num_buckets, -1, np.int32)  # 16 MiB: every actor on Ray holds one
         self.column_of_[kept] = np.arange(kept.size)
         self.n_columns_ = max(1, kept.size)
 
@@ -83,31 +85,58 @@ class FrequentNgrams(TransformerMixin, BaseEstimator):
         return csr_matrix((counts.data[kept], (rows, columns[kept])), shape=(counts.shape[0], self.n_columns_))
 
 
+def row_keys(file_index: int, first_row: int, rows: int, seed: int = SAMPLE_SEED) -> np.ndarray:
+    """The sampling keys of rows ``first_row`` .. ``first_row + rows - 1`` of
+    the input's file number ``file_index``. A row's key depends on its place
+    alone, so a pass that reads the input in pieces and in any order (the Ray
+    engine's read tasks) draws the same sample as one that reads it in order."""
+    # File 0's keys are default_rng(seed)'s stream, the one the local engine has always drawn.
+    seeds = np.random.SeedSequence(seed, spawn_key=(file_index,) if file_index else ())
+    bits = np.random.PCG64(seeds)
+    bits.advance(first_row)  # one 64-bit draw per float64 key
+    return np.random.Generator(bits).random(rows)
+
+
 class FileSample:
-    """At most ``size`` rows of a file (texts, and the model's probabilities
+    """At most ``size`` rows of an input (texts, and the model's probabilities
     when the pass that draws them has them), drawn uniformly in one pass:
-    each row gets a random key and the ``size`` smallest keys stay."""
+    each row gets a random key from its place (:func:`row_keys`) and the
+    ``size`` smallest keys stay, in input order."""
 
     def __init__(self, size: int = SAMPLE_ROWS, seed: int = SAMPLE_SEED):
         self.size = size
-        self._random = np.random.default_rng(seed)
+        self.seed = seed
         self._keys = np.zeros(0)
+        self._places = np.zeros((0, 2), np.int64)  # (file index, row) of each kept row
         self._texts = np.zeros(0, object)
         self._probs: np.ndarray | None = None
         self.rows_seen = 0
 
-    def add(self, texts, probs: np.ndarray | None = None) -> None:
+    def add(self, texts, probs: np.ndarray | None = None, files=None, rows=None) -> None:
+        """Offer rows to the sample. ``files`` and ``rows``: each text's file
+        index and row number in the input; by default the rows that follow
+        those added so far, of file 0 (one file read in order)."""
         texts = np.asarray(texts, object)
-        self.rows_seen += texts.size
-        keys = np.concatenate([self._keys, self._random.random(texts.size)])
+        n = texts.size
+        files = np.zeros(n, np.int64) if files is None else np.asarray(files, np.int64)
+        rows = np.arange(self.rows_seen, self.rows_seen + n) if rows is None else np.asarray(rows, np.int64)
+        self.rows_seen += n
+        keys = np.empty(n)
+        for file_index in np.unique(files):
+            mine = files == file_index
+            first = int(rows[mine].min())
+            keys[mine] = row_keys(int(file_index), first, int(rows[mine].max()) - first + 1, self.seed)[rows[mine] - first]
+        keys = np.concatenate([self._keys, keys])
+        places = np.concatenate([self._places, np.column_stack([files, rows])])
         all_texts = np.concatenate([self._texts, texts])
         all_probs = None if probs is None else probs if self._probs is None else np.concatenate([self._probs, probs])
         if keys.size > self.size:
             keep = np.argpartition(keys, self.size)[: self.size]
-            keep.sort()  # file order, so the fit does not depend on how keys tie
-            keys, all_texts = keys[keep], all_texts[keep]
-            all_probs = None if all_probs is None else all_probs[keep]
-        self._keys, self._texts, self._probs = keys, all_texts, all_probs
+        else:
+            keep = np.arange(keys.size)
+        keep = keep[np.lexsort((places[keep, 1], places[keep, 0]))]  # input order, however the rows arrived
+        self._keys, self._places, self._texts = keys[keep], places[keep], all_texts[keep]
+        self._probs = None if all_probs is None else all_probs[keep]
 
     @property
     def texts(self) -> np.ndarray:

@@ -179,7 +179,7 @@ def adapt_domain_option(func):
              "probabilities are averaged with the model's (rows whose label it changes say 'file' in scored_by). For a "
              "file from one domain unlike the training data: +1.1 to +1.6 macro-F1 on sources left out of training; "
              "-0.3 on a training source's own rows, -2.6 on a file mixing all of them (BENCHMARKS.md, 'When to adapt to "
-             "the file'). Local engine only; zh-fast 1.35-1.6x the time.",
+             "the file'). zh-fast 1.35-1.6x the time.",
     )(func)
 
 

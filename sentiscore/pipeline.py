@@ -373,7 +373,7 @@ class Scorer:
         gives fewer than two labels enough confident rows); without
         ``priors`` the pass only reads the texts and the model scores the
         sample alone."""
-        from .adapt import FileSample, fit_file_model
+        from .adapt import FileSample
         from .calibration import adapt_priors, black_box_shift_priors
 
         if estimator not in PRIOR_ESTIMATORS:
@@ -386,29 +386,38 @@ class Scorer:
         for batch in batches:
             if not priors:
                 texts = as_text(batch.column(text_column))
-                if texts is not None:
-                    sample.add(texts.to_pylist())
+                # Rows without text still take their place: a row's sampling key is its row number.
+                sample.add(texts.to_pylist() if texts is not None else [None] * batch.num_rows)
                 continue
             texts, probs = self._labelled_probs(batch.column(text_column))
             rows.append(probs)
             if sample is not None:
                 sample.add(texts, probs)
         if domain:
-            texts, probs = sample.texts, sample.probs
-            if probs is None:
-                texts, probs = [], []
-                for start in range(0, len(sample.texts), DEFAULT_CHUNK_ROWS):
-                    part_texts, part_probs = self._labelled_probs(list(sample.texts[start : start + DEFAULT_CHUNK_ROWS]))
-                    texts += part_texts
-                    probs.append(part_probs)
-                probs = np.concatenate(probs) if probs else np.zeros((0, len(self.labels)), np.float32)
-            self.file_model = fit_file_model(np.asarray(texts, object), probs, sample.rows_seen)
+            self.adapt_to_sample(sample)
         if not priors:
             return None
         probs = np.concatenate(rows) if rows else np.zeros((0, len(self.labels)))
         if confusion is not None:
             return black_box_shift_priors(probs.argmax(axis=1), confusion)
         return adapt_priors(probs, reference)
+
+    def adapt_to_sample(self, sample) -> None:
+        """Fit and set :attr:`file_model` from a file's uniform sample
+        (:class:`adapt.FileSample`), scoring its texts first where the pass
+        that drew it did not (left None where fewer than two labels have
+        enough confident rows)."""
+        from .adapt import fit_file_model
+
+        texts, probs = sample.texts, sample.probs
+        if probs is None:
+            texts, probs = [], []
+            for start in range(0, len(sample.texts), DEFAULT_CHUNK_ROWS):
+                part_texts, part_probs = self._labelled_probs(list(sample.texts[start : start + DEFAULT_CHUNK_ROWS]))
+                texts += part_texts
+                probs.append(part_probs)
+            probs = np.concatenate(probs) if probs else np.zeros((0, len(self.labels)), np.float32)
+        self.file_model = fit_file_model(np.asarray(texts, object), probs, sample.rows_seen)
 
     def _labelled_probs(self, texts) -> tuple[list[str], np.ndarray]:
         """The texts of the rows that get a label, row for row, and the

@@ -9,6 +9,11 @@
                                       block is sorted by its row numbers and written as parts
       → the driver                    checks that the parts cover every row once, renames them
 
+With --adapt-domain a first pass runs the read tasks alone (texts_and_places):
+the driver keeps adapt.FileSample's uniform sample of what they send, scores
+it and fits the file model, which reaches every actor through Ray's object
+store (_adapted_to_input).
+
 Row order does not depend on Ray. The read tasks number every row (its file's
 index in IN's sorted file list, its index within the file) in columns that
 never reach the output. An actor sorts each block it scores by those numbers,
@@ -38,6 +43,7 @@ Only this module imports ray, and only when ``--engine ray`` is used.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import logging
@@ -110,6 +116,7 @@ class _Plan:
     chunk_size: int = 10_000  # rows per block read
     parts_dir: str = ""  # where the actors write their parts (the run's temporary OUT)
     priors: tuple[float, ...] | None = None  # --priors, in the model's label order: every actor scores under them
+    file_model: object = None  # --adapt-domain: a Ray ObjectRef of the driver's adapt.FileModel, fetched by each actor
 
     @property
     def file_digits(self) -> int:
@@ -421,6 +428,10 @@ class ScoreActor:
                                        segmenter=self.segmenter, cascade=plan.cascade, runtime=plan.runtime)
         self.scorer.set_elmo_precision(plan.elmo_precision)
         self.scorer.set_priors(plan.priors)
+        if plan.file_model is not None:
+            import ray
+
+            self.scorer.file_model = ray.get(plan.file_model)
         self.metadata = {k.encode(): v.encode() for k, v in {**self.scorer.provenance, **dict(plan.provenance)}.items()}
 
     def score(self, table: pa.Table) -> pa.Table:
@@ -617,8 +628,6 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
     if config.adapt_priors:
         raise UsageError("--adapt-priors reads the input twice and runs on the local engine only; "
                          "with --engine ray give known shares with --priors")
-    if config.adapt_domain:
-        raise UsageError("--adapt-domain reads the input twice (fit the file model, then score) and runs on the local engine only")
     for flag, used in (("--resume", config.resume), ("--on-bad-lines skip", config.on_bad_lines == "skip"),
                        ("--workers", config.workers is not None), ("--worker-nice", config.worker_nice is not None)):
         if used:
@@ -675,6 +684,8 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         _check_model_on_every_node(ray, plan)
+        if config.adapt_domain:
+            plan = _adapted_to_input(ray, plan, card, config)
         dataset = _scored(ray, _segmented(ray, plan), plan, num_workers, options.gpus_per_worker)
         try:
             with warnings.catch_warnings():  # an input with no rows leaves the actor pool idle: nothing to warn about
@@ -696,7 +707,8 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
             "options": {"text_column": config.text_column, "chunk_size": config.chunk_size, "batch_size": config.batch_size,
                         "top_k": config.top_k, "keep_columns": keep, "prefix": prefix, "encoding": config.encoding,
                         "num_workers": num_workers, "gpus_per_worker": options.gpus_per_worker,
-                        "priors": None if priors is None else [round(float(p), 6) for p in priors]},
+                        "priors": None if priors is None else [round(float(p), 6) for p in priors],
+                        **({"adapt_domain": True} if config.adapt_domain else {})},
             "rows": rows,
             "provenance": provenance,
         }
@@ -725,14 +737,61 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
     )
 
 
-def _segmented(ray, plan: _Plan):
-    """IN's files read and segmented: blocks of at most ``plan.chunk_size``
-    rows, each row numbered by file and row."""
+def _read(ray, plan: _Plan):
+    """IN's files read: blocks of at most ``plan.chunk_size`` rows, each row
+    numbered by file and row."""
     blocks = min(len(plan.files), 1000)  # read tasks; each reads its files one after the other
     dataset = ray.data.from_items([{FILE_COLUMN: i} for i in range(len(plan.files))], override_num_blocks=blocks)
-    dataset = dataset.map_batches(read_files, fn_kwargs={"plan": plan}, batch_format="pyarrow", batch_size=None, num_cpus=1)
-    return dataset.map_batches(segment_block, fn_kwargs={"plan": plan}, batch_format="pyarrow",
-                               batch_size=plan.chunk_size, num_cpus=1)
+    return dataset.map_batches(read_files, fn_kwargs={"plan": plan}, batch_format="pyarrow", batch_size=None, num_cpus=1)
+
+
+def _segmented(ray, plan: _Plan):
+    """IN's files read and segmented, in blocks as :func:`_read`'s."""
+    return _read(ray, plan).map_batches(segment_block, fn_kwargs={"plan": plan}, batch_format="pyarrow",
+                                        batch_size=plan.chunk_size, num_cpus=1)
+
+
+def texts_and_places(table: pa.Table, plan: _Plan) -> pa.Table:
+    """Ray task (--adapt-domain's first pass): a read block cut down to what
+    the driver's sample needs, each row's text (null where it has none) and
+    its place in the input."""
+    try:
+        _check_columns(table, plan)
+        texts = as_text(table.column(plan.text_column))
+        texts = pa.nulls(table.num_rows, pa.string()) if texts is None else texts
+        return pa.table({"text": texts, FILE_COLUMN: table.column(FILE_COLUMN), ROW_COLUMN: table.column(ROW_COLUMN)})
+    except SentiscoreError as exc:
+        raise type(exc)(_in_block(table, plan, exc)) from None
+
+
+def _adapted_to_input(ray, plan: _Plan, card, config: ScoreConfig) -> _Plan:
+    """--adapt-domain on Ray: the read tasks send each row's text and place
+    to the driver, which keeps the same uniform sample the local engine
+    would draw (keys from the rows' places, so Ray's block order does not
+    matter; one sample over all of IN's files), scores it with the model and
+    fits the file model. Returns the plan with the file model (shared with
+    the actors through Ray's object store) and its provenance."""
+    from .adapt import FileSample
+    from .pipeline import Scorer, adaptation_line
+
+    sample = FileSample()
+    places = _read(ray, plan).map_batches(texts_and_places, fn_kwargs={"plan": plan}, batch_format="pyarrow",
+                                          batch_size=None, num_cpus=1)
+    try:
+        for block in places.iter_batches(batch_size=None, batch_format="pyarrow"):
+            sample.add(block.column("text").to_pylist(), files=block.column(FILE_COLUMN).to_numpy(),
+                       rows=block.column(ROW_COLUMN).to_numpy())
+    except Exception as exc:
+        raise _as_sentiscore_error(ray, exc) from None
+    # Scored on the driver, as an actor would (the sample is at most adapt.SAMPLE_ROWS rows, whatever IN's size).
+    with Scorer.from_card(card, workers=1, batch_size=config.batch_size, top_k=0, device=config.device,
+                          cascade=config.cascade, runtime=config.runtime, start_workers=False) as scorer:
+        scorer.set_elmo_precision(config.elmo_precision)
+        scorer.adapt_to_sample(sample)
+        line = adaptation_line(scorer)
+        file_model = None if scorer.file_model is None else ray.put(scorer.file_model)
+    return dataclasses.replace(plan, file_model=file_model,
+                               provenance=(*plan.provenance, ("sentiscore.adapted_domain", line)))
 
 
 def _scored(ray, dataset, plan: _Plan, num_workers: int, gpus_per_worker: float):

@@ -143,14 +143,37 @@ def test_score_adapt_domain_says_what_it_fitted_marks_overturned_rows_and_repeat
     assert all(all(word in texts[i] for word in words) for i, words in a.loc[turned, "top_words"].items())
 
 
-def test_adapt_domain_needs_a_file_and_the_local_engine(tiny_model, sample_dir, tmp_path):
-    from sentiscore.config import ScoreConfig
-    from sentiscore.ray_engine import score_with_ray
-
+def test_adapt_domain_needs_a_file_not_stdin(tiny_model, tmp_path):
     result = _score(["-", tmp_path / "o.parquet", "--model", tiny_model, "--input-format", "csv", "--adapt-domain"])
     assert result.exit_code == 2 and "--adapt-domain reads the input twice" in result.output
-    with pytest.raises(UsageError, match="--adapt-domain reads the input twice .* local engine only"):
-        score_with_ray(sample_dir / "reviews.csv", tmp_path / "ray-out", model=tiny_model, config=ScoreConfig(adapt_domain=True))
+
+
+def test_the_sample_depends_on_the_rows_places_not_on_the_order_they_arrive_in():
+    """The Ray engine's read tasks hand the driver blocks of several files in
+    any order; its sample must be the one a reader in order draws (and, for
+    one file, the local engine's)."""
+    rng = np.random.default_rng(5)
+    sizes = [3_000, 1_200, 2_500]  # three files
+    places = [(f, r) for f, n in enumerate(sizes) for r in range(n)]
+    in_order = FileSample(size=700)
+    for f, n in enumerate(sizes):
+        for start in range(0, n, 400):
+            rows = np.arange(start, min(start + 400, n))
+            in_order.add([f"{f}:{r}" for r in rows], files=np.full(rows.size, f), rows=rows)
+    shuffled = FileSample(size=700)
+    order = rng.permutation(len(places))
+    for block in np.array_split(order, 23):  # blocks mixing files, rows out of order
+        shuffled.add([f"{places[i][0]}:{places[i][1]}" for i in block],
+                     files=[places[i][0] for i in block], rows=[places[i][1] for i in block])
+    assert list(shuffled.texts) == list(in_order.texts) and shuffled.rows_seen == in_order.rows_seen == sum(sizes)
+    kept = [tuple(map(int, t.split(":"))) for t in in_order.texts]
+    assert kept == sorted(kept)  # input order
+    per_file = np.bincount([f for f, _ in kept], minlength=3)
+    assert all(abs(per_file[f] / 700 - sizes[f] / sum(sizes)) < 0.06 for f in range(3)), per_file  # uniform over the input
+    one_file = FileSample(size=700)  # file 0 read in order without places: the same rows of it
+    for start in range(0, 3_000, 1_000):
+        one_file.add([f"0:{r}" for r in range(start, start + 1_000)])
+    assert set(one_file.texts) >= {t for t in in_order.texts if t.startswith("0:")}
 
 
 def test_evaluate_measures_adapt_domain_and_leaves_the_scorer_as_it_was(tiny_model, sample_dir):

@@ -83,6 +83,27 @@ def test_known_priors_score_as_in_the_local_engine(local_ray, tiny_model, sample
     assert json.loads((out / "_sentiscore_run.json").read_text())["run"]["options"]["priors"] == [0.5, 0.0, 0.5]
 
 
+def test_adapt_domain_fits_the_local_engines_file_model_and_every_actor_uses_it(local_ray, tiny_model, sample_dir, tmp_path):
+    """--adapt-domain on Ray: the driver draws the local engine's sample from
+    the read tasks' blocks (in whatever order Ray delivers them), fits the
+    same file model, and the actors average it in: the same output row for
+    row, 'file' on the same rows, the same provenance."""
+    local = tmp_path / "local.parquet"
+    score_file(sample_dir / "reviews.parquet", local, model=tiny_model, config=ScoreConfig(workers=1, adapt_domain=True))
+    out = tmp_path / "scored"
+    result = CliRunner().invoke(cli, ["score", str(sample_dir / "reviews.parquet"), str(out), "--model", str(tiny_model),
+                                      "--engine", "ray", "--num-workers", "1", "--chunk-size", "64", "--adapt-domain"])
+    assert result.exit_code == 0, result.output
+    frame, local_frame = read_dir(out), pq.read_table(local).to_pandas()
+    assert_same_scores(frame, local_frame)
+    assert frame["scored_by"].tolist() == local_frame["scored_by"].tolist()
+    line = pq.read_schema(local).metadata[b"sentiscore.adapted_domain"].decode()
+    assert line.startswith("self-trained") and "of 300 rows" in line
+    assert pq.read_schema(next(out.glob("part-*.parquet"))).metadata[b"sentiscore.adapted_domain"].decode() == line
+    assert "adapted to the file: " + line in " ".join(result.stderr.split())
+    assert json.loads((out / "_sentiscore_run.json").read_text())["run"]["options"]["adapt_domain"] is True
+
+
 def test_priors_need_a_reference_prior_before_ray_starts(tiny_model, sample_dir, tmp_path):
     import shutil
 
