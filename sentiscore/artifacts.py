@@ -259,6 +259,19 @@ class ModelCard:
         return self.raw.get("training") or {}
 
     @property
+    def _own_confusion(self):
+        """The confusion matrix recorded in this card itself (an ensemble's at
+        its top level, a model's under training), or None."""
+        calibration = (self.raw if self.members else self.training).get("calibration") or {}
+        return calibration.get("confusion")
+
+    @property
+    def confusion_is_own(self) -> bool:
+        """Whether :attr:`confusion` is this card's own rather than an
+        ensemble's members' mean."""
+        return self._own_confusion is not None
+
+    @property
     def confusion(self):
         """P(predicted i, true j) on the validation split (cards from
         2026-12-04, or completed by scripts/fit_confusion.py), for
@@ -267,15 +280,10 @@ class ModelCard:
         else its members' mean; None if a member has none."""
         import numpy as np
 
-        if self.members:
-            recorded = (self.raw.get("calibration") or {}).get("confusion")
-            if recorded is None:
-                own = [member.confusion for member in self.members]
-                return None if any(c is None for c in own) else np.mean(own, axis=0)
-        else:
-            recorded = (self.training.get("calibration") or {}).get("confusion")
+        recorded = self._own_confusion
         if recorded is None:
-            return None
+            own = [member.confusion for member in self.members]
+            return None if not own or any(c is None for c in own) else np.mean(own, axis=0)
         matrix = np.asarray(recorded, np.float64)
         if matrix.shape != (len(self.labels), len(self.labels)):
             raise ModelError(f"{self.path / META_FILE}: the validation confusion is {matrix.shape}, not one row and column per label")

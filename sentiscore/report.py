@@ -93,7 +93,7 @@ def _format_ensemble(card: ModelCard) -> str:
         "  reference prior: " + (", ".join(f"{p:.3f}" for p in card.reference_prior) + " (the members' mean, for --adapt-priors)"
                                  if card.reference_prior else "none (a member has none)"),
         "  validation confusion (for --prior-estimator bbse): " + (
-            "the ensemble's own" if (card.raw.get("calibration") or {}).get("confusion")
+            "the ensemble's own" if card.confusion_is_own
             else "the members' mean" if card.confusion is not None else "none (scripts/fit_confusion.py adds it)"),
         "  metrics:",
         *_dev_lines(card.metrics),
