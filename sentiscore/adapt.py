@@ -24,6 +24,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from .config import WideConfig
@@ -97,6 +98,17 @@ def row_keys(file_index: int, first_row: int, rows: int, seed: int = SAMPLE_SEED
     return np.random.Generator(bits).random(rows)
 
 
+def _is_arrow(texts) -> bool:
+    return isinstance(texts, (pa.Array, pa.ChunkedArray))
+
+
+def _as_objects(texts) -> np.ndarray:
+    """Texts (a list, an array, or Arrow strings) as a 1-d NumPy object array."""
+    out = np.empty(len(texts), object)
+    out[:] = texts.to_pylist() if _is_arrow(texts) else list(texts)
+    return out
+
+
 class FileSample:
     """At most ``size`` rows of an input (texts, and the model's probabilities
     when the pass that draws them has them), drawn uniformly in one pass:
@@ -113,11 +125,12 @@ class FileSample:
         self.rows_seen = 0
 
     def add(self, texts, probs: np.ndarray | None = None, files=None, rows=None) -> None:
-        """Offer rows to the sample. ``files`` and ``rows``: each text's file
-        index and row number in the input; by default the rows that follow
-        those added so far, of file 0 (one file read in order)."""
-        texts = np.asarray(texts, object)
-        n = texts.size
+        """Offer rows to the sample: ``texts`` a list or an Arrow string
+        array (only the rows that can still enter the sample become Python
+        strings). ``files`` and ``rows``: each text's file index and row
+        number in the input; by default the rows that follow those added so
+        far, of file 0 (one file read in order)."""
+        n = len(texts)
         files = np.zeros(n, np.int64) if files is None else np.asarray(files, np.int64)
         rows = np.arange(self.rows_seen, self.rows_seen + n) if rows is None else np.asarray(rows, np.int64)
         self.rows_seen += n
@@ -126,6 +139,12 @@ class FileSample:
             mine = files == file_index
             first = int(rows[mine].min())
             keys[mine] = row_keys(int(file_index), first, int(rows[mine].max()) - first + 1, self.seed)[rows[mine] - first]
+        if self._keys.size >= self.size:  # full: a row keyed above the largest kept key can never enter
+            entering = np.flatnonzero(keys < self._keys.max())
+            keys, files, rows = keys[entering], files[entering], rows[entering]
+            texts = texts.take(pa.array(entering)) if _is_arrow(texts) else _as_objects(texts)[entering]
+            probs = None if probs is None else probs[entering]
+        texts = _as_objects(texts)
         keys = np.concatenate([self._keys, keys])
         places = np.concatenate([self._places, np.column_stack([files, rows])])
         all_texts = np.concatenate([self._texts, texts])

@@ -387,7 +387,7 @@ class Scorer:
             if not priors:
                 texts = as_text(batch.column(text_column))
                 # Rows without text still take their place: a row's sampling key is its row number.
-                sample.add(texts.to_pylist() if texts is not None else [None] * batch.num_rows)
+                sample.add(texts if texts is not None else [None] * batch.num_rows)
                 continue
             texts, probs = self._labelled_probs(batch.column(text_column))
             rows.append(probs)

@@ -779,7 +779,7 @@ def _adapted_to_input(ray, plan: _Plan, card, config: ScoreConfig) -> _Plan:
                                           batch_size=None, num_cpus=1)
     try:
         for block in places.iter_batches(batch_size=None, batch_format="pyarrow"):
-            sample.add(block.column("text").to_pylist(), files=block.column(FILE_COLUMN).to_numpy(),
+            sample.add(block.column("text"), files=block.column(FILE_COLUMN).to_numpy(),
                        rows=block.column(ROW_COLUMN).to_numpy())
     except Exception as exc:
         raise _as_sentiscore_error(ray, exc) from None
