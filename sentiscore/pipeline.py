@@ -311,17 +311,6 @@ class Scorer:
     def reference_prior(self) -> np.ndarray:
         return reference_prior_of(self.card)
 
-    @property
-    def validation_confusion(self) -> np.ndarray:
-        """P(predicted i, true j) on the model's validation split, from the
-        card: what ``--prior-estimator bbse`` inverts."""
-        confusion = self.card.confusion
-        if confusion is None:
-            raise ModelError(f"model {self.loaded.name} has no validation confusion in its card (trained before "
-                             "sentiscore recorded it), so --prior-estimator bbse cannot run; use --prior-estimator em, or add it "
-                             "with scripts/fit_confusion.py MODEL TRAIN_FILE, or retrain")
-        return confusion
-
     def set_elmo_precision(self, precision: str) -> None:
         """Run an ELMo model's biLM LSTMs in ``precision`` (float32 or
         bfloat16) from the next batch on; the provenance says which."""
@@ -374,33 +363,27 @@ class Scorer:
         ``priors`` the pass only reads the texts and the model scores the
         sample alone."""
         from .adapt import FileSample
-        from .calibration import adapt_priors, black_box_shift_priors
 
-        if estimator not in PRIOR_ESTIMATORS:
-            raise UsageError(f"--prior-estimator must be one of {', '.join(PRIOR_ESTIMATORS)}")
-        # A card without a reference prior or confusion fails here, before any work.
-        reference = self.reference_prior if priors else None
-        confusion = self.validation_confusion if priors and estimator == "bbse" else None
+        if priors:
+            check_priors_estimable(self.card, estimator)  # before any work
         sample = FileSample() if domain else None
-        rows = []
+        labelled, first_row = [], 0
         for batch in batches:
             if not priors:
                 texts = as_text(batch.column(text_column))
                 # Rows without text still take their place: a row's sampling key is its row number.
                 sample.add(texts if texts is not None else [None] * batch.num_rows)
                 continue
-            texts, probs = self._labelled_probs(batch.column(text_column))
-            rows.append(probs)
+            rows, texts, probs = self.labelled_probs(batch.column(text_column))
+            labelled.append(probs)
             if sample is not None:
-                sample.add(texts, probs)
+                sample.add(texts, probs, rows=first_row + rows)
+            first_row += batch.num_rows
         if domain:
             self.adapt_to_sample(sample)
         if not priors:
             return None
-        probs = np.concatenate(rows) if rows else np.zeros((0, len(self.labels)))
-        if confusion is not None:
-            return black_box_shift_priors(probs.argmax(axis=1), confusion)
-        return adapt_priors(probs, reference)
+        return file_priors(self.card, np.concatenate(labelled) if labelled else np.zeros((0, len(self.labels))), estimator)
 
     def adapt_to_sample(self, sample) -> None:
         """Fit and set :attr:`file_model` from a file's uniform sample
@@ -413,20 +396,22 @@ class Scorer:
         if probs is None:
             texts, probs = [], []
             for start in range(0, len(sample.texts), DEFAULT_CHUNK_ROWS):
-                part_texts, part_probs = self._labelled_probs(list(sample.texts[start : start + DEFAULT_CHUNK_ROWS]))
+                _, part_texts, part_probs = self.labelled_probs(list(sample.texts[start : start + DEFAULT_CHUNK_ROWS]))
                 texts += part_texts
                 probs.append(part_probs)
             probs = np.concatenate(probs) if probs else np.zeros((0, len(self.labels)), np.float32)
         self.file_model = fit_file_model(np.asarray(texts, object), probs, sample.rows_seen)
 
-    def _labelled_probs(self, texts) -> tuple[list[str], np.ndarray]:
-        """The texts of the rows that get a label, row for row, and the
-        model's probabilities of them (no explanations)."""
+    def labelled_probs(self, texts) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """Of the rows of ``texts`` that get a label: their indexes, their
+        texts and the model's probabilities (no explanations)."""
         prepared = self.preprocess(texts)
         forwarded = self.forward(prepared, explain=False)
-        labelled = prepared.row_to_unique[prepared.row_to_unique >= 0]
-        labelled = labelled[forwarded.segmented.lengths[labelled] > 0]
-        return [prepared.unique_texts[i] for i in labelled], forwarded.probs[labelled]
+        rows = np.flatnonzero(prepared.row_to_unique >= 0)
+        unique = prepared.row_to_unique[rows]
+        scored = forwarded.segmented.lengths[unique] > 0
+        rows, unique = rows[scored], unique[scored]
+        return rows, [prepared.unique_texts[i] for i in unique], forwarded.probs[unique]
 
     # -- stages ---------------------------------------------------------------
     def preprocess(self, texts) -> Prepared:
@@ -870,6 +855,40 @@ def reference_prior_of(card: ModelCard) -> np.ndarray:
         raise ModelError(f"model {card.name} has no reference prior in its card (trained before sentiscore 0.2), "
                          "so its priors cannot be adapted; retrain it, or score without --adapt-priors/--priors")
     return np.asarray(card.reference_prior, np.float64)
+
+
+def validation_confusion_of(card: ModelCard) -> np.ndarray:
+    """P(predicted i, true j) on the model's validation split, from the card:
+    what ``--prior-estimator bbse`` inverts. A :class:`ModelError` for a card
+    without one."""
+    confusion = card.confusion
+    if confusion is None:
+        raise ModelError(f"model {card.name} has no validation confusion in its card (trained before "
+                         "sentiscore recorded it), so --prior-estimator bbse cannot run; use --prior-estimator em, or add it "
+                         "with scripts/fit_confusion.py MODEL TRAIN_FILE, or retrain")
+    return confusion
+
+
+def check_priors_estimable(card: ModelCard, estimator: str) -> None:
+    """--adapt-priors' preconditions, checked before any work: a known
+    estimator, and what it needs in the card."""
+    if estimator not in PRIOR_ESTIMATORS:
+        raise UsageError(f"--prior-estimator must be one of {', '.join(PRIOR_ESTIMATORS)}")
+    reference_prior_of(card)
+    if estimator == "bbse":
+        validation_confusion_of(card)
+
+
+def file_priors(card: ModelCard, probs: np.ndarray, estimator: str) -> np.ndarray:
+    """A file's class priors (--adapt-priors), estimated by ``estimator``
+    from the model's probabilities of its labelled rows in file order: BBSE
+    from their predicted labels and the validation confusion, EM from the
+    probabilities and the reference prior."""
+    from .calibration import adapt_priors, black_box_shift_priors
+
+    if estimator == "bbse":
+        return black_box_shift_priors(probs.argmax(axis=1), validation_confusion_of(card))
+    return adapt_priors(probs, reference_prior_of(card))
 
 
 def priors_in_label_order(labels, pairs) -> np.ndarray:

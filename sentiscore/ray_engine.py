@@ -9,10 +9,13 @@
                                       block is sorted by its row numbers and written as parts
       → the driver                    checks that the parts cover every row once, renames them
 
-With --adapt-domain a first pass runs the read tasks alone (texts_and_places):
-the driver keeps adapt.FileSample's uniform sample of what they send, scores
-it and fits the file model, which reaches every actor through Ray's object
-store (_adapted_to_input).
+--adapt-priors and --adapt-domain add a first pass (_adapted_to_input): with
+--adapt-priors the actors (ProbsActor) send every labelled row's
+probabilities and place to the driver, which estimates the priors in input
+order; --adapt-domain alone runs the read tasks (texts_and_places). The
+driver keeps adapt.FileSample's uniform sample of what arrives (keys from the
+rows' places), scores it where needed and fits the file model, which reaches
+every actor through Ray's object store.
 
 Row order does not depend on Ray. The read tasks number every row (its file's
 index in IN's sorted file list, its index within the file) in columns that
@@ -55,6 +58,7 @@ import sys
 import time
 import uuid
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +70,8 @@ from .config import ScoreConfig, SegmenterConfig
 from .errors import InputError, ModelError, OutputError, SentiscoreError, UsageError, WorkerError
 from .io import (INPUT_FORMATS, RESUME_MANIFEST, SUCCESS_MARKER, detect_format, is_stdio, open_input,
                  remove_stale_temp_files, temp_path_for)
-from .pipeline import as_text, priors_in_label_order, priors_line, reference_prior_of, with_chunk_rows
+from .pipeline import (as_text, check_priors_estimable, priors_in_label_order, priors_line, reference_prior_of,
+                       with_chunk_rows)
 
 TOKENS_COLUMN = "__sentiscore_tokens"
 TRUNCATED_COLUMN = "__sentiscore_truncated"
@@ -439,13 +444,7 @@ class ScoreActor:
         row; FILE_COLUMN, ROW_COLUMN and END_COLUMN carried over when present."""
         try:
             _check_columns(table, self.plan)
-            texts = as_text(table.column(self.plan.text_column))
-            if texts is not None and TOKENS_COLUMN in table.column_names:
-                tokens = table.column(TOKENS_COLUMN).to_pylist()
-                cut = table.column(TRUNCATED_COLUMN).to_pylist()
-                self.segmenter.lookup = {
-                    t: (w, bool(c)) for t, w, c in zip(texts.to_pylist(), tokens, cut) if w is not None and t is not None
-                }
+            self._take_tokens(table)
             batch = table.combine_chunks().to_batches()
             batch = batch[0] if batch else pa.RecordBatch.from_pylist([], schema=table.schema)
             out = pa.Table.from_batches([
@@ -461,6 +460,17 @@ class ScoreActor:
         except Exception as exc:
             raise WorkerError(f"scoring failed on {_where(table, self.plan)}: {type(exc).__name__}: {exc}") from None
 
+    def _take_tokens(self, table: pa.Table) -> None:
+        """Let the scorer's segmenter find the segmentation stage's tokens of
+        this block's texts."""
+        texts = as_text(table.column(self.plan.text_column))
+        if texts is not None and TOKENS_COLUMN in table.column_names:
+            tokens = table.column(TOKENS_COLUMN).to_pylist()
+            cut = table.column(TRUNCATED_COLUMN).to_pylist()
+            self.segmenter.lookup = {
+                t: (w, bool(c)) for t, w, c in zip(texts.to_pylist(), tokens, cut) if w is not None and t is not None
+            }
+
     def __call__(self, table: pa.Table) -> pa.Table:
         """Score a block and write it as parts; returns one row per part written."""
         scored = self.score(table)
@@ -468,6 +478,36 @@ class ScoreActor:
             return write_parts(scored, self.plan, self.metadata)
         except OSError as exc:
             raise OutputError(f"cannot write the results of {_where(table, self.plan)} to {self.plan.parts_dir}: {exc}") from None
+
+
+class ProbsActor(ScoreActor):
+    """Ray actor for --adapt-priors' first pass: the model's probabilities of
+    a block's rows that get a label, with their places in the input (and
+    their texts, for --adapt-domain's sample); no explanations, no parts."""
+
+    def __init__(self, plan: _Plan, with_texts: bool = False):
+        super().__init__(plan)
+        self.with_texts = with_texts
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        import numpy as np
+
+        try:
+            _check_columns(table, self.plan)
+            self._take_tokens(table)
+            rows, texts, probs = self.scorer.labelled_probs(table.column(self.plan.text_column))
+            self.segmenter.lookup = {}
+            taken = pa.array(rows, pa.int64())
+            columns = {FILE_COLUMN: table.column(FILE_COLUMN).take(taken), ROW_COLUMN: table.column(ROW_COLUMN).take(taken),
+                       "probs": pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(probs, np.float32).ravel()),
+                                                                  len(self.scorer.labels))}
+            if self.with_texts:
+                columns["text"] = pa.array(texts, pa.string())
+            return pa.table(columns)
+        except SentiscoreError as exc:
+            raise type(exc)(_in_block(table, self.plan, exc)) from None
+        except Exception as exc:
+            raise WorkerError(f"scoring failed on {_where(table, self.plan)}: {type(exc).__name__}: {exc}") from None
 
 
 # --- parts: order from the row numbers -----------------------------------------
@@ -625,9 +665,6 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
 
     config = config or ScoreConfig()
     options = options or RayOptions()
-    if config.adapt_priors:
-        raise UsageError("--adapt-priors reads the input twice and runs on the local engine only; "
-                         "with --engine ray give known shares with --priors")
     for flag, used in (("--resume", config.resume), ("--on-bad-lines skip", config.on_bad_lines == "skip"),
                        ("--workers", config.workers is not None), ("--worker-nice", config.worker_nice is not None)):
         if used:
@@ -650,6 +687,8 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
     columns, expected_rows = file_columns(files, fmt, config.encoding)
     keep = list(plan_run(card, list(zip(files, columns)), config, prefix, expect).keep)
     priors, priors_provenance = None, ()
+    if config.adapt_priors:
+        check_priors_estimable(card, config.prior_estimator)  # the actors would fail: fail here, before any cluster work
     if config.priors is not None:
         reference_prior_of(card)  # the actors would fail on a card without one: fail here, before any cluster work
         priors = priors_in_label_order(card.labels, config.priors)
@@ -684,12 +723,12 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         _check_model_on_every_node(ray, plan)
-        if config.adapt_domain:
-            plan = _adapted_to_input(ray, plan, card, config)
+        if config.adapt_priors or config.adapt_domain:
+            plan = _adapted_to_input(ray, plan, card, config, num_workers, options.gpus_per_worker)
+            priors = plan.priors
         dataset = _scored(ray, _segmented(ray, plan), plan, num_workers, options.gpus_per_worker)
         try:
-            with warnings.catch_warnings():  # an input with no rows leaves the actor pool idle: nothing to warn about
-                warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
+            with _idle_pool_quiet():
                 reports = pa.concat_tables(
                     [REPORT_SCHEMA.empty_table(), *dataset.iter_batches(batch_size=None, batch_format="pyarrow")]
                 )
@@ -764,48 +803,98 @@ def texts_and_places(table: pa.Table, plan: _Plan) -> pa.Table:
         raise type(exc)(_in_block(table, plan, exc)) from None
 
 
-def _adapted_to_input(ray, plan: _Plan, card, config: ScoreConfig) -> _Plan:
-    """--adapt-domain on Ray: the read tasks send each row's text and place
-    to the driver, which keeps the same uniform sample the local engine
-    would draw (keys from the rows' places, so Ray's block order does not
-    matter; one sample over all of IN's files), scores it with the model and
-    fits the file model. Returns the plan with the file model (shared with
-    the actors through Ray's object store) and its provenance."""
+def _adapted_to_input(ray, plan: _Plan, card, config: ScoreConfig, num_workers: int, gpus_per_worker: float) -> _Plan:
+    """The first pass of --adapt-priors / --adapt-domain on Ray, as the local
+    engine's (all of IN's files as one input); returns the plan with what it
+    estimated, and its provenance, for the actors of the second pass."""
     from .adapt import FileSample
-    from .pipeline import Scorer, adaptation_line
+    from .pipeline import file_priors
 
-    sample = FileSample()
-    places = _read(ray, plan).map_batches(texts_and_places, fn_kwargs={"plan": plan}, batch_format="pyarrow",
-                                          batch_size=None, num_cpus=1)
+    sample = FileSample() if config.adapt_domain else None
+    provenance, priors = list(plan.provenance), plan.priors
     try:
-        for block in places.iter_batches(batch_size=None, batch_format="pyarrow"):
-            sample.add(block.column("text"), files=block.column(FILE_COLUMN).to_numpy(),
-                       rows=block.column(ROW_COLUMN).to_numpy())
+        with _idle_pool_quiet():
+            if config.adapt_priors:
+                probs = _labelled_probs_in_order(ray, plan, num_workers, gpus_per_worker, len(card.labels), sample)
+                estimated = file_priors(card, probs, config.prior_estimator)
+                priors = tuple(float(p) for p in estimated)
+                provenance.append(("sentiscore.priors", priors_line(card.labels, estimated,
+                                                                   f"adapted by {config.prior_estimator.upper()}")))
+            elif sample is not None:
+                _sample_texts(ray, plan, sample)
     except Exception as exc:
         raise _as_sentiscore_error(ray, exc) from None
-    # Scored on the driver, as an actor would (the sample is at most adapt.SAMPLE_ROWS rows, whatever IN's size).
+    file_model = None
+    if sample is not None:
+        file_model, line = _fit_file_model(ray, card, config, sample)
+        provenance.append(("sentiscore.adapted_domain", line))
+    return dataclasses.replace(plan, file_model=file_model, priors=priors, provenance=tuple(provenance))
+
+
+def _labelled_probs_in_order(ray, plan: _Plan, num_workers: int, gpus_per_worker: float, n_labels: int, sample=None):
+    """--adapt-priors' first pass: the actors score every row and send each
+    labelled row's probabilities and place (and, for ``sample``, its text);
+    returns the probabilities in input order, as the local engine's pass
+    collects them, so the estimate is the same bit for bit."""
+    import numpy as np
+
+    first = _scored(ray, _segmented(ray, plan), plan, num_workers, gpus_per_worker, actor=ProbsActor,
+                    with_texts=sample is not None)
+    files, rows, probs = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)], [np.zeros((0, n_labels), np.float32)]
+    for block in first.iter_batches(batch_size=None, batch_format="pyarrow"):
+        files.append(block.column(FILE_COLUMN).to_numpy())
+        rows.append(block.column(ROW_COLUMN).to_numpy())
+        probs.append(block.column("probs").combine_chunks().flatten().to_numpy().reshape(block.num_rows, n_labels))
+        if sample is not None:
+            sample.add(block.column("text"), probs[-1], files=files[-1], rows=rows[-1])
+    return np.concatenate(probs)[np.lexsort((np.concatenate(rows), np.concatenate(files)))]
+
+
+def _sample_texts(ray, plan: _Plan, sample) -> None:
+    """--adapt-domain's first pass without --adapt-priors: the read tasks
+    send each row's text and place, and ``sample`` keeps its uniform sample
+    (keys from the places, so Ray's block order does not change it)."""
+    places = _read(ray, plan).map_batches(texts_and_places, fn_kwargs={"plan": plan}, batch_format="pyarrow",
+                                          batch_size=None, num_cpus=1)
+    for block in places.iter_batches(batch_size=None, batch_format="pyarrow"):
+        sample.add(block.column("text"), files=block.column(FILE_COLUMN).to_numpy(), rows=block.column(ROW_COLUMN).to_numpy())
+
+
+def _fit_file_model(ray, card, config: ScoreConfig, sample):
+    """The file model of ``sample`` (scored first, where its pass did not),
+    fitted on the driver as an actor would (at most adapt.SAMPLE_ROWS rows,
+    whatever IN's size), in Ray's object store for the actors; and its
+    provenance line."""
+    from .pipeline import Scorer, adaptation_line
+
     with Scorer.from_card(card, workers=1, batch_size=config.batch_size, top_k=0, device=config.device,
                           cascade=config.cascade, runtime=config.runtime, start_workers=False) as scorer:
         scorer.set_elmo_precision(config.elmo_precision)
         scorer.adapt_to_sample(sample)
-        line = adaptation_line(scorer)
-        file_model = None if scorer.file_model is None else ray.put(scorer.file_model)
-    return dataclasses.replace(plan, file_model=file_model,
-                               provenance=(*plan.provenance, ("sentiscore.adapted_domain", line)))
+        return (None if scorer.file_model is None else ray.put(scorer.file_model)), adaptation_line(scorer)
 
 
-def _scored(ray, dataset, plan: _Plan, num_workers: int, gpus_per_worker: float):
+@contextmanager
+def _idle_pool_quiet():
+    """An input with no rows leaves an actor pool idle: nothing to warn about."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
+        yield
+
+
+def _scored(ray, dataset, plan: _Plan, num_workers: int, gpus_per_worker: float, actor=None, **actor_kwargs):
     """The scoring actors on the segmented blocks; each writes its blocks as
-    parts and returns one REPORT_SCHEMA row per part."""
+    parts and returns one REPORT_SCHEMA row per part (``actor``: another
+    ScoreActor class for a first pass, with ``actor_kwargs``)."""
     # Each actor reserves the memory a loaded model takes, so Ray does not
     # crowd one node with actors. The differing requests also keep Ray Data
     # from fusing segmentation into the actors (it fuses stages with equal
     # requests only): the next block is segmented while an actor runs the
     # model on this one (11% faster on 20k rows here than fused).
     return dataset.map_batches(
-        ScoreActor, fn_constructor_kwargs={"plan": plan}, batch_format="pyarrow", batch_size=plan.chunk_size,
-        compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=1, memory=ACTOR_MEMORY_BYTES,
-        **({"num_gpus": gpus_per_worker} if gpus_per_worker else {}),
+        actor or ScoreActor, fn_constructor_kwargs={"plan": plan, **actor_kwargs}, batch_format="pyarrow",
+        batch_size=plan.chunk_size, compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=1,
+        memory=ACTOR_MEMORY_BYTES, **({"num_gpus": gpus_per_worker} if gpus_per_worker else {}),
     )
 
 

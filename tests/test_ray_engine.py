@@ -104,6 +104,37 @@ def test_adapt_domain_fits_the_local_engines_file_model_and_every_actor_uses_it(
     assert json.loads((out / "_sentiscore_run.json").read_text())["run"]["options"]["adapt_domain"] is True
 
 
+@pytest.mark.parametrize("flags", [["--adapt-priors"], ["--adapt-priors", "--prior-estimator", "em", "--adapt-domain"]])
+def test_adapted_priors_are_estimated_as_in_the_local_engine(local_ray, tiny_model, sample_dir, tmp_path, flags):
+    """--adapt-priors on Ray: a first pass of the actors sends every labelled
+    row's probabilities to the driver, which estimates the priors in input
+    order, as the local engine does; with --adapt-domain too, its sample is
+    of those rows."""
+    config = ScoreConfig(workers=1, adapt_priors=True, adapt_domain="--adapt-domain" in flags,
+                         prior_estimator="em" if "em" in flags else "bbse")
+    local = tmp_path / "local.parquet"
+    score_file(sample_dir / "reviews.parquet", local, model=tiny_model, config=config)
+    out = tmp_path / "scored"
+    result = CliRunner().invoke(cli, ["score", str(sample_dir / "reviews.parquet"), str(out), "--model", str(tiny_model),
+                                      "--engine", "ray", "--num-workers", "1", "--chunk-size", "64", *flags])
+    assert result.exit_code == 0, result.output
+    frame, local_frame = read_dir(out), pq.read_table(local).to_pandas()
+    assert_same_scores(frame, local_frame)
+    assert frame["scored_by"].tolist() == local_frame["scored_by"].tolist()
+    expected = pq.read_schema(local).metadata
+    written = pq.read_schema(next(out.glob("part-*.parquet"))).metadata
+    estimator = "EM" if "em" in flags else "BBSE"
+    assert written[b"sentiscore.priors"] == expected[b"sentiscore.priors"] and f"(adapted by {estimator})".encode() in written[b"sentiscore.priors"]
+    assert written.get(b"sentiscore.adapted_domain") == expected.get(b"sentiscore.adapted_domain")
+    run = json.loads((out / "_sentiscore_run.json").read_text())["run"]
+    np.testing.assert_allclose(run["options"]["priors"], _priors_of(expected[b"sentiscore.priors"].decode()), atol=5e-5)
+
+
+def _priors_of(line: str) -> list[float]:
+    """The shares of a sentiscore.priors line ("负评 0.4123, 中评 ..., 正评 ... (adapted by BBSE)")."""
+    return [float(part.split()[-1]) for part in line.rsplit(" (", 1)[0].split(", ")]
+
+
 def test_priors_need_a_reference_prior_before_ray_starts(tiny_model, sample_dir, tmp_path):
     import shutil
 
@@ -234,8 +265,6 @@ def test_segmentation_stage_and_actor_match_the_scorer_in_process(tiny_model, ti
     (["--engine", "ray", "--workers", "2"], "--workers is for the local engine, not --engine ray (use --num-workers for the scoring actors)"),
     (["--engine", "ray", "--worker-nice", "0"], "--worker-nice is for the local engine, not --engine ray"),
     (["--engine", "ray", "--output-format", "csv"], "--engine ray writes a directory of Parquet parts; drop --output-format"),
-    (["--engine", "ray", "--adapt-priors"], "--adapt-priors reads the input twice and runs on the local engine only; "
-                                            "with --engine ray give known shares with --priors"),
 ])
 def test_options_that_do_not_fit_the_engine(args, message, sample_dir, tmp_path):
     result = CliRunner().invoke(cli, ["score", str(sample_dir / "reviews.csv"), str(tmp_path / "out")] + args)
