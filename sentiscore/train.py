@@ -332,9 +332,13 @@ def source_weights(groups: np.ndarray, mode: str) -> dict[str, float] | None:
     if mode == "none":
         return None
     names, counts = np.unique(groups, return_counts=True)
-    balanced = groups.size / (names.size * counts)
-    weights = balanced if mode == "balanced" else np.sqrt(balanced)
-    return {str(name): float(w) for name, w in zip(names, weights)}
+    return {str(name): float(w) for name, w in zip(names, _balancing_weights(counts, mode))}
+
+
+def _balancing_weights(counts: np.ndarray, mode: str) -> np.ndarray:
+    """``balanced`` (total / (kinds × count)) or its square root, per kind."""
+    balanced = counts.sum() / (counts.size * np.maximum(counts, 1))
+    return balanced if mode == "balanced" else np.sqrt(balanced)
 
 
 def class_weights(y: np.ndarray, n_classes: int, mode: str = "sqrt") -> np.ndarray:
@@ -343,9 +347,7 @@ def class_weights(y: np.ndarray, n_classes: int, mode: str = "sqrt") -> np.ndarr
     swallow confident reviews), or ``none``."""
     if mode == "none":
         return np.ones(n_classes)
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    balanced = y.size / (n_classes * np.maximum(counts, 1))
-    return balanced if mode == "balanced" else np.sqrt(balanced)
+    return _balancing_weights(np.bincount(y, minlength=n_classes).astype(np.float64), mode)
 
 
 @dataclass
@@ -372,7 +374,8 @@ class PreparedData:
     def sample_weights(self) -> np.ndarray:
         weights = self.class_weights[self.y]
         if self.source_weights:
-            weights = weights * np.array([self.source_weights.get(g, 1.0) for g in self.groups])
+            names, group_of_row = np.unique(self.groups, return_inverse=True)
+            weights = weights * np.array([self.source_weights.get(str(name), 1.0) for name in names])[group_of_row]
         return weights.astype(np.float32)
 
 
