@@ -61,6 +61,43 @@ def prior_matching_bias(logits: np.ndarray, prior: np.ndarray, iterations: int =
     return bias - bias.mean()
 
 
+def share_matching_shift(probs: np.ndarray, shares, temperatures=(1.0, 0.3, 0.1, 0.03, 0.01)) -> np.ndarray:
+    """Log offsets under which the labels of ``probs`` (the argmax of each
+    row) come out in ``shares``: the dual of assigning the rows to labels in
+    those shares at the least cost in log-probability (entropic optimal
+    transport, with its temperature annealed towards the hard argmax; convex
+    at each temperature). At temperature 1 this is the offset under which
+    the mean posterior is ``shares``; the hard labels need the lower ones: a
+    model unsure on unfamiliar text spreads a label's probability over many
+    rows, so matching the mean calls that label on too many (BENCHMARKS.md,
+    "Out of domain, 2026-12-05 (later)"). A label with share 0 gets -inf
+    (never predicted); rows with no probabilities are left out."""
+    from scipy.optimize import minimize
+    from scipy.special import logsumexp
+    from scipy.special import softmax as soft
+
+    shares = np.asarray(shares, np.float64)
+    shares = shares / shares.sum()
+    live = shares > 0
+    offsets = np.full(shares.size, -np.inf)
+    probs = np.asarray(probs, np.float64)
+    probs = probs[probs.sum(axis=1) > 0]
+    if live.sum() == 1 or not len(probs):
+        offsets[live] = 0.0
+        return offsets
+    log_probs = np.log(np.maximum(probs[:, live], 1e-12))
+    target = shares[live]
+    bias = np.log(target) - np.log(np.maximum(soft(log_probs, axis=1).mean(axis=0), 1e-12))
+    for temperature in temperatures:
+        def dual(b, t=temperature):
+            scaled = (log_probs + b) / t
+            value = t * logsumexp(scaled, axis=1).mean() - target @ b
+            return value, soft(scaled, axis=1).mean(axis=0) - target
+        bias = minimize(dual, bias, jac=True, method="L-BFGS-B", options={"gtol": 1e-9, "maxiter": 500}).x
+    offsets[live] = bias - bias.max()
+    return offsets
+
+
 def macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
     f1s = []
     for c in range(n_classes):

@@ -310,6 +310,12 @@ ELMO_PRECISIONS = ("float32", "bfloat16")
 # bbse first: the two tie where only the label mix moves; on sources left out of training EM lost 5-6
 # macro-F1 points more (BENCHMARKS.md, "Out of domain, 2026-12-04 (evening)").
 PRIOR_ESTIMATORS = ("bbse", "em")
+# How --priors applies the shares given: reweight every posterior by share / the model's reference prior
+# (one pass), or match: offsets fitted on a sample of the file so its labels come out in those shares (a
+# first pass). On sources left out of training, with their true shares, match gained 1.0-1.6 macro-F1
+# points over reweight on the mean, and reweight called 31-41% 中评 on Weibo where 20% are (BENCHMARKS.md,
+# "Out of domain, 2026-12-05 (later)").
+PRIORS_MODES = ("reweight", "match")
 # Segmentation workers run this much nicer than the process that scores their
 # tokens: that process is the pipeline's critical path, and at equal priority
 # it got 2/3 of a core beside two workers on 2 cores (BENCHMARKS.md, "Speed, 2026-12-03").
@@ -343,6 +349,7 @@ class ScoreConfig:
     adapt_priors: bool = False  # estimate the file's class priors in a first pass, then score under them
     prior_estimator: str = "bbse"  # how --adapt-priors estimates them (PRIOR_ESTIMATORS)
     priors: tuple[tuple[str, float], ...] | None = None  # (label value, prior) pairs: score under these priors
+    priors_mode: str = "reweight"  # how the given priors apply (PRIORS_MODES)
     adapt_domain: bool = False  # fit a char n-gram model on the file's confident rows in a first pass, average it in (adapt.py)
     cascade: bool = True  # rows the n-gram path decides skip the deep path (models whose card has a cascade)
     runtime: str = "auto"  # what runs the classifier: onnx (ONNX Runtime), onnx-int8 (its BiLSTM in int8), tensorflow, or auto (onnx where it can)
@@ -354,6 +361,13 @@ class ScoreConfig:
             raise UsageError("--adapt-priors estimates the priors; --priors gives them: use one")
         if self.priors is not None and (any(p < 0 for _, p in self.priors) or sum(p for _, p in self.priors) <= 0):
             raise UsageError("--priors must be non-negative numbers with a positive sum")
+        if self.priors_mode not in PRIORS_MODES:
+            raise UsageError(f"--priors-mode must be one of {', '.join(PRIORS_MODES)}")
+        if self.priors_mode == "match" and self.priors is None:
+            raise UsageError("--priors-mode match matches the label shares given by --priors: give them")
+        if self.priors_mode == "match" and self.adapt_domain:
+            raise UsageError("--priors-mode match fits the shares on the model's own probabilities, which --adapt-domain "
+                             "then averages with another model's: use one")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise UsageError("--chunk-size must be at least 1")
         if self.batch_size is not None and self.batch_size < 1:

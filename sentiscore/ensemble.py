@@ -150,7 +150,7 @@ class EnsembleScorer(Scorer):
         self.segmenter = members[0].segmenter
         self.batch_size = members[0].batch_size
         self.top_k = top_k
-        self.prior_shift = None  # each member shifts its own posteriors (set_priors)
+        self.prior_shift = None  # matched priors shift the averaged posteriors; given ones each member's (set_priors)
         self.file_model = None  # --adapt-domain: one file model for the averaged probabilities (Scorer.postprocess)
         self._encoder_thread = None
         provenance = {**members[0].provenance}
@@ -188,17 +188,21 @@ class EnsembleScorer(Scorer):
                 member.set_elmo_precision(precision)
         self.provenance["sentiscore.embedder"] = _members_line(self.members, "sentiscore.embedder")
 
-    def set_priors(self, prior) -> None:
+    def set_priors(self, prior, matched: bool = False) -> None:
         """Each member's posteriors under these priors (from its own
-        reference prior), then averaged."""
+        reference prior), then averaged. ``matched`` priors were fitted on
+        the averaged posteriors (:meth:`Scorer.matched_priors`), so they
+        shift those, from the ensemble's reference prior: shifting each
+        member and averaging would give other shares."""
         for member in self.members:
-            member.set_priors(prior)
+            member.set_priors(None if matched else prior)
+        Scorer.set_priors(self, prior if matched else None)
 
     def _adaptation(self):
-        return [member.prior_shift for member in self.members], self.file_model
+        return [member.prior_shift for member in self.members], self.prior_shift, self.file_model
 
     def _restore_adaptation(self, saved) -> None:
-        shifts, self.file_model = saved
+        shifts, self.prior_shift, self.file_model = saved
         for member, shift in zip(self.members, shifts):
             member.prior_shift = shift
 
@@ -207,7 +211,7 @@ class EnsembleScorer(Scorer):
         # Segmented and hashed once, for every member.
         once = dataclasses.replace(prepared, segmentation=lambda: segmented, shared={})
         outputs = [member.forward(once, explain, logit_parts) for member in self.members]
-        probs = np.mean([out.probs for out in outputs], axis=0).astype(np.float32)
+        probs = self._shifted(np.mean([out.probs for out in outputs], axis=0).astype(np.float32))
         attention = np.mean([out.attention for out in outputs], axis=0).astype(np.float32)
         contribution = _agreeing_contribution(segmented.lengths, probs, outputs) if explain else outputs[0].contribution
         parts = {path: np.mean([out.logit_parts[path] for out in outputs], axis=0)

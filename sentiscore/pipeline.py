@@ -320,10 +320,12 @@ class Scorer:
         self.embedder.set_precision(precision, _log_stderr)
         self.provenance["sentiscore.embedder"] = _embedder_line(self.card.embedder, self.embedder.device, precision)
 
-    def set_priors(self, prior) -> None:
+    def set_priors(self, prior, matched: bool = False) -> None:
         """Score under these class priors (in label order; None: the
         model's own): every posterior is reweighted by prior / reference
-        prior, so labels, confidences and top words all follow."""
+        prior, so labels, confidences and top words all follow. ``matched``:
+        priors from :meth:`matched_priors`, fitted on this scorer's final
+        probabilities (an ensemble's averaged ones: see EnsembleScorer)."""
         from .calibration import prior_log_shift
 
         if prior is None:
@@ -364,16 +366,13 @@ class Scorer:
         sample alone."""
         from .adapt import FileSample
 
-        if priors:
-            check_priors_estimable(self.card, estimator)  # before any work
+        if not priors:
+            self.adapt_to_sample(sample_texts(batches, text_column))
+            return None
+        check_priors_estimable(self.card, estimator)  # before any work
         sample = FileSample() if domain else None
         labelled, first_row = [], 0
         for batch in batches:
-            if not priors:
-                texts = as_text(batch.column(text_column))
-                # Rows without text still take their place: a row's sampling key is its row number.
-                sample.add(texts if texts is not None else [None] * batch.num_rows)
-                continue
             rows, texts, probs = self.labelled_probs(batch.column(text_column))
             labelled.append(probs)
             if sample is not None:
@@ -381,8 +380,6 @@ class Scorer:
             first_row += batch.num_rows
         if domain:
             self.adapt_to_sample(sample)
-        if not priors:
-            return None
         return file_priors(self.card, np.concatenate(labelled) if labelled else np.zeros((0, len(self.labels))), estimator)
 
     def adapt_to_sample(self, sample) -> None:
@@ -392,15 +389,30 @@ class Scorer:
         enough confident rows)."""
         from .adapt import fit_file_model
 
-        texts, probs = sample.texts, sample.probs
-        if probs is None:
-            texts, probs = [], []
-            for start in range(0, len(sample.texts), DEFAULT_CHUNK_ROWS):
-                _, part_texts, part_probs = self.labelled_probs(list(sample.texts[start : start + DEFAULT_CHUNK_ROWS]))
-                texts += part_texts
-                probs.append(part_probs)
-            probs = np.concatenate(probs) if probs else np.zeros((0, len(self.labels)), np.float32)
+        texts, probs = (sample.texts, sample.probs) if sample.probs is not None else self._scored_sample(sample)
         self.file_model = fit_file_model(np.asarray(texts, object), probs, sample.rows_seen)
+
+    def matched_priors(self, sample, shares) -> tuple[np.ndarray, int]:
+        """``--priors-mode match``: the priors under which the labels of a
+        file's uniform sample (:class:`adapt.FileSample`, texts only) come out
+        in ``shares`` (label order), as the model scores now; and how many of
+        the sample's rows got a label. Scoring under them (``set_priors(...,
+        matched=True)``) gives the whole file about those shares."""
+        from .calibration import share_matching_shift
+
+        _, probs = self._scored_sample(sample)
+        offsets = share_matching_shift(probs, shares)
+        priors = self.reference_prior * np.exp(offsets)  # exp(-inf) = 0: a label given no share
+        return priors / priors.sum(), len(probs)
+
+    def _scored_sample(self, sample) -> tuple[list[str], np.ndarray]:
+        """The texts of ``sample`` that get a label, and their probabilities."""
+        texts, probs = [], []
+        for start in range(0, len(sample.texts), DEFAULT_CHUNK_ROWS):
+            _, part_texts, part_probs = self.labelled_probs(list(sample.texts[start : start + DEFAULT_CHUNK_ROWS]))
+            texts += part_texts
+            probs.append(part_probs)
+        return texts, np.concatenate(probs) if probs else np.zeros((0, len(self.labels)), np.float32)
 
     def labelled_probs(self, texts) -> tuple[np.ndarray, list[str], np.ndarray]:
         """Of the rows of ``texts`` that get a label: their indexes, their
@@ -908,6 +920,26 @@ def priors_line(labels, priors, how: str) -> str:
     return ", ".join(f"{name} {p:.4f}" for (_, name), p in zip(labels, priors)) + f" ({how})"
 
 
+def matched_how(labels, priors, rows: int) -> str:
+    """How ``--priors-mode match`` set the priors, for :func:`priors_line`
+    of the shares given: the priors that give them on the file's sample."""
+    under = ", ".join(f"{name} {p:.4f}" for (_, name), p in zip(labels, priors))
+    return f"given; matched on {rows:,} sampled rows, scored under {under}"
+
+
+def sample_texts(batches, text_column: str):
+    """A first pass that only reads: the uniform sample (:class:`adapt.FileSample`)
+    of the texts of ``batches``, for the model to score."""
+    from .adapt import FileSample
+
+    sample = FileSample()
+    for batch in batches:
+        texts = as_text(batch.column(text_column))
+        # Rows without text still take their place: a row's sampling key is its row number.
+        sample.add(texts if texts is not None else [None] * batch.num_rows)
+    return sample
+
+
 def score_file(input_path, output_path, model=None, config: ScoreConfig | None = None, scorer: Scorer | None = None, prefix: str = "", expect: dict | None = None, progress=None,
                stop: threading.Event | None = None) -> ScoreSummary:
     """Score IN into OUT (files or '-'). Returns a :class:`ScoreSummary`.
@@ -921,6 +953,9 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
                          "or give known priors with --priors")
     if config.adapt_domain and is_stdio(input_path):
         raise UsageError("--adapt-domain reads the input twice (fit the file model, then score); pass a file, not '-'")
+    if config.priors_mode == "match" and is_stdio(input_path):
+        raise UsageError("--priors-mode match reads the input twice (fit the shares on a sample, then score); pass a file, "
+                         "not '-', or drop it to reweight by the shares in one pass")
     if config.resume:
         if is_stdio(input_path) or is_stdio(output_path):
             raise UsageError("--resume needs a real input file and an output directory, not '-'")
@@ -950,16 +985,20 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
             priors = None
             if config.priors is not None:
                 priors = priors_in_label_order(scorer.labels, config.priors)
+            priors_how = f"adapted by {config.prior_estimator.upper()}" if config.adapt_priors else "given"
             if config.adapt_priors or config.adapt_domain:
                 first = open_input(input_path, in_fmt, config.chunk_size, config.encoding, config.on_bad_lines)
                 estimated = scorer.adapt_to_file(first.batches, config.text_column, config.adapt_priors, config.prior_estimator,
                                                  config.adapt_domain)
                 priors = estimated if config.adapt_priors else priors
-            scorer.set_priors(priors)
+            elif config.priors_mode == "match":
+                first = open_input(input_path, in_fmt, config.chunk_size, config.encoding, config.on_bad_lines)
+                given, (priors, rows) = priors, scorer.matched_priors(sample_texts(first.batches, config.text_column), priors)
+                priors_how = matched_how(scorer.labels, priors, rows)
+            scorer.set_priors(priors, matched=config.priors_mode == "match")
             provenance = dict(scorer.provenance)
             if priors is not None:
-                provenance["sentiscore.priors"] = priors_line(
-                    scorer.labels, priors, f"adapted by {config.prior_estimator.upper()}" if config.adapt_priors else "given")
+                provenance["sentiscore.priors"] = priors_line(scorer.labels, given if config.priors_mode == "match" else priors, priors_how)
             if config.adapt_domain:
                 provenance["sentiscore.adapted_domain"] = adaptation_line(scorer)
             if config.resume:
@@ -971,8 +1010,9 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
                                 "keep_columns": keep, "prefix": prefix, "input_format": in_fmt, "encoding": config.encoding,
                                 "on_bad_lines": config.on_bad_lines,
                                 "priors": None if priors is None else [round(float(p), 6) for p in priors],
-                                # Only when set: runs begun before --adapt-domain existed still resume.
-                                **({"adapt_domain": True} if config.adapt_domain else {})},
+                                # Only when set: runs begun before these options existed still resume.
+                                **({"adapt_domain": True} if config.adapt_domain else {}),
+                                **({"priors_mode": "match"} if config.priors_mode == "match" else {})},
                 }
                 sink = PartsSink(output_path, run, provenance)
             else:

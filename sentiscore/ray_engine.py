@@ -70,7 +70,7 @@ from .config import ScoreConfig, SegmenterConfig
 from .errors import InputError, ModelError, OutputError, SentiscoreError, UsageError, WorkerError
 from .io import (INPUT_FORMATS, RESUME_MANIFEST, SUCCESS_MARKER, detect_format, is_stdio, open_input,
                  remove_stale_temp_files, temp_path_for)
-from .pipeline import (as_text, check_priors_estimable, priors_in_label_order, priors_line, reference_prior_of,
+from .pipeline import (as_text, check_priors_estimable, matched_how, priors_in_label_order, priors_line, reference_prior_of,
                        with_chunk_rows)
 
 TOKENS_COLUMN = "__sentiscore_tokens"
@@ -121,6 +121,7 @@ class _Plan:
     chunk_size: int = 10_000  # rows per block read
     parts_dir: str = ""  # where the actors write their parts (the run's temporary OUT)
     priors: tuple[float, ...] | None = None  # --priors, in the model's label order: every actor scores under them
+    priors_matched: bool = False  # the priors are --priors-mode match's (Scorer.set_priors)
     file_model: object = None  # --adapt-domain: a Ray ObjectRef of the driver's adapt.FileModel, fetched by each actor
 
     @property
@@ -432,7 +433,7 @@ class ScoreActor:
         self.scorer = Scorer.from_card(card, workers=1, batch_size=plan.batch_size, top_k=plan.top_k, device=plan.device,
                                        segmenter=self.segmenter, cascade=plan.cascade, runtime=plan.runtime)
         self.scorer.set_elmo_precision(plan.elmo_precision)
-        self.scorer.set_priors(plan.priors)
+        self.scorer.set_priors(plan.priors, matched=plan.priors_matched)
         if plan.file_model is not None:
             import ray
 
@@ -723,7 +724,7 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         _check_model_on_every_node(ray, plan)
-        if config.adapt_priors or config.adapt_domain:
+        if config.adapt_priors or config.adapt_domain or config.priors_mode == "match":
             plan = _adapted_to_input(ray, plan, card, config, num_workers, options.gpus_per_worker)
             priors = plan.priors
         dataset = _scored(ray, _segmented(ray, plan), plan, num_workers, options.gpus_per_worker)
@@ -747,7 +748,8 @@ def score_with_ray(input_path, output_path, model=None, config: ScoreConfig | No
                         "top_k": config.top_k, "keep_columns": keep, "prefix": prefix, "encoding": config.encoding,
                         "num_workers": num_workers, "gpus_per_worker": options.gpus_per_worker,
                         "priors": None if priors is None else [round(float(p), 6) for p in priors],
-                        **({"adapt_domain": True} if config.adapt_domain else {})},
+                        **({"adapt_domain": True} if config.adapt_domain else {}),
+                        **({"priors_mode": "match"} if config.priors_mode == "match" else {})},
             "rows": rows,
             "provenance": provenance,
         }
@@ -804,13 +806,17 @@ def texts_and_places(table: pa.Table, plan: _Plan) -> pa.Table:
 
 
 def _adapted_to_input(ray, plan: _Plan, card, config: ScoreConfig, num_workers: int, gpus_per_worker: float) -> _Plan:
-    """The first pass of --adapt-priors / --adapt-domain on Ray, as the local
-    engine's (all of IN's files as one input); returns the plan with what it
-    estimated, and its provenance, for the actors of the second pass."""
+    """The first pass of --adapt-priors / --adapt-domain / --priors-mode match
+    on Ray, as the local engine's (all of IN's files as one input); returns
+    the plan with what it estimated, and its provenance, for the actors of
+    the second pass."""
+    import numpy as np
+
     from .adapt import FileSample
     from .pipeline import file_priors
 
-    sample = FileSample() if config.adapt_domain else None
+    matching = config.priors_mode == "match"
+    sample = FileSample() if config.adapt_domain or matching else None
     provenance, priors = list(plan.provenance), plan.priors
     try:
         with _idle_pool_quiet():
@@ -825,10 +831,16 @@ def _adapted_to_input(ray, plan: _Plan, card, config: ScoreConfig, num_workers: 
     except Exception as exc:
         raise _as_sentiscore_error(ray, exc) from None
     file_model = None
-    if sample is not None:
+    if config.adapt_domain:
         file_model, line = _fit_file_model(ray, card, config, sample)
         provenance.append(("sentiscore.adapted_domain", line))
-    return dataclasses.replace(plan, file_model=file_model, priors=priors, provenance=tuple(provenance))
+    if matching:
+        given = priors
+        priors, rows = _on_driver(card, config, lambda scorer: scorer.matched_priors(sample, np.asarray(given)))
+        line = priors_line(card.labels, given, matched_how(card.labels, priors, rows))
+        provenance = [(k, line if k == "sentiscore.priors" else v) for k, v in provenance]
+        priors = tuple(float(p) for p in priors)
+    return dataclasses.replace(plan, file_model=file_model, priors=priors, priors_matched=matching, provenance=tuple(provenance))
 
 
 def _labelled_probs_in_order(ray, plan: _Plan, num_workers: int, gpus_per_worker: float, n_labels: int, sample=None):
@@ -865,13 +877,24 @@ def _fit_file_model(ray, card, config: ScoreConfig, sample):
     fitted on the driver as an actor would (at most adapt.SAMPLE_ROWS rows,
     whatever IN's size), in Ray's object store for the actors; and its
     provenance line."""
-    from .pipeline import Scorer, adaptation_line
+    from .pipeline import adaptation_line
+
+    def fit(scorer):
+        scorer.adapt_to_sample(sample)
+        return (None if scorer.file_model is None else ray.put(scorer.file_model)), adaptation_line(scorer)
+
+    return _on_driver(card, config, fit)
+
+
+def _on_driver(card, config: ScoreConfig, work):
+    """``work(scorer)`` with the model loaded on the driver as an actor loads
+    it (one process: the driver only scores a sample)."""
+    from .pipeline import Scorer
 
     with Scorer.from_card(card, workers=1, batch_size=config.batch_size, top_k=0, device=config.device,
                           cascade=config.cascade, runtime=config.runtime, start_workers=False) as scorer:
         scorer.set_elmo_precision(config.elmo_precision)
-        scorer.adapt_to_sample(sample)
-        return (None if scorer.file_model is None else ray.put(scorer.file_model)), adaptation_line(scorer)
+        return work(scorer)
 
 
 @contextmanager

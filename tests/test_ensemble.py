@@ -139,6 +139,30 @@ def test_given_priors_shift_every_member_before_averaging(pair, tiny_model, tiny
     np.testing.assert_allclose(after, plain, atol=1e-7)  # keeping_adaptation put the members' own back
 
 
+def test_matched_priors_shift_the_averaged_posteriors(pair, sample_dir):
+    """--priors-mode match fits its priors on the ensemble's averaged
+    probabilities, so they shift those (shifting each member and averaging
+    would give other shares): the sample's labels come out as asked."""
+    import pandas as pd
+
+    from sentiscore.adapt import FileSample
+    from sentiscore.pipeline import Scorer
+
+    texts = pd.read_csv(sample_dir / "reviews.csv")["txt"].tolist()
+    sample = FileSample()
+    sample.add(texts)
+    shares = np.array([0.25, 0.35, 0.4])
+    with Scorer.from_model(pair, workers=1) as ens:
+        priors, rows = ens.matched_priors(sample, shares)
+        with ens.keeping_adaptation():
+            ens.set_priors(priors, matched=True)
+            assert all(member.prior_shift is None for member in ens.members)
+            _, _, probs = ens.labelled_probs(texts)
+        assert ens.prior_shift is None  # put back
+    assert rows == len(probs)
+    np.testing.assert_allclose(np.bincount(probs.argmax(axis=1), minlength=3) / len(probs), shares, atol=0.01)
+
+
 def test_score_file_records_the_members_in_the_output(pair, sample_dir, tmp_path):
     from sentiscore.config import ScoreConfig
     from sentiscore.pipeline import score_file

@@ -8,7 +8,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from click.testing import CliRunner
 
-from sentiscore.calibration import adapt_priors, black_box_shift_priors, joint_confusion, prior_log_shift, shift_priors
+from sentiscore.calibration import (adapt_priors, black_box_shift_priors, joint_confusion, prior_log_shift, share_matching_shift,
+                                    shift_priors)
 from sentiscore.cli import cli
 
 
@@ -266,3 +267,68 @@ def test_bbse_adapts_a_two_label_model_too(tiny_attention_model, sample_dir, tmp
     assert line.startswith("neg ") and ", pos " in line and line.endswith("(adapted by BBSE)")
     shares = [float(part.split()[1]) for part in line.split(" (")[0].split(", ")]
     assert len(shares) == 2 and abs(sum(shares) - 1) < 1e-3
+
+
+def _label_shares(probs):
+    return np.bincount(probs.argmax(axis=1), minlength=probs.shape[1]) / len(probs)
+
+
+def test_share_matching_gives_the_labels_the_shares_asked():
+    """Reweighting by the matched offsets makes the argmax labels come out
+    in the shares asked; a share of 0 is never predicted; rows without
+    probabilities are left out of the fit."""
+    rng = np.random.default_rng(3)
+    probs, _ = _posteriors([0.45, 0.1, 0.45], 5_000, rng)
+    probs = np.vstack([probs, np.zeros((50, 3))])
+    for shares in ([0.15, 0.73, 0.12], [0.2, 0.2, 0.6], [0.5, 0.0, 0.5]):
+        offsets = share_matching_shift(probs, shares)
+        assert offsets.max() == 0.0
+        got = _label_shares(shift_priors(probs[:5_000], offsets))
+        np.testing.assert_allclose(got, shares, atol=0.003)
+    assert np.isneginf(share_matching_shift(probs, [0.5, 0.0, 0.5])[1])
+    np.testing.assert_array_equal(share_matching_shift(probs, [0, 0, 1]), [-np.inf, -np.inf, 0.0])
+
+
+def test_share_matching_is_not_reweighting_by_the_shares():
+    """A model doubtful on unfamiliar text: each row gives 中评 a third of
+    its mass whatever it is. Reweighting by the true shares over the model's
+    reference prior calls far more 中评 than there is; matching calls
+    exactly the true share, on the rows the model found most neutral."""
+    rng = np.random.default_rng(4)
+    probs, y = _posteriors([0.4, 0.2, 0.4], 10_000, rng)
+    doubtful = 0.6 * probs + 0.4 * np.array([0.2, 0.6, 0.2])
+    reference = np.array([0.45, 0.1, 0.45])
+    true = [0.4, 0.2, 0.4]
+    reweighted = _label_shares(shift_priors(doubtful, prior_log_shift(true, reference)))
+    matched = shift_priors(doubtful, share_matching_shift(doubtful, true))
+    assert reweighted[1] > 0.4
+    np.testing.assert_allclose(_label_shares(matched), true, atol=0.003)
+    assert np.mean(matched.argmax(axis=1) == y) > np.mean(shift_priors(doubtful, prior_log_shift(true, reference)).argmax(axis=1) == y)
+
+
+def test_priors_mode_match_makes_the_file_labels_come_out_in_the_given_shares(tiny_model, sample_dir, tmp_path):
+    out, plain = tmp_path / "matched.parquet", tmp_path / "reweighted.parquet"
+    result = _score([sample_dir / "reviews.csv", out, "--model", tiny_model, "--priors", "-1=0.3,0=0.3,1=0.4", "--priors-mode", "match"])
+    assert result.exit_code == 0, result.output
+    assert _score([sample_dir / "reviews.csv", plain, "--model", tiny_model, "--priors", "-1=0.3,0=0.3,1=0.4"]).exit_code == 0
+    frame = pq.read_table(out).to_pandas()
+    counts = frame.label.value_counts(normalize=True)  # every row has text: the sample is the whole file
+    np.testing.assert_allclose([counts.get(n, 0) for n in ("负评", "中评", "正评")], [0.3, 0.3, 0.4], atol=0.004)
+    probs = frame[["prob_负评", "prob_中评", "prob_正评"]].to_numpy()
+    assert (probs.argmax(axis=1) == frame.label.map({"负评": 0, "中评": 1, "正评": 2})).all()
+    line = pq.read_schema(out).metadata[b"sentiscore.priors"].decode()
+    assert line.startswith("负评 0.3000, 中评 0.3000, 正评 0.4000 (given; matched on 300 sampled rows, scored under 负评 ")
+    assert "matched on 300 sampled rows" in " ".join(result.stderr.split())
+    reweighted = pq.read_table(plain).to_pandas()
+    assert (reweighted.label != frame.label).any()  # another way of applying the same shares
+
+
+def test_priors_mode_match_needs_given_priors_and_a_file(tiny_model, sample_dir, tmp_path):
+    result = _score([sample_dir / "reviews.csv", tmp_path / "o.parquet", "--model", tiny_model, "--priors-mode", "match"])
+    assert result.exit_code == 2 and "matches the label shares given by --priors" in result.output
+    result = _score(["-", tmp_path / "o.parquet", "--model", tiny_model, "--input-format", "csv", "--priors", "-1=1,0=1,1=1",
+                     "--priors-mode", "match"])
+    assert result.exit_code == 2 and "--priors-mode match reads the input twice" in result.output
+    result = _score([sample_dir / "reviews.csv", tmp_path / "o.parquet", "--model", tiny_model, "--priors", "-1=1,0=1,1=1",
+                     "--priors-mode", "match", "--adapt-domain"])
+    assert result.exit_code == 2 and "use one" in result.output

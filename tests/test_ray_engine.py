@@ -130,6 +130,26 @@ def test_adapted_priors_are_estimated_as_in_the_local_engine(local_ray, tiny_mod
     np.testing.assert_allclose(run["options"]["priors"], _priors_of(expected[b"sentiscore.priors"].decode()), atol=5e-5)
 
 
+def test_matched_priors_are_fitted_as_in_the_local_engine(local_ray, tiny_model, sample_dir, tmp_path):
+    """--priors-mode match on Ray: the driver scores the local engine's sample
+    and fits the same priors; the actors score under them."""
+    config = ScoreConfig(workers=1, priors=(("-1", 0.3), ("0", 0.3), ("1", 0.4)), priors_mode="match")
+    local = tmp_path / "local.parquet"
+    score_file(sample_dir / "reviews.parquet", local, model=tiny_model, config=config)
+    out = tmp_path / "scored"
+    result = CliRunner().invoke(cli, ["score", str(sample_dir / "reviews.parquet"), str(out), "--model", str(tiny_model),
+                                      "--engine", "ray", "--num-workers", "1", "--chunk-size", "64",
+                                      "--priors", "-1=0.3,0=0.3,1=0.4", "--priors-mode", "match"])
+    assert result.exit_code == 0, result.output
+    assert_same_scores(read_dir(out), pq.read_table(local).to_pandas())
+    line = pq.read_schema(local).metadata[b"sentiscore.priors"].decode()
+    assert "(given; matched on 300 sampled rows, scored under " in line
+    assert pq.read_schema(next(out.glob("part-*.parquet"))).metadata[b"sentiscore.priors"].decode() == line
+    options = json.loads((out / "_sentiscore_run.json").read_text())["run"]["options"]
+    assert options["priors_mode"] == "match"
+    np.testing.assert_allclose(options["priors"], [float(p.split()[-1]) for p in line.split("scored under ")[1][:-1].split(", ")], atol=5e-5)
+
+
 def _priors_of(line: str) -> list[float]:
     """The shares of a sentiscore.priors line ("负评 0.4123, 中评 ..., 正评 ... (adapted by BBSE)")."""
     return [float(part.split()[-1]) for part in line.rsplit(" (", 1)[0].split(", ")]
