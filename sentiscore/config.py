@@ -312,7 +312,7 @@ ELMO_PRECISIONS = ("float32", "bfloat16")
 PRIOR_ESTIMATORS = ("bbse", "em")
 # How --priors applies the shares given: reweight every posterior by share / the model's reference prior
 # (one pass), or match: offsets fitted on a sample of the file so its labels come out in those shares (a
-# first pass). On sources left out of training, with their true shares, match gained 1.0-1.6 macro-F1
+# first pass). On sources left out of training, with their true shares, match gained 0.6-1.6 macro-F1
 # points over reweight on the mean, and reweight called 31-41% 中评 on Weibo where 20% are (BENCHMARKS.md,
 # "Out of domain, 2026-12-05 (later)").
 PRIORS_MODES = ("reweight", "match")
