@@ -143,6 +143,8 @@ def evaluate(data_path, model=None, text_column: str = "txt", label_column: str 
     result["model_hash"] = scorer.loaded.hash
     result["labels"] = names
     result["label_shares"] = label_shares(y_true_all, y_pred_all, names)
+    # The true shares as score's option: a hand-labelled sample of a file gives the shares to score the file with.
+    result["priors_option"] = "--priors " + ",".join(f"{value}={result['label_shares']['true'][name]:.4f}" for value, name in labels)
     if priors is not None:
         result["adapted_priors"] = {name: round(float(p), 4) for name, p in zip(names, priors)}
         result["prior_estimator"] = prior_estimator
@@ -191,6 +193,9 @@ def format_report(result: dict) -> str:
         shares = result["label_shares"]
         lines += ["", "label shares, true → predicted: " + ", ".join(
             f"{n} {shares['true'][n] * 100:.1f}% → {shares['predicted'][n] * 100:.1f}%" for n in names)]
+        if result.get("priors_option"):
+            lines.append(f"to score a file with the true shares (e.g. DATA is a labelled sample of it): "
+                         f"{result['priors_option']} --priors-mode match")
     if result.get("by_group"):
         lines += ["", f"{'group':<20}{'rows':>8}{'accuracy':>10}{'macro-F1':>10}   % true/predicted: {' '.join(names)}"]
         for group, m in result["by_group"].items():

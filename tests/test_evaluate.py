@@ -38,6 +38,14 @@ def test_evaluate_reports_groups_and_formats(tiny_model, sample_dir):
         assert m["label_shares"]["true"]["中评"] == pytest.approx(np.mean(rows.label == 0), abs=1e-4), group
         assert sum(m["label_shares"]["predicted"].values()) == pytest.approx(1, abs=1e-3)
     assert "label shares, true → predicted" in text and "% true/predicted" in text
+    # ... and as score's option, to score the file DATA was sampled from with those shares.
+    option = result["priors_option"]
+    assert f"{option} --priors-mode match" in text
+    from sentiscore.config import parse_priors
+
+    given = dict(parse_priors(option.removeprefix("--priors ")))
+    for value, name in zip(("-1", "0", "1"), result["labels"]):
+        assert given[value] == pytest.approx(result["label_shares"]["true"][name], abs=1e-4)
 
 
 def test_evaluate_without_label_column(tiny_model, sample_dir):
