@@ -985,6 +985,7 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
             priors = None
             if config.priors is not None:
                 priors = priors_in_label_order(scorer.labels, config.priors)
+            given = priors
             priors_how = f"adapted by {config.prior_estimator.upper()}" if config.adapt_priors else "given"
             if config.adapt_priors or config.adapt_domain:
                 first = open_input(input_path, in_fmt, config.chunk_size, config.encoding, config.on_bad_lines)
@@ -993,7 +994,7 @@ def score_file(input_path, output_path, model=None, config: ScoreConfig | None =
                 priors = estimated if config.adapt_priors else priors
             elif config.priors_mode == "match":
                 first = open_input(input_path, in_fmt, config.chunk_size, config.encoding, config.on_bad_lines)
-                given, (priors, rows) = priors, scorer.matched_priors(sample_texts(first.batches, config.text_column), priors)
+                priors, rows = scorer.matched_priors(sample_texts(first.batches, config.text_column), given)
                 priors_how = matched_how(scorer.labels, priors, rows)
             scorer.set_priors(priors, matched=config.priors_mode == "match")
             provenance = dict(scorer.provenance)
