@@ -108,3 +108,24 @@ def test_resume_says_when_the_parts_come_from_a_version_that_did_not_record_scor
     manifest.write_text(json.dumps(recorded))
     with pytest.raises(OutputError, match="scoring differ; its parts were written by a sentiscore that did not record"):
         score_file(sample_dir / "reviews.csv", out, config=config, scorer=tiny_scorer)
+
+
+def test_a_matched_priors_run_resumes_with_the_priors_it_fitted(tiny_scorer, sample_dir, tmp_path):
+    """--priors-mode match fits its priors on the file's sample before any
+    part is written; a rerun fits the same ones, so it resumes, and the
+    parts equal an uninterrupted run's. Reweighting by the same shares is
+    another run."""
+    src, out = sample_dir / "reviews.csv", tmp_path / "scored"
+    shares = (("-1", 0.3), ("0", 0.3), ("1", 0.4))
+    matched = ScoreConfig(chunk_size=100, resume=True, priors=shares, priors_mode="match")
+    score_file(src, out, config=matched, scorer=tiny_scorer)
+    run = json.loads((out / "_sentiscore_run.json").read_text())["run"]
+    assert run["options"]["priors_mode"] == "match"
+    whole = read_parts(out)
+    (out / "part-00002.parquet").unlink()  # as if the run had stopped there
+    (out / "_SUCCESS").unlink()
+    with pytest.raises(OutputError, match=r"holds parts of another run \(options differ\)"):
+        score_file(src, out, config=ScoreConfig(chunk_size=100, resume=True, priors=shares), scorer=tiny_scorer)
+    summary = score_file(src, out, config=matched, scorer=tiny_scorer)
+    assert summary.rows == 300 and (out / "_SUCCESS").exists()
+    pd.testing.assert_frame_equal(read_parts(out), whole)
