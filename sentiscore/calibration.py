@@ -61,13 +61,14 @@ def prior_matching_bias(logits: np.ndarray, prior: np.ndarray, iterations: int =
     return bias - bias.mean()
 
 
-def share_matching_shift(probs: np.ndarray, shares, temperatures=(1.0, 0.3, 0.1, 0.03, 0.01)) -> np.ndarray:
+def share_matching_shift(probs: np.ndarray, shares, temperatures=(0.3, 0.1, 0.03, 0.01)) -> np.ndarray:
     """Log offsets under which the labels of ``probs`` (the argmax of each
     row) come out in ``shares``: the dual of assigning the rows to labels in
     those shares at the least cost in log-probability (entropic optimal
     transport, with its temperature annealed towards the hard argmax; convex
-    at each temperature). At temperature 1 this is the offset under which
-    the mean posterior is ``shares``; the hard labels need the lower ones: a
+    at each temperature). It starts at temperature 1, where this is the
+    offset under which the mean posterior is ``shares``
+    (:func:`prior_matching_bias`); the hard labels need the lower ones: a
     model unsure on unfamiliar text spreads a label's probability over many
     rows, so matching the mean calls that label on too many (BENCHMARKS.md,
     "Out of domain, 2026-12-05 (later)"). A label with share 0 gets -inf
@@ -87,7 +88,7 @@ def share_matching_shift(probs: np.ndarray, shares, temperatures=(1.0, 0.3, 0.1,
         return offsets
     log_probs = np.log(np.maximum(probs[:, live], 1e-12))
     target = shares[live]
-    bias = np.log(target) - np.log(np.maximum(soft(log_probs, axis=1).mean(axis=0), 1e-12))
+    bias = prior_matching_bias(log_probs, target)
     for temperature in temperatures:
         def dual(b, t=temperature):
             scaled = (log_probs + b) / t
