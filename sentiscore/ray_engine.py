@@ -810,8 +810,6 @@ def _adapted_to_input(ray, plan: _Plan, card, config: ScoreConfig, num_workers: 
     on Ray, as the local engine's (all of IN's files as one input); returns
     the plan with what it estimated, and its provenance, for the actors of
     the second pass."""
-    import numpy as np
-
     from .adapt import FileSample
     from .pipeline import file_priors
 
@@ -836,7 +834,7 @@ def _adapted_to_input(ray, plan: _Plan, card, config: ScoreConfig, num_workers: 
         provenance.append(("sentiscore.adapted_domain", line))
     if matching:
         given = priors
-        priors, rows = _on_driver(card, config, lambda scorer: scorer.matched_priors(sample, np.asarray(given)))
+        priors, rows = _on_driver(card, config, lambda scorer: scorer.matched_priors(sample, given))
         line = priors_line(card.labels, given, matched_how(card.labels, priors, rows))
         provenance = [(k, line if k == "sentiscore.priors" else v) for k, v in provenance]
         priors = tuple(float(p) for p in priors)
