@@ -39,12 +39,12 @@ def traced_run(original, every: int):
         calls[0] += 1
         if calls[0] % every == 0:
             heap = libc.mallinfo2()
-            table = self._token_table
-            # Rows in use, not the table's size: on the CPU the whole cache is reserved and only written rows are resident.
-            table_mib = 0.0 if table is None else len(self._token_index) * table.shape[1] * table.element_size() / 2**20
+            cache = self.token_cache
+            # Rows in use, not the tables' size: on the CPU each generation is reserved whole and only written rows are resident.
+            table_mib = len(cache) * cache.width * 4 / 2**20
             print(f"{time.time() - start:7.1f} s  batch {calls[0]:6d}  rss {rss_mib():7.1f} MiB  heap in use {heap.uordblks / 2**20:6.1f}"
                   f"  freed, held {heap.fordblks / 2**20:6.1f}  mapped {heap.hblkhd / 2**20:6.1f}"
-                  f"  cached tokens {len(self._token_index):7d} ({table_mib:.1f} MiB)", file=sys.stderr, flush=True)
+                  f"  cached tokens {len(self.token_cache):7d} ({table_mib:.1f} MiB)", file=sys.stderr, flush=True)
         return out
 
     return run

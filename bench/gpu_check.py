@@ -196,8 +196,7 @@ def bilm_batches(card, token_lists, sizes) -> list[dict]:
     results = []
     for size in sizes:
         embedder.batch_size = size
-        embedder._token_index.clear()
-        embedder._token_table = None
+        embedder.token_cache.clear()
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("elmoformanylangs")
 
-from sentiscore.embed.elmo import BatchTensors, ElmoEmbedder, cached_features, read_lexicon, read_network_config, resolve_device  # noqa: E402
+from sentiscore.embed.elmo import BatchTensors, ElmoEmbedder, TokenVectorCache, cached_features, read_lexicon, read_network_config, resolve_device  # noqa: E402
 from sentiscore.errors import UsageError  # noqa: E402
 
 from .conftest import SAMPLE, tiny_elmo_config  # noqa: E402
@@ -345,29 +345,39 @@ def test_info_card_describes_the_elmo_embedder(tiny_elmo_model):
     assert "corpus.csv" in result.output and "1 epochs" in result.output
 
 
-def test_token_cache_is_exact_and_survives_overflow(tiny_elmo):
+def test_token_cache_is_exact_across_generations_and_overflow(tiny_elmo):
     texts = [["好", "手机", "不", "喜欢"], ["手机", "很", "好"], ["物流", "手机"], ["从来", "没有", "见过", "这么", "差", "的"]] * 3
     embedder = ElmoEmbedder(tiny_elmo, layer_mix="scalar", device="cpu", batch_size=3)
     cached = embedder.embed(texts)
-    assert 0 < len(embedder._token_index) <= 15  # distinct tokens + <bos>/<eos>, computed once
-    embedder._token_cache_size = 6  # smaller than one batch's distinct tokens: the table restarts each batch
-    restarted = embedder.embed(texts)
+    assert 0 < len(embedder.token_cache) <= 15 and embedder.token_cache.computed == len(embedder.token_cache)  # each once
+    embedder.token_cache = TokenVectorCache(embedder.token_cache.width, "cpu", embedder._embed_tokens, generation_rows=9)
+    rotated = embedder.embed(texts)  # batches of 3 texts: the generations turn over, tokens in use are copied forward
+    assert embedder.token_cache.copied > 0 and len(embedder.token_cache) <= 2 * 9
+    embedder.token_cache = TokenVectorCache(embedder.token_cache.width, "cpu", embedder._embed_tokens, generation_rows=4)
+    overflowing = embedder.embed(texts)  # fewer rows than one batch's distinct tokens: that batch's table is larger
     embedder.cache_tokens = False  # elmoformanylangs' own forward over the whole padded batch
     reference = embedder.embed(texts)
-    np.testing.assert_allclose(cached, reference, atol=1e-6)
-    np.testing.assert_allclose(restarted, reference, atol=1e-6)
+    for vectors in (cached, rotated, overflowing):
+        np.testing.assert_allclose(vectors, reference, atol=1e-6)
 
 
-def test_on_the_cpu_the_token_table_is_reserved_once_and_never_copied(tiny_elmo):
+def test_token_cache_holds_at_most_two_generations_in_two_tables_and_keeps_tokens_in_use(tiny_elmo):
     embedder = ElmoEmbedder(tiny_elmo, layer_mix="scalar", device="cpu", batch_size=2)
-    embedder._token_cache_size = 1000
-    embedder.embed([["好", "手机"], ["不", "喜欢"]])
-    table = embedder._token_table
-    assert table.shape[0] == 1000  # reserved whole: the C library only makes written rows resident
-    first = embedder.embed([["从来", "没有", "见过"], ["这么", "差", "的", "物流"]])
-    assert embedder._token_table is table and len(embedder._token_index) > 6  # new tokens went into the same table
+    cache = embedder.token_cache = TokenVectorCache(embedder.token_cache.width, "cpu", embedder._embed_tokens, generation_rows=8)
+    common = ["手机", "好"]
+    words = [f"词{i}" for i in range(40)]
+    batches = [[common + words[i : i + 2]] for i in range(0, 40, 2)]  # each batch: the two common words and two new ones
+    outputs, tables_seen = [], set()
+    for batch in batches:
+        outputs.append(embedder.embed(batch))
+        tables_seen |= {id(t) for t in cache._tables if t is not None}
+        assert len(cache) <= 16 and all(t is None or t.shape[0] == 8 for t in cache._tables)
+    assert len(tables_seen) == 2  # two tables swap roles: never a third allocation
+    # The common words and <bos>/<eos> were computed once and copied forward at every turn; the new words once each.
+    assert cache.computed == 4 + 40 and cache.copied > 0
     embedder.cache_tokens = False
-    np.testing.assert_allclose(first, embedder.embed([["从来", "没有", "见过"], ["这么", "差", "的", "物流"]]), atol=1e-6)
+    for batch, vectors in zip(batches, outputs):
+        np.testing.assert_allclose(vectors, embedder.embed(batch), atol=1e-6)
 
 
 def test_unseen_tokens_run_in_few_padded_shapes_and_stay_exact(tiny_elmo, monkeypatch):
@@ -383,7 +393,7 @@ def test_unseen_tokens_run_in_few_padded_shapes_and_stay_exact(tiny_elmo, monkey
     monkeypatch.setattr(elmo, "_TOKEN_SLICE_MIN", 2)
     sliced = embedder.embed(texts)
     assert counts and set(counts) <= {2, 4}  # 14 distinct tokens with <bos>/<eos>: slices of 4, the rest padded
-    assert len(embedder._token_index) == 14 and embedder.tensors._char_rows == {}  # outputs kept, not characters
+    assert len(embedder.token_cache) == 14 and embedder.tensors._char_rows == {}  # outputs kept, not characters
     embedder.cache_tokens = False
     np.testing.assert_allclose(sliced, embedder.embed(texts), atol=1e-6)
 

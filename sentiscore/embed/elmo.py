@@ -46,6 +46,10 @@ _TOKEN_START, _TOKEN_END = "<eow>", "<bow>"
 # Unseen tokens go through the char-CNN in slices of at most _TOKEN_SLICE,
 # each padded to a power of two ≥ _TOKEN_SLICE_MIN: five input shapes in all.
 _TOKEN_SLICE, _TOKEN_SLICE_MIN = 1024, 64
+# Rows of each of the token cache's two generations (512 bytes a row in the
+# small biLM): the most the cache holds is twice this (BENCHMARKS.md,
+# "Memory, 2026-12-05 (later)", for the choice).
+TOKEN_CACHE_GENERATION_ROWS = 24_576
 
 
 # Texts per biLM batch, and per classifier batch when scoring, by device. On the CPU 64: the scalar mix
@@ -392,6 +396,85 @@ class ElmoFeatures:
     tokens: list[str] | None = None
 
 
+class TokenVectorCache:
+    """Token-embedder outputs of recently seen tokens, so the char-CNN runs
+    once per token rather than once per occurrence (it took 40% of the biLM's
+    time per token). Two generations of at most ``generation_rows`` rows: a
+    batch's tokens are looked up in the current one, then in the previous one
+    (whose row is copied forward), and computed only when in neither; when the
+    current generation cannot take a batch's new tokens it becomes the previous
+    one and the older is dropped. Tokens in use stay cached, and memory is
+    bounded by two generations whatever the file's vocabulary (with a single
+    table of up to 200,000 rows, emptied when full, zh-elmo's peak RSS grew
+    18% from 10k to 1M rows of a file with a wide vocabulary, 6.5% with two
+    generations: BENCHMARKS.md, "Memory, 2026-12-05 (later)").
+
+    The two tables are allocated once and swap roles, so their memory is
+    reused rather than returned and asked for again."""
+
+    def __init__(self, width: int, device: str, compute: Callable[[list[str]], object], generation_rows: int | None = None):
+        self.width = width
+        self.device = device
+        self.generation_rows = generation_rows or TOKEN_CACHE_GENERATION_ROWS
+        self._compute = compute  # tokens -> (len(tokens), width) tensor, at most _TOKEN_SLICE at a time
+        self._tables: list = [None, None]  # [current, previous]
+        self._index: list[dict[str, int]] = [{}, {}]  # token -> its row in the table of the same position
+        self.computed = self.copied = 0  # tokens run through the char-CNN / copied from the previous generation
+
+    def __len__(self) -> int:
+        """Tokens held, in both generations."""
+        return len(self._index[0]) + len(self._index[1])
+
+    def clear(self) -> None:
+        self._index = [{}, {}]
+
+    def rows(self, flat: list[str]) -> tuple[object, np.ndarray]:
+        """The current table and the row of every token of ``flat`` in it,
+        computing or copying forward the rows of tokens it does not hold."""
+        current, previous = self._index
+        distinct = dict.fromkeys(flat)
+        needed = [t for t in distinct if t not in current]
+        if len(current) + len(needed) > self.generation_rows:
+            self._tables.reverse()
+            self._index = [{}, current]
+            current, previous = self._index
+            needed = list(distinct)
+        if needed:
+            import torch
+
+            start = len(current)
+            table = self._table(start + len(needed))
+            kept = [t for t in needed if t in previous]
+            new = [t for t in needed if t not in previous]
+            if kept:
+                source = torch.as_tensor([previous[t] for t in kept], dtype=torch.int64, device=self.device)
+                table[start : start + len(kept)] = self._tables[1][source]
+            at = start + len(kept)
+            for first in range(0, len(new), _TOKEN_SLICE):
+                part = new[first : first + _TOKEN_SLICE]
+                table[at + first : at + first + len(part)] = self._compute(part)
+            current.update((token, start + offset) for offset, token in enumerate(kept + new))
+            self.computed += len(new)
+            self.copied += len(kept)
+        return self._tables[0], np.fromiter((current[t] for t in flat), np.int64, len(flat))
+
+    def _table(self, rows: int):
+        """The current table, with room for ``rows`` rows. Allocated at the
+        generation's full size: on the CPU the C library maps a block this
+        large lazily, so only written rows become resident. Larger only for a
+        batch with more distinct tokens than a generation holds (a
+        ``--batch-size`` far above the default)."""
+        import torch
+
+        table = self._tables[0]
+        if table is None or table.shape[0] < rows:
+            grown = torch.empty((max(rows, self.generation_rows), self.width), device=self.device)
+            if table is not None:
+                grown[: table.shape[0]] = table
+            table = self._tables[0] = grown
+        return table
+
+
 class ElmoEmbedder:
     """Contextual vectors for segmented texts. ``layer_mix``: ``average`` of
     all biLM layers (the prototype's choice), ``top`` layer, or ``scalar``
@@ -417,12 +500,10 @@ class ElmoEmbedder:
         torch.set_num_threads(threads or torch_threads())
         self.model, self.network, word_lexicon, char_lexicon = load_bilm(self.directory, self.device)
         self.tensors = BatchTensors(self.network, word_lexicon, char_lexicon)
-        # Token-embedder outputs computed once per distinct token (exact: the
-        # char-CNN sees one token at a time, padded to a fixed width).
+        # Token-embedder outputs computed once per recently seen token (exact:
+        # the char-CNN sees one token at a time, padded to a fixed width).
         self.cache_tokens = True
-        self._token_index: dict[str, int] = {}
-        self._token_table = None
-        self._token_cache_size = 200_000  # tokens × projection_dim floats: ~100 MB for the small biLM
+        self.token_cache = TokenVectorCache(int(self.network["encoder"]["projection_dim"]), self.device, self._embed_tokens)
         self.precision = "float32"
         self._float32_encoder = None  # the encoder's float32 weights while it runs in bfloat16
         self.torch_version = torch.__version__
@@ -461,48 +542,6 @@ class ElmoEmbedder:
             self._float32_encoder = None
         self.precision = precision
 
-    def _token_rows(self, flat: list[str]):
-        """Row of every token in the table of token-embedder outputs, computing
-        the rows of tokens not seen yet. The char-CNN is context-free, so a
-        token's output is the same in every text: computing it once per
-        distinct token is exact, and took 40% of the biLM's time per token."""
-        index = self._token_index
-        missing = [t for t in dict.fromkeys(flat) if t not in index]
-        if len(index) + len(missing) > self._token_cache_size:
-            index.clear()
-            missing = list(dict.fromkeys(flat))
-            self._token_table = None
-        if missing:
-            start, needed = len(index), len(index) + len(missing)
-            table = self._token_table
-            if table is None or needed > table.shape[0]:
-                if self.device == "cpu":
-                    # The whole cache at once: the C library maps a block this
-                    # large lazily, so only written rows become resident, and
-                    # the table is never copied to grow (a doubling held the old
-                    # and the new table at once, and up to 2× the rows in use).
-                    capacity = max(needed, self._token_cache_size)
-                else:
-                    # A GPU commits what it allocates: grow by doubling (appending
-                    # with torch.cat would copy the whole table for every batch).
-                    capacity = max(needed, min(2 * (0 if table is None else table.shape[0]), self._token_cache_size), 4096)
-                grown = self._new_token_table(capacity)
-                if table is not None:
-                    grown[:start] = table[:start]
-                table = self._token_table = grown
-            for first in range(0, len(missing), _TOKEN_SLICE):
-                part = missing[first : first + _TOKEN_SLICE]
-                table[start + first : start + first + len(part)] = self._embed_tokens(part)
-            for offset, token in enumerate(missing):
-                index[token] = start + offset
-        return self._tensor(np.fromiter((index[t] for t in flat), np.int64, len(flat)))
-
-    def _new_token_table(self, capacity: int):
-        import torch
-
-        width = int(self.network["encoder"]["projection_dim"])
-        return torch.empty((capacity, width), device=self.device)
-
     def _embed_tokens(self, tokens: list[str]):
         """Token-embedder outputs of up to ``_TOKEN_SLICE`` tokens, run padded
         to a power of two. oneDNN builds and keeps kernels for every input
@@ -524,9 +563,9 @@ class ElmoEmbedder:
 
         if self.tensors.cnn and self.cache_tokens:
             flat, lengths, width, rows, cols = self.tensors.layout(sentences)
-            vectors = self._token_rows(flat)
-            tokens = torch.zeros((len(sentences), width, self._token_table.shape[1]), device=self.device)
-            tokens[self._tensor(rows), self._tensor(cols)] = self._token_table[vectors]
+            table, vectors = self.token_cache.rows(flat)
+            tokens = torch.zeros((len(sentences), width, table.shape[1]), device=self.device)
+            tokens[self._tensor(rows), self._tensor(cols)] = table[self._tensor(vectors)]
             mask = np.zeros((len(sentences), width), np.int64)
             mask[rows, cols] = 1
             self.model.encoder.reset_states()
