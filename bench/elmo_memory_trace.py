@@ -2,7 +2,8 @@
 run in this process, with a line on stderr every N biLM batches giving the
 process's RSS, the C library's main heap (bytes in use, freed but held, mapped
 blocks; ``mallinfo2``, glibc ≥ 2.33) and the biLM's cache of token vectors
-(distinct tokens, and the table's size).
+(tokens held, and their rows' size), and the blocks Python's allocator has
+handed out (``sys.getallocatedblocks``).
 
     python bench/elmo_memory_trace.py --every 100 -- score build/bench-speed/input-1000000.parquet \
         /tmp/out.parquet --model zh-elmo --quiet --overwrite
@@ -44,7 +45,8 @@ def traced_run(original, every: int):
             table_mib = len(cache) * cache.width * 4 / 2**20
             print(f"{time.time() - start:7.1f} s  batch {calls[0]:6d}  rss {rss_mib():7.1f} MiB  heap in use {heap.uordblks / 2**20:6.1f}"
                   f"  freed, held {heap.fordblks / 2**20:6.1f}  mapped {heap.hblkhd / 2**20:6.1f}"
-                  f"  cached tokens {len(self.token_cache):7d} ({table_mib:.1f} MiB)", file=sys.stderr, flush=True)
+                  f"  cached tokens {len(self.token_cache):7d} ({table_mib:.1f} MiB)"
+                  f"  Python blocks {sys.getallocatedblocks():9d}", file=sys.stderr, flush=True)
         return out
 
     return run
