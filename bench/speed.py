@@ -84,10 +84,10 @@ def make_input(source: Path, rows: int, out: Path, seed: int) -> Path:
     return out
 
 
-def run_measured(cmd: list[str]) -> dict:
-    """Run ``cmd``; wall seconds and peak RSS (main process, process tree)."""
+def run_measured(cmd: list[str], **popen) -> dict:
+    """Run ``cmd`` (``popen``: ``cwd``, ``env``, as subprocess.Popen takes them); wall seconds and peak RSS (main process, process tree)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, **popen)
     main = psutil.Process(proc.pid)
     peak_main = peak_tree = 0
     while proc.poll() is None:
