@@ -400,11 +400,15 @@ def test_unseen_tokens_run_in_few_padded_shapes_and_stay_exact(tiny_elmo, monkey
 
 @pytest.mark.parametrize("go_forward", [True, False])
 @pytest.mark.parametrize("with_initial_state", [False, True])
-def test_fused_lstm_cell_matches_the_reference_clipping_included(go_forward, with_initial_state):
+@pytest.mark.parametrize("gate_steps", [16, 4, 1])  # one block of input gates, blocks across the rows' ends, one per step
+def test_fused_lstm_cell_matches_the_reference_clipping_included(go_forward, with_initial_state, gate_steps, monkeypatch):
     import torch
     from elmoformanylangs.modules.lstm_cell_with_projection import LstmCellWithProjection
 
+    from sentiscore.embed import elmo
     from sentiscore.embed.elmo import projected_lstm_inference
+
+    monkeypatch.setattr(elmo, "_INPUT_GATE_STEPS", gate_steps)
 
     torch.manual_seed(0)
     cell = LstmCellWithProjection(12, 8, 20, go_forward, recurrent_dropout_probability=0.1,

@@ -240,13 +240,20 @@ class BatchTensors:
         return words, chars, mask, has_next, has_previous
 
 
+_INPUT_GATE_STEPS = 16  # time steps whose input-to-gates products run as one matrix product (see below)
+
+
 def projected_lstm_inference(cell, inputs, batch_lengths, initial_state=None):
     """Inference-only forward of elmoformanylangs' ``LstmCellWithProjection``:
     same arguments, same outputs (clipping of the cell and of the projected
     state included), with less work per time step:
 
-    - the input-to-gates product runs once for all time steps as one large
-      matrix product, instead of one small product per step;
+    - the input-to-gates products run ``_INPUT_GATE_STEPS`` time steps at a
+      time as one matrix product, instead of one small product per step,
+      into one buffer per call whose size depends on the batch only (all
+      steps at once took a (batch, steps, 4 × cell) tensor of up to 17 MiB,
+      a different size every batch, which fragmented the C heap: BENCHMARKS.md,
+      "Memory, 2026-12-05 (allocator)");
     - state and cell update in place (the reference clones the whole batch's
       state twice per step so that autograd can follow);
     - gate non-linearities run in place on one gates buffer.
@@ -267,9 +274,11 @@ def projected_lstm_inference(cell, inputs, batch_lengths, initial_state=None):
 def _projected_lstm_steps(cell, inputs, batch_lengths, initial_state):
     import torch
 
-    batch, steps, _ = inputs.shape
+    batch, steps, input_size = inputs.shape
     cell_size, hidden_size = cell.cell_size, cell.hidden_size
-    gates_from_input = cell.input_linearity(inputs)  # (batch, steps, 4 × cell)
+    input_weight = cell.input_linearity.weight.t()  # the input linearity has no bias
+    block = max(1, min(_INPUT_GATE_STEPS, steps))
+    gate_buffer = inputs.new_empty(batch * block * 4 * cell_size)
     state_weight = cell.state_linearity.weight.t()
     state_bias = cell.state_linearity.bias
     projection_weight = cell.state_projection.weight.t()
@@ -285,8 +294,14 @@ def _projected_lstm_steps(cell, inputs, batch_lengths, initial_state):
     memory_clip, state_clip = cell.memory_cell_clip_value, cell.state_projection_clip_value
     for step in range(steps):
         index = step if cell.go_forward else steps - 1 - step
+        if step % block == 0:  # the next block's steps: [low, high) in time, the most rows running at ``low``
+            low = index if cell.go_forward else max(0, index - block + 1)
+            high = min(steps, low + block)
+            block_inputs = inputs[: running[low], low:high].reshape(-1, input_size)
+            block_gates = torch.mm(block_inputs, input_weight, out=gate_buffer[: block_inputs.shape[0] * 4 * cell_size]
+                                   .view(block_inputs.shape[0], 4 * cell_size)).view(running[low], high - low, 4 * cell_size)
         n = running[index]
-        gates = torch.addmm(state_bias, state[:n], state_weight).add_(gates_from_input[:n, index])
+        gates = torch.addmm(state_bias, state[:n], state_weight).add_(block_gates[:n, index - low])
         input_gate, forget_gate, candidate, output_gate = gates.split(cell_size, dim=1)
         input_gate.sigmoid_()
         forget_gate.sigmoid_()
@@ -557,8 +572,12 @@ class ElmoEmbedder:
 
         return None if array is None else torch.from_numpy(array).to(self.device)
 
-    def _run(self, sentences: list[list[str]]):
-        """(layers, B, L, dim) float32 for one batch, ``<bos>``/``<eos>`` included, on the biLM's device."""
+    def _run(self, sentences: list[list[str]]) -> list:
+        """The layers of one batch, token layer first, each (B, L, width)
+        float32 with ``<bos>``/``<eos>`` included, on the biLM's device. The
+        cached char-CNN's token layer comes at the token embedder's width
+        (half the encoder's): :meth:`_vectors` doubles it after picking the
+        real tokens, so no (layers, B, L, dim) tensor is built per batch."""
         import torch
 
         if self.tensors.cnn and self.cache_tokens:
@@ -571,22 +590,26 @@ class ElmoEmbedder:
             self.model.encoder.reset_states()
             encoder_dtype = torch.bfloat16 if self.precision == "bfloat16" else torch.float32
             encoded = self.model.encoder(tokens.to(encoder_dtype), self._tensor(mask)).float()
-            # As frontend.Model.forward: layer 0 is the token layer, doubled to the encoder's width.
-            return torch.cat([torch.cat([tokens, tokens], dim=2).unsqueeze(0), encoded], dim=0)
+            return [tokens, *encoded]
         words, chars, mask, has_next, has_previous = self.tensors.build(sentences)
         # The frontend moves masks to the GPU itself when use_cuda is set.
         masks = [torch.from_numpy(mask), torch.from_numpy(has_next), torch.from_numpy(has_previous)]
         self.model.encoder.reset_states()
-        return self.model.forward(self._tensor(words), self._tensor(chars), masks).float()
+        return list(self.model.forward(self._tensor(words), self._tensor(chars), masks).float())
 
     def _vectors(self, sentences: list[list[str]]) -> np.ndarray:
         """Mixed vectors of every token of one batch (``<bos>``/``<eos>``
         dropped), flat in text order, on the host. The gather and the mix run
         on the biLM's device, so only the mixed vectors are copied back."""
+        import torch
+
         layers = self._run(sentences)
         lengths = np.fromiter(map(len, sentences), np.int64, len(sentences))
-        rows, cols, _ = padded_positions(lengths, layers.shape[2] - 2)
-        picked = layers[:, self._tensor(rows), self._tensor(cols + 1)]  # +1 skips <bos>
+        rows, cols, _ = padded_positions(lengths, layers[0].shape[1] - 2)
+        rows, cols = self._tensor(rows), self._tensor(cols + 1)  # +1 skips <bos>
+        picked = [layer[rows, cols] for layer in layers]
+        if picked[0].shape[1] < self.dim:  # as frontend.Model.forward: the token layer doubled to the encoder's width
+            picked[0] = torch.cat([picked[0], picked[0]], dim=1)
         return self._mix(picked).cpu().numpy()
 
     def _vectors_with_retry(self, sentences: list[list[str]]) -> np.ndarray:
@@ -604,15 +627,20 @@ class ElmoEmbedder:
             half = len(sentences) // 2
             return np.concatenate([self._vectors_with_retry(sentences[:half]), self._vectors_with_retry(sentences[half:])])
 
-    def _mix(self, layers):
-        """(layers, N, dim) → what the model consumes, on the biLM's device:
-        only the mixed vectors are copied back (a third of the layers' bytes
-        for ``average`` and ``top``)."""
+    def _mix(self, layers: list):
+        """Each layer's (N, dim) vectors → what the model consumes, on the
+        biLM's device: only the mixed vectors are copied back (a third of the
+        layers' bytes for ``average`` and ``top``)."""
+        import torch
+
         if self.layer_mix == "average":
-            return layers.mean(dim=0)
+            mixed = layers[0] + layers[1]  # summed in place: no (layers, N, dim) copy
+            for layer in layers[2:]:
+                mixed += layer
+            return mixed.div_(len(layers))
         if self.layer_mix == "top":
             return layers[-1]
-        return layers.transpose(0, 1).contiguous()
+        return torch.stack(layers, dim=1)
 
     def embed(self, token_lists: list[list[str]], progress: Callable[[int], None] | None = None,
               dtype=np.float32, out: np.ndarray | None = None) -> np.ndarray:
