@@ -17,35 +17,32 @@ not its segmentation workers'.
 from __future__ import annotations
 
 import ctypes
-import os
+import functools
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
-PAGE_MIB = os.sysconf("SC_PAGE_SIZE") / 2**20
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from elmo_memory_trace import MallInfo2, rss_mib  # noqa: E402
 
 
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+@functools.cache
+def _mallinfo2():
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    return libc.mallinfo2
 
 
 def heap_line() -> str:
     """glibc's heaps, all arenas (``mallinfo2``, glibc >= 2.33): in use, freed but held, mapped blocks."""
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallinfo2.restype = MallInfo2
+        info = _mallinfo2()()
     except (OSError, AttributeError):
         return "heap: -"
-    info = libc.mallinfo2()
     return f"heap in use {info.uordblks / 2**20:.0f}, freed but held {info.fordblks / 2**20:.0f}, mapped {info.hblkhd / 2**20:.0f}"
-
-
-def rss_mib() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * PAGE_MIB
 
 
 class Stages:
